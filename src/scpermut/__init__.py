@@ -1,0 +1,20 @@
+"""scpermut: cell-type annotation and batch correction for single-cell RNA-seq atlases."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("scpermut")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+
+def __getattr__(name):
+    # TensorFlow takes seconds to import: load the model class only when asked for.
+    if name == "Model":
+        from scpermut.model.api import Model
+
+        return Model
+    raise AttributeError(f"module 'scpermut' has no attribute {name!r}")
+
+
+__all__ = ["Model", "__version__"]

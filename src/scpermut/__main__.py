@@ -1,0 +1,3 @@
+from scpermut.cli import main
+
+main()

@@ -1,0 +1,109 @@
+"""Readers: raw counts from .h5ad (X, a layer or .raw) and 10x Genomics .h5 files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from scpermut._keys import COUNTS_LAYER
+from scpermut.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Enough stored values to tell counts from normalised data without scanning a whole atlas.
+_VALUES_CHECKED = 1_000_000
+
+
+def count_problem(matrix) -> str | None:
+    """Say why ``matrix`` does not hold raw counts (negatives, non-integers), or None if it does."""
+    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
+    values = np.asarray(values[:_VALUES_CHECKED])
+    if values.size == 0:
+        return None
+    if values.min() < 0:
+        return "negative values"
+    if not np.all(np.equal(np.mod(values, 1), 0)):
+        return "non-integer values"
+    return None
+
+
+def _as_counts(matrix) -> sp.csr_matrix:
+    return sp.csr_matrix(matrix, dtype=np.float32)
+
+
+def _counts_from_h5ad(adata: ad.AnnData, path: Path, layer: str | None) -> ad.AnnData:
+    """Return a new AnnData whose X holds the raw counts found in ``adata``."""
+    if layer == "raw":
+        if adata.raw is None:
+            raise InputError(f"{path}: --layer raw was asked for but the file has no .raw.")
+        counts = ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var)
+    elif layer is not None:
+        if layer not in adata.layers:
+            available = ", ".join(adata.layers.keys()) or "none"
+            raise InputError(f"{path}: layer '{layer}' does not exist (layers: {available}).")
+        counts = ad.AnnData(X=adata.layers[layer], obs=adata.obs, var=adata.var)
+    else:
+        problem = count_problem(adata.X)
+        if problem is None:
+            counts = ad.AnnData(X=adata.X, obs=adata.obs, var=adata.var)
+        elif COUNTS_LAYER in adata.layers and count_problem(adata.layers[COUNTS_LAYER]) is None:
+            log.info("%s: X has %s; using layers['%s'] as raw counts", path, problem, COUNTS_LAYER)
+            counts = ad.AnnData(X=adata.layers[COUNTS_LAYER], obs=adata.obs, var=adata.var)
+        elif adata.raw is not None and count_problem(adata.raw.X) is None:
+            log.info("%s: X has %s; using .raw as raw counts", path, problem)
+            counts = ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var)
+        else:
+            raise InputError(
+                f"{path}: X holds {problem}, so it is not raw counts, and neither layers['{COUNTS_LAYER}'] "
+                "nor .raw holds counts; point --layer (samplesheet column 'layer') at the raw counts."
+            )
+        layer = None
+    if layer is not None and (problem := count_problem(counts.X)) is not None:
+        raise InputError(f"{path}: layer '{layer}' holds {problem}, so it is not raw counts.")
+    counts.X = _as_counts(counts.X)
+    return counts
+
+
+def read_counts(path: str | Path, layer: str | None = None) -> ad.AnnData:
+    """Read raw counts from an .h5ad or 10x .h5 file.
+
+    Parameters
+    ----------
+    path
+        ``.h5ad`` file (counts in ``X``, ``layers[layer]``, ``layers["counts"]`` or ``.raw``)
+        or a 10x Genomics ``.h5`` matrix.
+    layer
+        Where the counts are in an ``.h5ad``: a layer name, ``"raw"`` for ``.raw``, or None to
+        use ``X`` when it holds counts and fall back to ``layers["counts"]`` then ``.raw``.
+
+    Returns
+    -------
+    AnnData with raw counts in ``X`` (CSR, float32), unique gene names and the file's ``obs``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".h5ad":
+            adata = _counts_from_h5ad(ad.read_h5ad(path), path, layer)
+        elif suffix == ".h5":
+            import scanpy as sc
+
+            adata = sc.read_10x_h5(path)
+            adata.X = _as_counts(adata.X)
+        else:
+            raise InputError(f"{path}: unsupported file type '{path.suffix}'; give an .h5ad or a 10x .h5 file.")
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{path}: cannot be read as {suffix} ({error}).") from error
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(f"{path}: the file is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
+    if not adata.var_names.is_unique:
+        log.warning("%s: %d duplicated gene names made unique", path, adata.var_names.duplicated().sum())
+        adata.var_names_make_unique()
+    adata.obs_names = adata.obs_names.astype(str)
+    return adata

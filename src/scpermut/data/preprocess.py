@@ -1,0 +1,188 @@
+"""Merge QC'd samples into one training-ready AnnData.
+
+Genes are aligned (intersection), counts kept in a layer, expression normalised and
+log-transformed, batch-aware highly variable genes selected and labelled reference cells
+split into train and validation sets. The matrix stays sparse throughout.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scpermut import __version__, _keys
+from scpermut._atomic import write_h5ad, write_json
+from scpermut.errors import InputError
+
+log = logging.getLogger(__name__)
+
+PREPARED_FILE = "prepared.h5ad"
+SUMMARY_FILE = "prepare_summary.json"
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """How samples are merged, normalised and split."""
+
+    n_top_genes: int = 2000
+    target_sum: float = 1e4
+    min_shared_genes: int = 200
+    validation_fraction: float = 0.2
+    seed: int = 0
+
+
+def read_qc_outputs(paths: list[str | Path]) -> list[ad.AnnData]:
+    """Read ``scpermut qc`` outputs and check they agree on the class, batch and unlabelled keys."""
+    samples = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: file not found.")
+        adata = ad.read_h5ad(path)
+        if _keys.QC_UNS not in adata.uns:
+            raise InputError(f"{path}: not an output of `scpermut qc` (no uns['{_keys.QC_UNS}']); run `scpermut qc` on it first.")
+        samples.append(adata)
+    keys = ("class_key", "batch_key", "unlabeled_category")
+    first = {key: samples[0].uns[_keys.QC_UNS][key] for key in keys}
+    for path, adata in zip(paths, samples):
+        for key in keys:
+            if adata.uns[_keys.QC_UNS][key] != first[key]:
+                raise InputError(f"{path}: {key} is '{adata.uns[_keys.QC_UNS][key]}' but '{first[key]}' in {paths[0]}; QC every sample with the same keys.")
+    names = pd.Series([adata.uns[_keys.QC_UNS]["sample"] for adata in samples])
+    if names.duplicated().any():
+        raise InputError(f"sample id(s) {', '.join(sorted(set(names[names.duplicated()])))} appear in more than one QC file.")
+    return samples
+
+
+def shared_genes(samples: list[ad.AnnData], min_shared: int) -> tuple[pd.Index, dict[str, int]]:
+    """Genes present in every sample (in the first sample's order) and how many each sample loses."""
+    shared = samples[0].var_names
+    for adata in samples[1:]:
+        shared = shared[shared.isin(adata.var_names)]
+    lost = {adata.uns[_keys.QC_UNS]["sample"]: int(adata.n_vars - len(shared)) for adata in samples}
+    if len(shared) < min_shared:
+        details = "; ".join(
+            f"'{adata.uns[_keys.QC_UNS]['sample']}' has {adata.n_vars} genes, e.g. {', '.join(adata.var_names[:3])}"
+            for adata in samples
+        )
+        raise InputError(
+            f"the samples share only {len(shared)} genes (--min_shared_genes is {min_shared}): {details}; "
+            "check that every file names genes the same way (symbols or Ensembl ids)."
+        )
+    return shared, lost
+
+
+def stratified_split(labels: pd.Series, eligible: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Mark a seeded, per-class fraction of the ``eligible`` cells as validation.
+
+    Every class keeps at least one training cell; a class of one cell has no validation cell.
+    """
+    rng = np.random.default_rng(seed)
+    validation = np.zeros(len(labels), dtype=bool)
+    codes = labels.to_numpy()
+    for label in sorted(pd.unique(codes[eligible])):
+        members = np.flatnonzero(eligible & (codes == label))
+        n_validation = min(int(round(fraction * members.size)), members.size - 1)
+        if n_validation > 0:
+            validation[rng.permutation(members)[:n_validation]] = True
+    return validation
+
+
+def select_hvgs(adata: ad.AnnData, n_top_genes: int, batch_key: str) -> None:
+    """Flag batch-aware highly variable genes in ``var`` (all genes when there are fewer than asked)."""
+    import scanpy as sc
+
+    if adata.n_vars <= n_top_genes:
+        adata.var["highly_variable"] = True
+        return
+    n_batches = adata.obs[batch_key].nunique()
+    sc.pp.highly_variable_genes(
+        adata, n_top_genes=n_top_genes, flavor="seurat", batch_key=batch_key if n_batches > 1 else None
+    )
+
+
+def prepare(samples: list[ad.AnnData], settings: PrepareSettings = PrepareSettings()) -> tuple[ad.AnnData, dict]:
+    """Merge QC'd samples into one normalised AnnData ready for training and prediction.
+
+    Returns
+    -------
+    The prepared AnnData and a summary. Sets the following fields:
+    ``X`` (CSR float32, log1p of library-size-normalised counts), ``layers["counts"]``,
+    ``var["highly_variable"]``, ``obs["scpermut_split"]`` (train/validation/unlabelled/query)
+    and ``uns["scpermut_prepare"]``, ``uns["scpermut_qc"]``.
+    """
+    import scanpy as sc
+
+    qc = {adata.uns[_keys.QC_UNS]["sample"]: adata.uns[_keys.QC_UNS] for adata in samples}
+    first_qc = next(iter(qc.values()))
+    class_key, batch_key, unlabeled = first_qc["class_key"], first_qc["batch_key"], first_qc["unlabeled_category"]
+    genes, lost = shared_genes(samples, settings.min_shared_genes)
+    for name, n_lost in lost.items():
+        if n_lost:
+            log.info("sample %s loses %d of its genes in the alignment", name, n_lost)
+
+    merged = ad.concat([adata[:, genes] for adata in samples], join="inner", merge="same")
+    if not merged.obs_names.is_unique:
+        n_duplicated = int(merged.obs_names.duplicated().sum())
+        log.warning("%d cell barcodes occur in more than one sample: they are prefixed with the sample id", n_duplicated)
+        merged.obs["barcode"] = merged.obs_names.to_numpy()
+        merged.obs_names = (merged.obs[_keys.SAMPLE].astype(str) + "_" + merged.obs_names.to_series().astype(str)).to_numpy()
+    for column in (_keys.SAMPLE, batch_key, class_key):
+        merged.obs[column] = merged.obs[column].astype(str).astype("category")
+    merged.obs[_keys.ROLE] = pd.Categorical(merged.obs[_keys.ROLE].astype(str), categories=["reference", "query"])
+
+    reference = (merged.obs[_keys.ROLE] == "reference").to_numpy()
+    labelled = reference & (merged.obs[class_key] != unlabeled).to_numpy()
+    if reference.any() and not labelled.any():
+        raise InputError(
+            f"no labelled cell: every reference cell has {class_key} '{unlabeled}'; "
+            "check label_col in the samplesheet or --class_key."
+        )
+    validation = stratified_split(merged.obs[class_key], labelled, settings.validation_fraction, settings.seed)
+    split = np.where(reference, _keys.SPLIT_UNLABELLED, _keys.SPLIT_QUERY).astype(object)
+    split[labelled] = _keys.SPLIT_TRAIN
+    split[validation] = _keys.SPLIT_VALIDATION
+    merged.obs[_keys.SPLIT] = pd.Categorical(split, categories=list(_keys.SPLITS))
+
+    merged.X = sp.csr_matrix(merged.X, dtype=np.float32)
+    merged.layers[_keys.COUNTS_LAYER] = merged.X.copy()
+    sc.pp.normalize_total(merged, target_sum=settings.target_sum)
+    sc.pp.log1p(merged)
+    merged.uns.pop("log1p", None)
+    select_hvgs(merged, settings.n_top_genes, batch_key)
+
+    summary = {
+        "n_cells": int(merged.n_obs),
+        "n_genes": int(merged.n_vars),
+        "n_highly_variable": int(merged.var["highly_variable"].sum()),
+        "n_batches": int(merged.obs[batch_key].nunique()),
+        "n_classes": int(merged.obs.loc[labelled, class_key].nunique()),
+        "cells_per_split": {name: int((split == name).sum()) for name in _keys.SPLITS},
+        "genes_lost_per_sample": lost,
+        "cells_per_sample": {str(k): int(v) for k, v in merged.obs[_keys.SAMPLE].value_counts().items()},
+    }
+    merged.uns[_keys.PREPARE_UNS] = {
+        "class_key": class_key,
+        "batch_key": batch_key,
+        "unlabeled_category": unlabeled,
+        **asdict(settings),
+        "scpermut_version": __version__,
+        "genes_lost_per_sample": lost,
+    }
+    merged.uns[_keys.QC_UNS] = qc
+    return merged, summary
+
+
+def prepare_files(paths: list[str | Path], outdir: str | Path, settings: PrepareSettings = PrepareSettings()) -> dict:
+    """Run ``prepare`` on ``scpermut qc`` outputs and write ``prepared.h5ad`` and its summary to ``outdir``."""
+    prepared, summary = prepare(read_qc_outputs(paths), settings)
+    outdir = Path(outdir)
+    write_json(outdir / SUMMARY_FILE, {**summary, "settings": asdict(settings), "inputs": [str(p) for p in paths]})
+    write_h5ad(prepared, outdir / PREPARED_FILE)
+    return summary

@@ -1,0 +1,65 @@
+"""Shared fixtures: the shipped test data, and a prepared AnnData built from it once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"
+# The shipped cells have 169+ detected genes: the test QC keeps them all.
+TEST_QC_MIN_GENES = 100
+TEST_N_TOP_GENES = 1000
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def samplesheet_test() -> Path:
+    return ASSETS / "samplesheet_test.csv"
+
+
+@pytest.fixture(scope="session")
+def qc_dir(tmp_path_factory, samplesheet_test) -> Path:
+    """`scpermut qc` outputs of every sample in the test samplesheet."""
+    from scpermut.data.qc import QCThresholds, run_qc
+    from scpermut.data.samplesheet import read_samplesheet
+
+    outdir = tmp_path_factory.mktemp("qc")
+    for spec in read_samplesheet(samplesheet_test):
+        run_qc(spec, outdir, QCThresholds(min_genes=TEST_QC_MIN_GENES))
+    return outdir
+
+
+@pytest.fixture(scope="session")
+def prepared_path(tmp_path_factory, qc_dir) -> Path:
+    """prepared.h5ad of the test samplesheet: ctrl101/ctrl107 reference, stim101/stim107 query."""
+    from scpermut.data.preprocess import PREPARED_FILE, PrepareSettings, prepare_files
+
+    outdir = tmp_path_factory.mktemp("prepare")
+    prepare_files(sorted(qc_dir.glob("*.qc.h5ad")), outdir, PrepareSettings(n_top_genes=TEST_N_TOP_GENES))
+    return outdir / PREPARED_FILE
+
+
+def make_counts(n_cells=60, n_genes=40, *, seed=0, prefix="cell", labels=("A", "B", "C"), batch="b1") -> ad.AnnData:
+    """A small synthetic count matrix with a label and a batch column, for unit tests."""
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(2.0, size=(n_cells, n_genes)).astype(np.float32)
+    obs = pd.DataFrame(
+        {"cell_type": [labels[i % len(labels)] for i in range(n_cells)], "batch": batch},
+        index=[f"{prefix}{i}" for i in range(n_cells)],
+    )
+    var = pd.DataFrame(index=[f"G{j}" for j in range(n_genes)])
+    return ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)

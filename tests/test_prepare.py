@@ -1,0 +1,134 @@
+"""prepare: gene alignment, normalisation, batch-aware HVGs, seeded stratified split, clear errors."""
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import TEST_N_TOP_GENES, make_counts
+
+from scpermut.data.preprocess import PrepareSettings, prepare, prepare_files, stratified_split
+from scpermut.data.qc import QCThresholds, run_qc
+from scpermut.data.samplesheet import SampleSpec
+from scpermut.errors import InputError
+
+LOOSE = QCThresholds(min_genes=0, min_cells=0)
+
+
+def qc_sample(tmp_path, name, adata, role="reference"):
+    adata.write_h5ad(tmp_path / f"{name}.h5ad")
+    run_qc(SampleSpec(name, tmp_path / f"{name}.h5ad", role=role), tmp_path / "qc", LOOSE)
+    return tmp_path / "qc" / f"{name}.qc.h5ad"
+
+
+@pytest.fixture(scope="module")
+def prepared(prepared_path):
+    return ad.read_h5ad(prepared_path)
+
+
+def test_shipped_data_is_merged_and_split(prepared, qc_dir):
+    assert prepared.n_obs == 1556
+    qc_genes = [set(ad.read_h5ad(p, backed="r").var_names) for p in sorted(qc_dir.glob("*.qc.h5ad"))]
+    assert set(prepared.var_names) == set.intersection(*qc_genes)
+    split = prepared.obs["scpermut_split"]
+    assert (split[prepared.obs["scpermut_role"] == "query"] == "query").all()
+    assert split.value_counts()["query"] == 806
+    reference = prepared.obs["scpermut_role"] == "reference"
+    assert split[reference].isin(["train", "validation"]).all()
+    settings = prepared.uns["scpermut_prepare"]
+    assert (settings["class_key"], settings["batch_key"], settings["seed"]) == ("cell_type", "batch", 0)
+    assert set(prepared.uns["scpermut_qc"]) == {"ctrl101", "ctrl107", "stim101", "stim107"}
+
+
+def test_validation_split_is_stratified_at_the_asked_fraction(prepared):
+    labelled = prepared.obs[prepared.obs["scpermut_split"].isin(["train", "validation"])]
+    by_class = pd.crosstab(labelled["cell_type"], labelled["scpermut_split"])
+    fraction = by_class["validation"] / by_class.sum(axis=1)
+    assert np.allclose(fraction, 0.2, atol=0.02), fraction
+
+
+def test_matrix_stays_sparse_counts_kept_and_normalised(prepared):
+    assert sp.issparse(prepared.X) and sp.issparse(prepared.layers["counts"])
+    counts = prepared.layers["counts"]
+    assert np.all(np.mod(counts.data, 1) == 0)
+    cell = 7
+    row = counts[cell].toarray().ravel()
+    expected = np.log1p(row / row.sum() * 1e4)
+    np.testing.assert_allclose(prepared.X[cell].toarray().ravel(), expected, rtol=1e-5)
+
+
+def test_hvgs_are_batch_aware(prepared):
+    assert prepared.var["highly_variable"].sum() == TEST_N_TOP_GENES
+    assert "highly_variable_nbatches" in prepared.var
+    hvg = prepared.var[prepared.var["highly_variable"]]
+    rest = prepared.var[~prepared.var["highly_variable"]]
+    assert hvg["highly_variable_nbatches"].mean() > rest["highly_variable_nbatches"].mean()
+
+
+def test_split_is_seeded():
+    labels = pd.Series(list("AAAAABBBBBCCCCCCCCCCD"))
+    eligible = np.ones(len(labels), dtype=bool)
+    first = stratified_split(labels, eligible, 0.4, seed=1)
+    assert np.array_equal(first, stratified_split(labels, eligible, 0.4, seed=1))
+    assert not np.array_equal(first, stratified_split(labels, eligible, 0.4, seed=2))
+    assert first[labels == "D"].sum() == 0  # a single cell stays in training
+    assert first[labels == "C"].sum() == 4
+
+
+def test_gene_alignment_reports_losses(tmp_path):
+    a = make_counts(n_genes=30, prefix="a")
+    b = make_counts(n_genes=30, prefix="b", seed=1)
+    b.var_names = [f"G{j}" for j in range(5, 35)]
+    paths = [qc_sample(tmp_path, "a", a), qc_sample(tmp_path, "b", b, role="query")]
+    summary = prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
+    assert summary["n_genes"] == 25
+    assert summary["genes_lost_per_sample"] == {"a": 5, "b": 5}
+    written = json.loads((tmp_path / "out" / "prepare_summary.json").read_text())
+    assert written["genes_lost_per_sample"] == {"a": 5, "b": 5}
+
+
+def test_too_few_shared_genes_stop_clearly(tmp_path):
+    a = make_counts(prefix="a")
+    b = make_counts(prefix="b")
+    b.var_names = [f"ENSG{j:05d}" for j in range(b.n_vars)]
+    paths = [qc_sample(tmp_path, "a", a), qc_sample(tmp_path, "b", b, role="query")]
+    with pytest.raises(InputError, match="share only 0 genes.*'b' has 40 genes, e.g. ENSG00000"):
+        prepare_files(paths, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_barcodes_across_samples_are_prefixed(tmp_path):
+    paths = [qc_sample(tmp_path, "a", make_counts()), qc_sample(tmp_path, "b", make_counts(seed=3))]
+    merged, _ = prepare([ad.read_h5ad(p) for p in paths], PrepareSettings(min_shared_genes=10))
+    assert merged.obs_names.is_unique
+    assert merged.obs.loc["b_cell0", "barcode"] == "cell0"
+    assert merged.obs.loc["b_cell0", "sample"] == "b"
+
+
+def test_no_labelled_reference_cell_is_an_error(tmp_path):
+    adata = make_counts()
+    adata.obs["cell_type"] = "Unknown"
+    with pytest.raises(InputError, match="no labelled cell: every reference cell has cell_type 'Unknown'"):
+        prepare([ad.read_h5ad(qc_sample(tmp_path, "a", adata))], PrepareSettings(min_shared_genes=10))
+
+
+def test_query_only_input_is_allowed_for_mapping(tmp_path):
+    merged, summary = prepare([ad.read_h5ad(qc_sample(tmp_path, "q", make_counts(), role="query"))], PrepareSettings(min_shared_genes=10))
+    assert summary["cells_per_split"]["query"] == merged.n_obs
+
+
+def test_inputs_not_from_qc_and_mismatched_keys_are_refused(tmp_path):
+    make_counts().write_h5ad(tmp_path / "raw.h5ad")
+    with pytest.raises(InputError, match=r"raw\.h5ad: not an output of `scpermut qc`"):
+        prepare_files([tmp_path / "raw.h5ad"], tmp_path / "out")
+    first = qc_sample(tmp_path, "a", make_counts())
+    other = make_counts()
+    other.obs["label"] = other.obs["cell_type"]
+    other.write_h5ad(tmp_path / "b.h5ad")
+    run_qc(SampleSpec("b", tmp_path / "b.h5ad"), tmp_path / "qc", LOOSE, class_key="label")
+    with pytest.raises(InputError, match="class_key is 'label' but 'cell_type'"):
+        prepare_files([first, tmp_path / "qc" / "b.qc.h5ad"], tmp_path / "out")
+    with pytest.raises(InputError, match="sample id\\(s\\) a appear in more than one QC file"):
+        prepare_files([first, first], tmp_path / "out")
