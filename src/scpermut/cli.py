@@ -261,8 +261,9 @@ def predict(input_file, model, out, **options):
 
 
 def run_options(func):
-    """Options `run` and `label` add to the step options: a ready model, the unknown threshold, overwriting."""
+    """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting."""
     func = option("overwrite", is_flag=True, help="Replace the results of an earlier run in --outdir.")(func)
+    func = option("max_missing_genes", default=0.5, type=float, show_default=True, help="Stop when a larger fraction of the model's genes is missing from the data.")(func)
     func = option("unknown_threshold", default=0.0, type=float, show_default=True, help="Label cells 'Unknown' when their top class probability is below this.")(func)
     func = option("model", default=None, type=click.Path(file_okay=False, path_type=Path), help="Annotate with this trained model folder instead of training one.")(func)
     return option("outdir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for qc/, prepare/, model/, annotated/ and report/.")(func)
@@ -309,3 +310,7 @@ def label(atlas, query, outdir, model, **flags):
 
     result = label_atlas(atlas, outdir, options_from_flags(flags, model_dir=model), query=query)
     click.echo(summary_text(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+process MULTIQC {
+    label 'process_single'
+
+    conda "${moduleDir}/environment.yml"
+    container "${ workflow.containerEngine in ['singularity', 'apptainer'] && !task.ext.singularity_pull_docker_container ?
+        'https://depot.galaxyproject.org/singularity/multiqc:1.29--pyhdfd78af_0' :
+        'quay.io/biocontainers/multiqc:1.29--pyhdfd78af_0' }"
+
+    input:
+    path multiqc_files, stageAs: '?/*'
+    path multiqc_config
+    path extra_multiqc_config
+
+    output:
+    path '*multiqc_report.html', emit: report
+    path '*_data'              , emit: data
+    path '*_plots'             , emit: plots, optional: true
+    // Not in the versions topic: MULTIQC reads the collected versions, so it cannot add to them.
+    tuple val("${task.process}"), val('multiqc'), eval('multiqc --version | sed "s/.*version //"'), emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    def config = multiqc_config ? "--config ${multiqc_config}" : ''
+    def extra_config = extra_multiqc_config ? "--config ${extra_multiqc_config}" : ''
+    """
+    multiqc \\
+        --force \\
+        ${config} \\
+        ${extra_config} \\
+        ${args} \\
+        .
+    """
+
+    stub:
+    """
+    mkdir multiqc_data
+    touch multiqc_report.html
+    """
+}

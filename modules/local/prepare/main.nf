@@ -1,0 +1,33 @@
+process SCPERMUT_PREPARE {
+    tag "${meta.id}"
+    label 'process_medium'
+
+    conda "${moduleDir}/environment.yml"
+    container 'ghcr.io/scpermut/scpermut:0.1.0'
+
+    input:
+    tuple val(meta), path(qc_h5ads, stageAs: 'qc/*')
+
+    output:
+    tuple val(meta), path('prepared.h5ad')       , emit: h5ad
+    tuple val(meta), path('prepare_summary.json'), emit: summary
+    tuple val("${task.process}"), val('scpermut'), eval('scpermut --version | sed "s/^scpermut, version //"'), emit: versions_scpermut, topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    scpermut prepare \\
+        ${qc_h5ads} \\
+        --outdir . \\
+        ${args}
+    """
+
+    stub:
+    """
+    touch prepared.h5ad
+    touch prepare_summary.json
+    """
+}

@@ -1,0 +1,101 @@
+/*
+========================================================================================
+    Initialisation (version, parameter validation, samplesheet) and completion
+========================================================================================
+*/
+
+include { validateParameters } from 'plugin/nf-schema'
+include { paramsSummaryLog   } from 'plugin/nf-schema'
+include { paramsSummaryMap   } from 'plugin/nf-schema'
+include { samplesheetToList  } from 'plugin/nf-schema'
+
+workflow PIPELINE_INITIALISATION {
+
+    take:
+    version         // boolean: print the pipeline version and exit
+    validate_params // boolean: check params against nextflow_schema.json
+    outdir          // string: results folder
+    input           // string: samplesheet CSV
+    multiqc_config  // string: the user's extra MultiQC config, or null
+
+    main:
+    if (version) {
+        log.info("${workflow.manifest.name} ${workflow.manifest.version}")
+        System.exit(0)
+    }
+
+    // nf-schema also checks the samplesheet against assets/schema_input.json.
+    if (validate_params) {
+        validateParameters()
+    }
+    log.info(paramsSummaryLog(workflow))
+    writeParams(outdir)
+
+    def samplesheet = file(input, checkIfExists: true)
+    def rows = samplesheetToList(samplesheet, "${projectDir}/assets/schema_input.json")
+        .collect { meta, h5ad -> [meta, resolveSampleFile(samplesheet, h5ad, meta.id)] }
+
+    emit:
+    samples              = channel.fromList(rows)
+    extra_multiqc_config = channel.value(multiqc_config ? file(multiqc_config, checkIfExists: true) : [])
+    workflow_summary     = channel.value(workflowSummaryMultiqc(paramsSummaryMap(workflow, parameters_schema: 'nextflow_schema.json')))
+}
+
+workflow PIPELINE_COMPLETION {
+
+    take:
+    outdir         // string: results folder
+    multiqc_report // channel: path(multiqc_report.html)
+
+    main:
+    multiqc_report.view { report -> "MultiQC report: ${report.name} (published to ${outdir}/multiqc)" }
+
+    workflow.onComplete {
+        if (workflow.success) {
+            log.info("scpermut finished: results in ${outdir} (${workflow.duration}).")
+        } else {
+            log.error("scpermut failed: see the error above and ${outdir}/pipeline_info; fix it and rerun with -resume.")
+        }
+    }
+}
+
+/*
+========================================================================================
+    FUNCTIONS
+========================================================================================
+*/
+
+// A samplesheet path is absolute, a URL (s3://, gs://, https://), or relative to the
+// samplesheet's own folder, as in `scpermut run`.
+def resolveSampleFile(samplesheet, String value, String sample) {
+    def remote = value ==~ /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/.*/
+    def path = remote || value.startsWith('/') ? file(value) : samplesheet.parent.resolve(value)
+    if (!path.exists()) {
+        error("${samplesheet}: file '${value}' of sample '${sample}' not found (${path}).")
+    }
+    return path
+}
+
+// Keep the exact parameters of the run next to its results.
+def writeParams(outdir) {
+    def info = file("${outdir}/pipeline_info")
+    info.mkdirs()
+    info.resolve("params_${params.trace_report_suffix}.json").text = groovy.json.JsonOutput.prettyPrint(groovy.json.JsonOutput.toJson(params))
+}
+
+// The non-default parameters of the run as a MultiQC custom-content section.
+def workflowSummaryMultiqc(summary) {
+    def rows = summary.collect { group, values ->
+        values.collect { name, value -> "        <dt>${name}</dt><dd><samp>${value}</samp></dd>" }.join('\n')
+    }.join('\n')
+    return [
+        "id: 'scpermut-summary'",
+        "description: 'parameters of this run (those that differ from the defaults).'",
+        "section_name: 'scpermut workflow summary'",
+        "plot_type: 'html'",
+        "data: |",
+        "    <dl class=\"dl-horizontal\">",
+        rows,
+        "    </dl>",
+    ].join('\n')
+}

@@ -1,0 +1,80 @@
+/*
+========================================================================================
+    SCPERMUT: QC per sample -> PREPARE -> TRAIN (or --model) -> PREDICT -> REPORT -> MULTIQC
+========================================================================================
+*/
+
+include { SCPERMUT_QC      } from '../modules/local/qc/main'
+include { SCPERMUT_PREPARE } from '../modules/local/prepare/main'
+include { SCPERMUT_TRAIN   } from '../modules/local/train/main'
+include { SCPERMUT_PREDICT } from '../modules/local/predict/main'
+include { SCPERMUT_REPORT  } from '../modules/local/report/main'
+include { MULTIQC          } from '../modules/local/multiqc/main'
+
+workflow SCPERMUT {
+
+    take:
+    ch_samples           // channel: [ val(meta), path(h5ad) ], one item per samplesheet row, in order
+    model_dir            // path: a saved model folder (--model), or null to train one
+    multiqc_config       // path: the pipeline's MultiQC config
+    extra_multiqc_config // value channel: the user's MultiQC config (--multiqc_config), or []
+    workflow_summary     // value channel: run parameters as MultiQC custom-content YAML
+
+    main:
+
+    // One QC task per sample, all in parallel.
+    SCPERMUT_QC(ch_samples)
+
+    // Merge in samplesheet order, whatever order the QC tasks finish in: the merged
+    // file, and so -resume and the results, must not depend on task timing.
+    ch_sample_rank = ch_samples
+        .map { meta, _h5ad -> meta.id }
+        .toList()
+        .flatMap { ids -> ids.withIndex().collect { id, rank -> [id, rank] } }
+    ch_qc_h5ads = SCPERMUT_QC.out.h5ad
+        .map { meta, h5ad -> [meta.id, h5ad] }
+        .join(ch_sample_rank)
+        .toSortedList { a, b -> a[2] <=> b[2] }
+        .map { rows -> [[id: 'merged'], rows.collect { row -> row[1] }] }
+    SCPERMUT_PREPARE(ch_qc_h5ads)
+
+    // Map onto a given model without retraining, or train one on the prepared cells
+    // (PREPARE's outputs are value channels, so the model is read by every later step).
+    ch_model = model_dir ? channel.value(model_dir) : channel.empty()
+    if (!model_dir) {
+        SCPERMUT_TRAIN(SCPERMUT_PREPARE.out.h5ad)
+        ch_model = SCPERMUT_TRAIN.out.model.map { _meta, model -> model }
+    }
+
+    SCPERMUT_PREDICT(SCPERMUT_PREPARE.out.h5ad, ch_model)
+    SCPERMUT_REPORT(SCPERMUT_PREDICT.out.h5ad, ch_model)
+
+    // Software versions of every step, one YAML block per process, for MultiQC.
+    ch_versions = channel.topic('versions')
+        .unique()
+        .map { task_name, tool, version -> [task_name.tokenize(':').last(), "    ${tool}: ${version}"] }
+        .mix(channel.of(
+            ['Workflow', "    scpermut: ${workflow.manifest.version}"],
+            ['Workflow', "    Nextflow: ${workflow.nextflow.version}"],
+        ))
+        .groupTuple()
+        .map { step, lines -> "${step}:\n${lines.unique().sort().join('\n')}" }
+        .collectFile(
+            storeDir: "${params.outdir}/pipeline_info",
+            name: 'scpermut_software_mqc_versions.yml',
+            sort: true,
+            newLine: true,
+        )
+
+    ch_multiqc_files = SCPERMUT_REPORT.out.multiqc_files.flatten()
+        .mix(ch_versions)
+        .mix(workflow_summary.collectFile(name: 'workflow_summary_mqc.yaml'))
+        .collect()
+
+    MULTIQC(ch_multiqc_files, multiqc_config, extra_multiqc_config)
+
+    emit:
+    annotated      = SCPERMUT_PREDICT.out.h5ad   // channel: [ val(meta), path(annotated.h5ad) ]
+    report         = SCPERMUT_REPORT.out.html    // channel: [ val(meta), path(report.html) ]
+    multiqc_report = MULTIQC.out.report          // channel: path(multiqc_report.html)
+}
