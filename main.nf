@@ -16,8 +16,8 @@ workflow {
 
     main:
     PIPELINE_INITIALISATION(
-        params.version,
-        params.validate_params,
+        params.version.toString().toBoolean(),
+        params.validate_params.toString().toBoolean(),
         params.outdir,
         params.input,
         params.multiqc_config,

@@ -2,8 +2,9 @@
 
 No Nextflow runtime exists here, so this evaluates the small Groovy subset the
 pipeline's module scripts, ``ext.args`` closures and ``params`` blocks are written in:
-strings with ``${}``/``$name`` interpolation, ``?:``, ``? :``, ``!``, ``==``/``!=``,
-``&&``/``||``, list literals, ``.join()``/``.trim()`` and property access on maps.
+strings with ``${}``/``$name`` interpolation, ``?:``, ``? :``, ``!``, ``==``/``!=``, ``in``,
+``&&``/``||``, list literals, ``.join()``/``.trim()``/``.toString()``/``.toBoolean()``,
+property access on maps and calls of the functions a scope provides (``System.getenv``).
 Anything outside the subset raises ``GroovyError``, so the pipeline code stays within
 what the tests check. Syntax itself is checked by reftrace, a real Nextflow parser.
 """
@@ -198,6 +199,9 @@ class _Parser:
             op = self.take()[1]
             right = self.unary()
             return (left == right) if op == "==" else (left != right)
+        if self.peek("in"):
+            self.take()
+            return left in self.unary()
         return left
 
     def unary(self):
@@ -254,11 +258,19 @@ class _Parser:
 
 
 def call_method(value, name, args):
-    """The two methods the pipeline's ext.args use: ``list.join(sep)`` and ``str.trim()``."""
+    """Call ``list.join(sep)``, ``str.trim()``, ``x.toString()``, ``str.toBoolean()`` or a
+    function the scope provides (a map of callables, e.g. ``System.getenv``)."""
     if name == "join" and isinstance(value, list):
         return (args[0] if args else "").join(to_groovy_string(item) for item in value)
     if name == "trim" and isinstance(value, str):
         return value.strip()
+    if name == "toString" and not args:
+        return to_groovy_string(value)
+    if name == "toBoolean" and isinstance(value, str) and not args:
+        # Groovy's String.toBoolean(): only "true", "y" and "1" (any case, trimmed) are true.
+        return value.strip().lower() in ("true", "y", "1")
+    if isinstance(value, dict) and callable(value.get(name)):
+        return value[name](*args)
     raise GroovyError(f"method {name}({args}) on {value!r} is outside the tested subset")
 
 
@@ -370,11 +382,15 @@ class Process:
     def inputs(self) -> list[tuple[str, str, str | None]]:
         """(val|path, name, stageAs) in declaration order."""
         pattern = r"\b(val|path)\s*\(?\s*(\w+)(?:\s*,\s*stageAs:\s*'([^']*)')?"
-        return re.findall(pattern, self.sections["input"])
+        return re.findall(pattern, self.sections.get("input", ""))
 
     @property
     def outputs(self) -> list[dict]:
-        """Declared outputs: path patterns (kind "path") and eval commands (kind "eval")."""
+        """Declared outputs: path patterns (kind "path") and version evals (kind "eval").
+
+        An eval output is ``tuple val(step), val('tool'), eval('command')``: ``step`` is the
+        Groovy expression naming the step the version is reported under.
+        """
         declared = []
         for line in strip_comments(self.sections["output"]).splitlines():
             emit = re.search(r"emit:\s*(\w+)", line)
@@ -390,9 +406,15 @@ class Process:
                         **common,
                     }
                 )
-            for match in re.finditer(r"val\('(\w+)'\),\s*eval\('(.*?)'\)", line):
+            for match in re.finditer(r"val\(([^()]*)\),\s*val\('(\w+)'\),\s*eval\('(.*?)'\)", line):
                 declared.append(
-                    {"kind": "eval", "tool": match.group(1), "command": match.group(2), **common}
+                    {
+                        "kind": "eval",
+                        "step": match.group(1),
+                        "tool": match.group(2),
+                        "command": match.group(3),
+                        **common,
+                    }
                 )
         return declared
 

@@ -7,6 +7,8 @@
   CLI's default;
 - params agree between ``nextflow.config``, ``nextflow_schema.json`` and their uses;
 - ``assets/schema_input.json`` accepts the test samplesheet and rejects bad ones;
+- the gpu profile's accelerator request, boolean params and ``bin/scpermut`` behave as
+  documented (evaluated, not just grepped);
 - each module's script, rendered with the ``-profile test`` values, runs on the shipped
   data and writes every file its ``output:`` block declares; so does its ``stub:``.
 
@@ -57,7 +59,7 @@ CONFIG_FILES = [REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config
 MODULES = {
     path.parent.name: path for path in sorted((REPO / "modules" / "local").glob("*/main.nf"))
 }
-SCPERMUT_MODULES = [name for name in MODULES if name != "multiqc"]
+SCPERMUT_MODULES = [name for name in MODULES if not name.startswith("multiqc")]
 BAD_SAMPLESHEETS = REPO / "tests" / "pipeline"
 # Read by nf-schema itself (validation.help in nextflow.config), not by pipeline code.
 PARAMS_READ_BY_NF_SCHEMA = {"help", "help_full", "show_hidden"}
@@ -172,13 +174,37 @@ def test_process_has_container_label_conda_when_and_stub(name):
     emits = {o["emit"] for o in PROCESSES[name].outputs if not o["topic"]}
     assert set(meta["output"]) == emits, "meta.yml must describe every output channel"
     sections = PROCESSES[name].sections
-    assert {"input", "output", "when", "script", "stub"} <= set(sections), sorted(sections)
+    required = {"output", "when", "script", "stub"}
+    if name != "multiqc_version":  # takes no input: it must not wait on the versions topic
+        required.add("input")
+    assert required <= set(sections), sorted(sections)
     assert "task.ext.when" in sections["when"]
     versions = [o for o in PROCESSES[name].outputs if o["kind"] == "eval"]
-    tool = "multiqc" if name == "multiqc" else "scpermut"
+    if name == "multiqc":
+        # MULTIQC reads the collected versions: adding to them would keep the topic open
+        # forever; MULTIQC_VERSION reports its version.
+        assert not versions, versions
+        return
+    tool = "multiqc" if name == "multiqc_version" else "scpermut"
     assert any(o["tool"] == tool for o in versions), f"{process.name} reports no {tool} version"
-    # MULTIQC reads the collected versions: adding to them would keep the topic open forever.
-    assert all(o["topic"] == (name != "multiqc") for o in versions), versions
+    assert all(o["topic"] for o in versions), versions
+
+
+def test_multiqc_version_comes_from_the_multiqc_image_without_reading_the_topic():
+    """MultiQC's version joins the versions topic from a task that cannot wait on it."""
+    assert PROCESSES["multiqc_version"].inputs == [], "MULTIQC_VERSION must not read the topic"
+    (reporter_process,) = reftrace.Module.from_file(str(MODULES["multiqc_version"])).processes
+    (multiqc_process,) = reftrace.Module.from_file(str(MODULES["multiqc"])).processes
+    (reporter_image,) = reporter_process.containers
+    (multiqc_image,) = multiqc_process.containers
+    images = (reporter_image.true_name, reporter_image.false_name)
+    assert images == (multiqc_image.true_name, multiqc_image.false_name)
+    environment = (MODULES["multiqc"].parent / "environment.yml").read_text()
+    assert (MODULES["multiqc_version"].parent / "environment.yml").read_text() == environment
+    pinned = re.search(r"multiqc=([\d.]+)", environment).group(1)
+    assert all(f"multiqc:{pinned}--" in image for image in images), (pinned, images)
+    workflow = strip_comments((REPO / "workflows" / "scpermut.nf").read_text())
+    assert re.search(r"(?m)^\s*MULTIQC_VERSION\(\)", workflow)
 
 
 def test_only_train_is_gpu_and_switches_to_the_gpu_image():
@@ -206,6 +232,155 @@ def test_gpu_flags_come_only_from_the_gpu_profile_for_process_gpu():
         assert setting not in strip_comments(elsewhere), (
             f"{setting} is set outside the gpu profile's process_gpu block"
         )
+
+
+def gpu_accelerator_request(executor: str | None, environment: dict):
+    """The gpu profile's `accelerator` for a TRAIN task, as Nextflow evaluates its closure."""
+    config = strip_comments((REPO / "nextflow.config").read_text())
+    gpu_profile = block_after(block_after(config, r"(?m)^profiles"), r"\bgpu")
+    closure = block_after(block_after(gpu_profile, r"withLabel:\s*process_gpu"), r"accelerator\s*=")
+    return evaluate(
+        closure, {"task": {"executor": executor}, "System": {"getenv": environment.get}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("executor", "environment", "accelerators"),
+    [
+        # The local executor counts GPUs from CUDA_VISIBLE_DEVICES only, and fails a task
+        # that asks for more than it counted: no variable, no request.
+        (None, {}, None),
+        ("local", {}, None),
+        ("local", {"CUDA_VISIBLE_DEVICES": ""}, None),
+        (None, {"CUDA_VISIBLE_DEVICES": "0"}, 1),
+        ("local", {"CUDA_VISIBLE_DEVICES": "0,1"}, 1),
+        ("slurm", {}, 1),
+        ("awsbatch", {}, 1),
+        ("google-batch", {}, 1),
+    ],
+)
+def test_gpu_profile_asks_for_an_accelerator_only_where_it_can_be_counted(
+    executor, environment, accelerators
+):
+    assert gpu_accelerator_request(executor, environment) == accelerators
+
+
+def test_gpu_with_conda_stops_at_initialisation():
+    """The conda environments hold CPU TensorFlow: `-profile conda,gpu` must stop at once."""
+    text = strip_comments(
+        (REPO / "subworkflows" / "local" / "utils_scpermut_pipeline" / "main.nf").read_text()
+    )
+    initialisation = block_after(text, r"(?m)^workflow PIPELINE_INITIALISATION")
+    assert "checkProfiles(workflow.profile)" in initialisation
+    assert initialisation.index("checkProfiles(") < initialisation.index("validateParameters()")
+    check = block_after(text, r"(?m)^def checkProfiles\(String profile\)")
+    assert "tokenize(',')" in check and "['conda', 'mamba']" in check
+    assert re.search(r"if \('gpu' in profiles && conda\) \{\s*error\(", check), check
+
+
+def test_cloud_profiles_stage_files_without_the_aws_cli():
+    """The images have no AWS CLI: AWS Batch tasks reach S3 through Fusion (needs Wave)."""
+    profiles = block_after(strip_comments((REPO / "nextflow.config").read_text()), r"(?m)^profiles")
+    aws = block_after(profiles, r"(?m)^\s*awsbatch")
+    google = block_after(profiles, r"(?m)^\s*google")
+    assert re.search(r"wave\.enabled\s*=\s*true", aws) and re.search(
+        r"fusion\.enabled\s*=\s*true", aws
+    )
+    assert "docker.enabled" not in aws + google, "batch executors always run containers"
+
+
+def test_manifest_home_page_matches_the_nf_core_lint_organisation():
+    """nf-core lint checks manifest.homePage against https://github.com/<template.org>/."""
+    nf_core = yaml.safe_load((REPO / ".nf-core.yml").read_text())
+    assert "manifest.homePage" not in nf_core["lint"]["nextflow_config"]
+    manifest = block_after(strip_comments((REPO / "nextflow.config").read_text()), r"(?m)^manifest")
+    home_page = re.search(r"homePage\s*=\s*'([^']+)'", manifest).group(1)
+    assert home_page.startswith(f"https://github.com/{nf_core['template']['org']}/"), home_page
+    assert re.search(r"contributors\s*=\s*\[", manifest)
+
+
+BOOLEAN_PARAMS = sorted(
+    name
+    for name, value in CONFIG_PARAMS.items()
+    if isinstance(value, bool) and name not in PARAMS_READ_BY_NF_SCHEMA
+)
+
+
+def test_boolean_params_are_read_with_to_boolean():
+    """A command-line `--dann false` can reach the pipeline as the string 'false', which
+    Groovy takes as true: every read of a boolean param must go through toBoolean()."""
+    assert {"dann", "umap", "mixed_precision", "validate_params"} <= set(BOOLEAN_PARAMS)
+    read = set()
+    for path in [*NF_FILES, *CONFIG_FILES]:
+        text = strip_comments(path.read_text())
+        if path.suffix == ".config" and re.search(r"(?m)^params\s*\{", text):
+            text = text.replace(block_after(text, r"(?m)^params"), "")
+        for match in re.finditer(r"\bparams\.(\w+)(\.toString\(\)\.toBoolean\(\))?", text):
+            if match.group(1) in BOOLEAN_PARAMS:
+                read.add(match.group(1))
+                assert match.group(2), (
+                    f"{path.relative_to(REPO)}: params.{match.group(1)} is read without"
+                    " .toString().toBoolean()"
+                )
+    assert read == set(BOOLEAN_PARAMS), set(BOOLEAN_PARAMS) - read
+
+
+@pytest.mark.parametrize("given", [False, "false", "False", "0"])
+def test_a_false_boolean_param_turns_its_flag_off_whatever_its_type(given):
+    params = {**CONFIG_PARAMS, **dict.fromkeys(BOOLEAN_PARAMS, given)}
+    train = evaluate(EXT_ARGS["SCPERMUT_TRAIN"], {"params": params}).split()
+    off = {"--no-dann", "--no-classifier", "--no-permutation", "--no-grl_ramp"}
+    assert off | {"--no-permute_across_batches"} <= set(train), train
+    assert "--mixed_precision" not in train
+    assert "--no-umap" in evaluate(EXT_ARGS["SCPERMUT_PREDICT"], {"params": params}).split()
+
+
+@pytest.mark.parametrize("given", [True, "true", "TRUE"])
+def test_a_true_boolean_param_turns_its_flag_on_whatever_its_type(given):
+    params = {**CONFIG_PARAMS, **dict.fromkeys(BOOLEAN_PARAMS, given)}
+    train = evaluate(EXT_ARGS["SCPERMUT_TRAIN"], {"params": params}).split()
+    assert not [flag for flag in train if flag.startswith("--no-")], train
+    assert {"--grl_ramp", "--permute_across_batches", "--mixed_precision"} <= set(train)
+    assert "--umap" in evaluate(EXT_ARGS["SCPERMUT_PREDICT"], {"params": params}).split()
+
+
+def locked_requirements() -> dict[str, str]:
+    """containers/requirements.lock.txt as {canonical name: version}; every line an exact pin."""
+    from packaging.utils import canonicalize_name
+
+    lock = {}
+    for line in (REPO / "containers" / "requirements.lock.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            match = re.fullmatch(r"([A-Za-z0-9._-]+)==([\w.+!-]+)", line.strip())
+            assert match, f"not an exact pin: {line!r}"
+            lock[canonicalize_name(match.group(1))] = match.group(2)
+    return lock
+
+
+def test_images_install_the_locked_runtime_dependencies():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lock = locked_requirements()
+    for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]:
+        parsed = Requirement(requirement)
+        if parsed.marker and not parsed.marker.evaluate({"platform_system": "Linux"}):
+            continue
+        name = canonicalize_name(parsed.name)
+        assert name in lock, f"{parsed.name} is not locked"
+        assert parsed.specifier.contains(lock[name]), f"{name}=={lock[name]} breaks {requirement}"
+    test_tools = {"pytest", "jsonschema", "reftrace", "multiqc", "pip", "setuptools", "wheel"}
+    assert not test_tools & set(lock), test_tools & set(lock)
+
+    cpu = (REPO / "containers" / "Dockerfile").read_text()
+    gpu = (REPO / "containers" / "Dockerfile.gpu").read_text()
+    for dockerfile in (cpu, gpu):
+        assert "COPY containers/requirements.lock.txt /opt/scpermut/" in dockerfile
+        assert "pip install --no-deps /opt/scpermut" in dockerfile
+    assert "pip install -r /opt/scpermut/requirements.lock.txt" in cpu
+    assert '"tensorflow[and-cuda]==${tf_version}" -r /tmp/requirements.txt' in gpu
 
 
 def test_containers_and_environments_pin_this_version():
@@ -292,7 +467,8 @@ def test_params_passed_as_flags_have_the_cli_default(name):
             assert str(default) == str(cli_default), (
                 f"params.{param} = {default!r}, CLI --{flag} default {cli_default!r}"
             )
-    for param, on, off in re.findall(r"params\.(\w+)\s*\?\s*'([^']*)'\s*:\s*'([^']*)'", closure):
+    pattern = r"params\.(\w+)\.toString\(\)\.toBoolean\(\)\s*\?\s*'([^']*)'\s*:\s*'([^']*)'"
+    for param, on, off in re.findall(pattern, closure):
         cli_option = flags[(on or off).split()[0]]
         if CONFIG_PARAMS[param] is not None and cli_option.is_flag:
             assert bool(CONFIG_PARAMS[param]) == bool(cli_option.default), (
@@ -472,6 +648,9 @@ def stage(workdir: Path, process: Process, values: dict) -> dict:
 
 def task_environment() -> dict:
     env = dict(os.environ)
+    # As in the container profiles, the launcher runs the installed package: here the
+    # editable install of this checkout, so the module scripts run the repository's code.
+    env.pop("SCPERMUT_USE_SOURCE", None)
     # bin/ first, as Nextflow puts it: tasks run `scpermut` through the launcher.
     env["PATH"] = os.pathsep.join([str(BIN), str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -529,7 +708,8 @@ def run_task(name: str, values: dict, workdir: Path, section: str = "script") ->
             assert evaluated.returncode == 0 and evaluated.stdout.strip(), (
                 f"{process.name}: eval({output['command']!r}) gave {evaluated.stderr}"
             )
-            result.versions.append((task["process"], output["tool"], evaluated.stdout.strip()))
+            step = evaluate(output["step"], {"task": task})
+            result.versions.append((step, output["tool"], evaluated.stdout.strip()))
     return result
 
 
@@ -598,16 +778,18 @@ class PipelineRun:
             self.root / "report",
         )
 
-    def _multiqc(self):
+    def _multiqc_version(self):
         if shutil.which("multiqc", path=task_environment()["PATH"]) is None:
             pytest.skip(
-                "multiqc is not installed here; the MULTIQC module runs in its biocontainer"
+                "multiqc is not installed here; the MULTIQC modules run in its biocontainer"
             )
+        return run_task("multiqc_version", {}, self.root / "multiqc_version")
+
+    def _multiqc(self):
+        tasks = [*self.scpermut_tasks(), self.step("multiqc_version")]
         report = self.step("report")
         versions = self.root / "scpermut_software_mqc_versions.yml"
-        versions.write_text(
-            versions_yaml([v for task in self.scpermut_tasks() for v in task.versions])
-        )
+        versions.write_text(versions_yaml([v for task in tasks for v in task.versions]))
         files = [*report.outputs["multiqc_files"], versions]
         config = REPO / "assets" / "multiqc_config.yml"
         inputs = {
@@ -696,6 +878,12 @@ def test_multiqc_module_reports_the_scpermut_sections_and_versions(pipeline_run)
     )
     versions = (data_dir / "multiqc_software_versions.txt").read_text()
     assert "SCPERMUT_TRAIN" in versions and "tensorflow" in versions, versions
+    ((step, tool, multiqc_version),) = pipeline_run.step("multiqc_version").versions
+    assert (step, tool) == ("MULTIQC", "multiqc")
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?", multiqc_version), multiqc_version
+    header, *rows = [line.split("\t") for line in versions.splitlines()]
+    table = {row[0]: dict(zip(header[1:], row[1:], strict=True)) for row in rows}
+    assert table["MULTIQC"]["multiqc"] == multiqc_version, versions
 
 
 def test_module_versions_are_reported(pipeline_run):
@@ -739,36 +927,62 @@ def test_stub_writes_every_declared_output(name, tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def test_launcher_runs_the_pipelines_own_source(tmp_path):
-    pipeline = tmp_path / "pipeline"
-    (pipeline / "bin").mkdir(parents=True)
-    shutil.copy(BIN / "scpermut", pipeline / "bin" / "scpermut")
-    package = pipeline / "src" / "scpermut"
+def pipeline_with_marked_source(root: Path) -> Path:
+    """A copy of bin/scpermut next to a src/ whose `scpermut.cli.main` only says who it is."""
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(BIN / "scpermut", root / "bin" / "scpermut")
+    package = root / "src" / "scpermut"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "cli.py").write_text(
         "import sys\n\n\ndef main(prog_name):\n    print('pipeline src', prog_name, sys.argv[1:])\n"
     )
-    run = subprocess.run(
-        [str(pipeline / "bin" / "scpermut"), "qc", "--help"],
-        capture_output=True,
-        text=True,
-        env=task_environment(),
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "pipeline src scpermut ['qc', '--help']"
+    return root / "bin" / "scpermut"
 
 
-def test_launcher_falls_back_to_the_installed_package(tmp_path):
-    shutil.copy(BIN / "scpermut", tmp_path / "scpermut")
-    run = subprocess.run(
-        [str(tmp_path / "scpermut"), "--version"],
+def run_launcher(launcher: Path, *args: str, **environment: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(launcher), *args],
         capture_output=True,
         text=True,
-        env=task_environment(),
+        env={**task_environment(), **environment},
     )
+
+
+def test_launcher_runs_the_installed_package_even_where_src_is_visible(tmp_path):
+    """Docker, Singularity and conda tasks all run the same code: the installed package."""
+    run = run_launcher(pipeline_with_marked_source(tmp_path), "--version")
     from scpermut import __version__
 
-    assert run.returncode == 0 and run.stdout.strip() == f"scpermut, version {__version__}", (
-        run.stderr
-    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"scpermut, version {__version__}"
+
+
+def test_launcher_runs_the_checkouts_source_only_when_asked(tmp_path):
+    launcher = pipeline_with_marked_source(tmp_path)
+    run = run_launcher(launcher, "qc", "--help", SCPERMUT_USE_SOURCE="1")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "pipeline src scpermut ['qc', '--help']"
+    ignored = run_launcher(launcher, "--version", SCPERMUT_USE_SOURCE="0")
+    assert ignored.stdout.startswith("scpermut, version"), ignored.stderr
+
+
+def test_launcher_stops_when_the_asked_for_source_is_not_visible(tmp_path):
+    """A container that does not mount the checkout fails loudly, not with other code."""
+    shutil.copy(BIN / "scpermut", tmp_path / "scpermut")
+    run = run_launcher(tmp_path / "scpermut", "--version", SCPERMUT_USE_SOURCE="1")
+    assert run.returncode == 1 and run.stdout == ""
+    assert "SCPERMUT_USE_SOURCE=1" in run.stderr and "not visible" in run.stderr, run.stderr
+
+
+def test_only_the_conda_profiles_opt_into_the_checkouts_source():
+    """The conda environments lack scpermut itself: conda/mamba run src/, no other profile."""
+    config = strip_comments((REPO / "nextflow.config").read_text())
+    profiles = block_after(config, r"(?m)^profiles")
+    for name in ("conda", "mamba"):
+        assert re.search(
+            r"env\.SCPERMUT_USE_SOURCE\s*=\s*'1'", block_after(profiles, rf"(?m)^\s*{name}")
+        ), name
+    assert config.count("SCPERMUT_USE_SOURCE") == 2
+    for path in CONFIG_FILES[1:]:
+        assert "SCPERMUT_USE_SOURCE" not in path.read_text(), path.name

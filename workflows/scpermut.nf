@@ -9,6 +9,7 @@ include { SCPERMUT_PREPARE } from '../modules/local/prepare/main'
 include { SCPERMUT_TRAIN   } from '../modules/local/train/main'
 include { SCPERMUT_PREDICT } from '../modules/local/predict/main'
 include { SCPERMUT_REPORT  } from '../modules/local/report/main'
+include { MULTIQC_VERSION  } from '../modules/local/multiqc_version/main'
 include { MULTIQC          } from '../modules/local/multiqc/main'
 
 workflow SCPERMUT {
@@ -37,17 +38,23 @@ workflow SCPERMUT {
         .toSortedList { a, b -> a[2] <=> b[2] }
         .map { rows -> [[id: 'merged'], rows.collect { row -> row[1] }] }
     SCPERMUT_PREPARE(ch_qc_h5ads)
+    // One merged dataset and one model per run: as value channels, every later step
+    // reads them, however many tasks it runs.
+    ch_prepared = SCPERMUT_PREPARE.out.h5ad.first()
 
-    // Map onto a given model without retraining, or train one on the prepared cells
-    // (PREPARE's outputs are value channels, so the model is read by every later step).
+    // Map onto a given model without retraining, or train one on the prepared cells.
     ch_model = model_dir ? channel.value(model_dir) : channel.empty()
     if (!model_dir) {
-        SCPERMUT_TRAIN(SCPERMUT_PREPARE.out.h5ad)
-        ch_model = SCPERMUT_TRAIN.out.model.map { _meta, model -> model }
+        SCPERMUT_TRAIN(ch_prepared)
+        ch_model = SCPERMUT_TRAIN.out.model.map { _meta, model -> model }.first()
     }
 
-    SCPERMUT_PREDICT(SCPERMUT_PREPARE.out.h5ad, ch_model)
+    SCPERMUT_PREDICT(ch_prepared, ch_model)
     SCPERMUT_REPORT(SCPERMUT_PREDICT.out.h5ad, ch_model)
+
+    // MultiQC's own version comes from a task of its image that does not read the
+    // versions topic, so it joins the topic without waiting on itself.
+    MULTIQC_VERSION()
 
     // Software versions of every step, one YAML block per process, for MultiQC.
     ch_versions = channel.topic('versions')

@@ -15,8 +15,8 @@ process MULTIQC {
     path '*multiqc_report.html', emit: report
     path '*_data'              , emit: data
     path '*_plots'             , emit: plots, optional: true
-    // Not in the versions topic: MULTIQC reads the collected versions, so it cannot add to them.
-    tuple val("${task.process}"), val('multiqc'), eval('multiqc --version | sed "s/.*version //"'), emit: versions
+    // No version output: MULTIQC reads the collected versions topic, so it cannot add to
+    // it; MULTIQC_VERSION reports this image's MultiQC version instead.
 
     when:
     task.ext.when == null || task.ext.when

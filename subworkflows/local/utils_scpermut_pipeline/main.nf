@@ -24,6 +24,8 @@ workflow PIPELINE_INITIALISATION {
         System.exit(0)
     }
 
+    checkProfiles(workflow.profile)
+
     // nf-schema also checks the samplesheet against assets/schema_input.json.
     if (validate_params) {
         validateParameters()
@@ -64,6 +66,16 @@ workflow PIPELINE_COMPLETION {
     FUNCTIONS
 ========================================================================================
 */
+
+// The conda environments hold the CPU build of TensorFlow: a GPU run needs the CUDA image
+// of a container profile, so stop before any task instead of failing TRAIN hours later.
+def checkProfiles(String profile) {
+    def profiles = profile.tokenize(',').collect { name -> name.trim() }
+    def conda = profiles.intersect(['conda', 'mamba'])
+    if ('gpu' in profiles && conda) {
+        error("-profile ${profile}: the gpu profile needs a container profile (docker, podman, singularity or apptainer); the ${conda[0]} environment has the CPU build of TensorFlow only.")
+    }
+}
 
 // A samplesheet path is absolute, a URL (s3://, gs://, https://), or relative to the
 // samplesheet's own folder, as in `scpermut run`.
