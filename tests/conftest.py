@@ -12,6 +12,8 @@ import pytest
 import scipy.sparse as sp
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Same switch as scpermut.model sets: bit-identical runs whichever test module loads TensorFlow first.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,12 @@
 """scpermut: cell-type annotation and batch correction for single-cell RNA-seq atlases."""
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# oneDNN's CPU kernels can round differently from one run to the next, which would break
+# "same data + seed => bit-identical model". Off unless the user asks for it; this only works
+# before TensorFlow is imported, so it is set here, when the package is first imported.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 try:
     __version__ = version("scpermut")

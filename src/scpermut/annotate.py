@@ -1,0 +1,292 @@
+"""Label transfer: align a dataset to a trained model's genes, embed it, predict cell types, draw a UMAP."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scpermut import _atomic, _keys
+from scpermut.data.io import count_problem
+from scpermut.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# log1p of 10,000 counts per cell stays below ~10; far larger values are not log-normalised data.
+_MAX_LOG_NORMALISED = 30.0
+
+
+def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") -> sp.csr_matrix:
+    """Return the log-normalised expression of ``adata`` over its own genes, as the model expects it.
+
+    Taken as is from ``X`` when ``adata`` was written by ``scpermut prepare``; otherwise raw
+    counts (``X``, else ``layers["counts"]``) are normalised the way ``prepare`` did
+    (``log1p`` of counts scaled to ``preprocess["target_sum"]`` per cell); otherwise ``X`` is
+    taken to be log-normalised already.
+    """
+    if _keys.PREPARE_UNS in adata.uns:
+        return sp.csr_matrix(adata.X, dtype=np.float32)
+    counts = None
+    if count_problem(adata.X) is None:
+        counts = adata.X
+    elif (
+        _keys.COUNTS_LAYER in adata.layers
+        and count_problem(adata.layers[_keys.COUNTS_LAYER]) is None
+    ):
+        counts = adata.layers[_keys.COUNTS_LAYER]
+    if counts is not None:
+        log.info(
+            "%s: normalising raw counts (target_sum %g, log1p) as in training",
+            source,
+            preprocess["target_sum"],
+        )
+        return normalise_counts(counts, float(preprocess["target_sum"]))
+    matrix = sp.csr_matrix(adata.X, dtype=np.float32)
+    if matrix.nnz and matrix.data.max() > _MAX_LOG_NORMALISED:
+        raise InputError(
+            f"{source}: X is neither raw counts nor log-normalised (values up to {matrix.data.max():.0f}); give raw counts in X or layers['{_keys.COUNTS_LAYER}']."
+        )
+    log.info("%s: X is not raw counts; using it as log-normalised expression", source)
+    return matrix
+
+
+def normalise_counts(counts, target_sum: float) -> sp.csr_matrix:
+    """``log1p(counts / total * target_sum)`` per cell, kept sparse (empty cells stay 0)."""
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    normalised = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ counts, dtype=np.float32)
+    np.log1p(normalised.data, out=normalised.data)
+    return normalised
+
+
+def align_genes(
+    matrix: sp.csr_matrix,
+    var_names,
+    genes: list[str],
+    *,
+    max_missing_genes: float,
+    source: str = "AnnData",
+) -> tuple[sp.csr_matrix, int]:
+    """Reorder the columns of ``matrix`` to the model's ``genes``, zero-filling the missing ones.
+
+    Returns
+    -------
+    The aligned CSR matrix (cells x len(genes)) and the number of model genes missing from the data.
+
+    Raises
+    ------
+    InputError
+        When more than ``max_missing_genes`` (a fraction) of the model's genes are missing.
+    """
+    names = pd.Index(np.asarray(var_names, dtype=str))
+    first = ~names.duplicated()
+    if not first.all():
+        log.warning(
+            "%s: %d duplicated gene names; the first occurrence of each is used",
+            source,
+            int((~first).sum()),
+        )
+    positions = pd.Index(names[first]).get_indexer(genes)
+    columns = np.flatnonzero(first)[positions[positions >= 0]]
+    present = np.flatnonzero(positions >= 0)
+    n_missing = len(genes) - present.size
+    fraction = n_missing / len(genes)
+    if fraction > max_missing_genes:
+        example = ", ".join(
+            [gene for gene, position in zip(genes, positions, strict=True) if position < 0][:3]
+        )
+        raise InputError(
+            f"{source}: {n_missing} of the model's {len(genes)} genes ({fraction:.0%}) are missing, more than "
+            f"--max_missing_genes {max_missing_genes:.0%}; gene names must use the training data's identifiers "
+            f"(missing e.g. {example})."
+        )
+    if n_missing:
+        log.warning(
+            "%s: %d of the model's %d genes are missing and set to 0", source, n_missing, len(genes)
+        )
+    selector = sp.csr_matrix(
+        (np.ones(present.size, np.float32), (columns, present)), shape=(matrix.shape[1], len(genes))
+    )
+    return sp.csr_matrix(matrix @ selector, dtype=np.float32), n_missing
+
+
+def _h5ad_native(value):
+    """Values ``uns`` can store: nested dicts of strings, numbers, booleans and lists (None -> "")."""
+    if isinstance(value, dict):
+        return {str(key): _h5ad_native(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_h5ad_native(item) for item in value]
+    if value is None:
+        return ""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def annotate(
+    adata,
+    model,
+    *,
+    unknown_threshold: float = 0.0,
+    max_missing_genes: float = 0.5,
+    umap: bool = True,
+    batch_size: int | None = None,
+    copy: bool = False,
+    source: str = "AnnData",
+):
+    """Embed ``adata`` with a trained model and predict its cell types.
+
+    Parameters
+    ----------
+    adata
+        Cells to annotate: a prepared AnnData, or any AnnData with raw counts or
+        log-normalised expression whose gene names match the model's.
+    model
+        A trained :class:`scpermut.Model`.
+    unknown_threshold
+        Cells whose highest class probability is below this get the label ``"Unknown"``
+        (the model's unlabelled category); 0 keeps every prediction.
+    max_missing_genes
+        Largest fraction of the model's genes that may be absent from ``adata`` (zero-filled).
+    umap
+        Also compute a UMAP of the latent space.
+    batch_size
+        Cells per inference batch (default: 4 x the training batch size).
+    copy
+        Return an annotated copy instead of changing ``adata``.
+    source
+        Name of the data in messages.
+
+    Returns
+    -------
+    None, or the annotated copy when ``copy=True``. Sets the following fields:
+
+    ``adata.obsm["X_scpermut"]`` : ndarray (float32, cells x latent_dim)
+        The integrated latent space.
+    ``adata.obs["scpermut_prediction"]`` : categorical
+        Predicted cell type (or "Unknown"); with a classifier only.
+    ``adata.obs["scpermut_confidence"]`` : float32
+        Highest class probability; with a classifier only.
+    ``adata.obsm["scpermut_probabilities"]`` : ndarray (float32, cells x classes)
+        Class probabilities, columns in the order of ``uns["scpermut"]["classes"]``.
+    ``adata.obsm["X_umap"]`` : ndarray
+        UMAP of the latent space (when ``umap``).
+    ``adata.uns["scpermut"]`` : dict
+        Classes, prediction parameters, training parameters, seed, versions, device, missing genes.
+    """
+    adata = adata.copy() if copy else adata
+    record = model.record
+    expression = log_normalised_expression(adata, record.preprocess, source)
+    aligned, n_missing = align_genes(
+        expression,
+        adata.var_names,
+        record.genes,
+        max_missing_genes=max_missing_genes,
+        source=source,
+    )
+    outputs = model.transform(aligned, batch_size)
+    adata.obsm[_keys.LATENT] = outputs["latent"]
+    unknown_label = str(
+        record.preprocess.get("unlabeled_category", _keys.DEFAULT_UNLABELED_CATEGORY)
+    )
+    if "class_probabilities" in outputs:
+        probabilities = outputs["class_probabilities"]
+        confidence = probabilities.max(axis=1)
+        labels = np.asarray(record.classes, dtype=object)[probabilities.argmax(axis=1)]
+        categories = list(record.classes)
+        if unknown_threshold > 0:
+            labels[confidence < unknown_threshold] = unknown_label
+            categories.append(unknown_label)
+        adata.obs[_keys.PREDICTION] = pd.Categorical(labels, categories=categories)
+        adata.obs[_keys.CONFIDENCE] = confidence.astype(np.float32)
+        adata.obsm[_keys.PROBABILITIES] = probabilities
+    else:
+        log.warning(
+            "the model was trained without a classifier: only the latent space (and UMAP) are written"
+        )
+    seed = int(record.training["seed"])
+    if umap:
+        compute_umap(adata, seed)
+    adata.uns[_keys.UNS] = _h5ad_native(
+        {
+            "classes": list(record.classes),
+            "unknown_label": unknown_label,
+            "genes_used": len(record.genes),
+            "genes_missing": n_missing,
+            "prediction": {
+                "unknown_threshold": unknown_threshold,
+                "max_missing_genes": max_missing_genes,
+                "umap": umap,
+                "source": source,
+            },
+            "seed": seed,
+            "parameters": record.run.get(
+                "parameters", {"network": record.network, "training": record.training}
+            ),
+            "training": {
+                key: record.run[key]
+                for key in ("device", "input", "validation", "epochs_run", "dann", "n_cells")
+                if key in record.run
+            },
+            "versions": record.run.get("versions", {}),
+        }
+    )
+    return adata if copy else None
+
+
+def compute_umap(adata, seed: int) -> None:
+    """UMAP of ``obsm["X_scpermut"]`` into ``obsm["X_umap"]`` (neighbours under ``scpermut_neighbors``)."""
+    import scanpy as sc
+
+    if adata.n_obs < 4:
+        log.warning("only %d cells: no UMAP", adata.n_obs)
+        return
+    neighbors_key = f"{_keys.UNS}_neighbors"
+    sc.pp.neighbors(
+        adata,
+        n_neighbors=min(15, adata.n_obs - 1),
+        use_rep=_keys.LATENT,
+        random_state=seed,
+        key_added=neighbors_key,
+    )
+    sc.tl.umap(adata, random_state=seed, neighbors_key=neighbors_key)
+
+
+def predict_file(
+    input_path: str | Path, model_dir: str | Path, out_path: str | Path, **options
+) -> dict:
+    """``scpermut predict``: annotate an .h5ad (or 10x .h5) file with a model folder and write the result.
+
+    Returns
+    -------
+    A short summary: cells, missing genes, cells per predicted type, mean confidence.
+    """
+    import anndata as ad
+
+    from scpermut.model.api import Model
+
+    input_path, out_path = Path(input_path), Path(out_path)
+    model = Model.load(model_dir)
+    if not input_path.is_file():
+        raise InputError(f"{input_path}: file not found.")
+    if input_path.suffix.lower() == ".h5":
+        from scpermut.data.io import read_counts
+
+        adata = read_counts(input_path)
+    else:
+        try:
+            adata = ad.read_h5ad(input_path)
+        except (OSError, KeyError, ValueError) as error:
+            raise InputError(f"{input_path}: cannot be read as .h5ad ({error}).") from error
+    annotate(adata, model, source=str(input_path), **options)
+    adata.uns[_keys.UNS]["model"] = str(Path(model_dir).resolve())
+    _atomic.write_h5ad(adata, out_path)
+    summary = {"n_cells": adata.n_obs, "genes_missing": int(adata.uns[_keys.UNS]["genes_missing"])}
+    if _keys.PREDICTION in adata.obs:
+        summary["predicted"] = adata.obs[_keys.PREDICTION].value_counts().to_dict()
+        summary["mean_confidence"] = float(adata.obs[_keys.CONFIDENCE].mean())
+    return summary

@@ -1,0 +1,303 @@
+"""``scpermut.Model``: fit / predict / save / load on AnnData, for notebooks and for the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scpermut import __version__
+from scpermut.errors import InputError
+from scpermut.model import persistence
+from scpermut.model.batches import NOT_LABELLED, InferenceBatches, TrainingData
+from scpermut.model.network import ScpermutNetwork
+from scpermut.model.settings import NetworkConfig, TrainingSettings
+from scpermut.model.training import (
+    classification_scores,
+    describe_device,
+    predict_classes,
+    select_device,
+    train_network,
+)
+
+log = logging.getLogger(__name__)
+
+_DATA_SHAPE_FIELDS = ("n_genes", "n_classes", "n_batches", "seed")
+NETWORK_OPTIONS = tuple(
+    f.name for f in dataclasses.fields(NetworkConfig) if f.name not in _DATA_SHAPE_FIELDS
+)
+TRAINING_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainingSettings))
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import tensorflow as tf
+
+    versions = {
+        "scpermut": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+    }
+    for package in ("keras", "numpy", "scipy", "anndata", "scanpy", "scikit-learn", "umap-learn"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Model:
+    """Permutation autoencoder + focal-loss classifier + domain adversary on one latent space.
+
+    Parameters
+    ----------
+    **options
+        Network options (``hidden_layers``, ``latent_dim``, ``dropout``, ``batch_norm``,
+        ``activation``, ``latent_activation``, ``classifier_layers``, ``adversary_layers``,
+        ``reconstruction``, ``use_classifier``, ``use_dann``, ``grl_lambda``) and training
+        options (see :class:`~scpermut.model.training.TrainingSettings`, including ``seed``).
+
+    Examples
+    --------
+    >>> model = scpermut.Model(seed=1).fit(prepared)          # doctest: +SKIP
+    >>> model.predict(query)                                   # doctest: +SKIP
+    >>> model.save("model/"); scpermut.Model.load("model/")    # doctest: +SKIP
+    """
+
+    def __init__(self, **options):
+        unknown = set(options) - set(NETWORK_OPTIONS) - set(TRAINING_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        self.network_options = {name: options[name] for name in NETWORK_OPTIONS if name in options}
+        self.settings = TrainingSettings(
+            **{name: options[name] for name in TRAINING_OPTIONS if name in options}
+        )
+        self.network: ScpermutNetwork | None = None
+        self.record: persistence.ModelRecord | None = None
+
+    # -- training ---------------------------------------------------------------------------
+
+    def fit(
+        self,
+        adata,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        callbacks=(),
+        source: str = "AnnData",
+    ) -> Model:
+        """Train on an AnnData written by ``scpermut prepare`` (its highly variable genes).
+
+        Parameters
+        ----------
+        adata
+            Prepared AnnData (log-normalised ``X``, ``var["highly_variable"]``,
+            ``obs["scpermut_split"]``, ``uns["scpermut_prepare"]``).
+        checkpoint_dir
+            Folder for per-epoch checkpoints; None for none.
+        resume
+            Continue from the checkpoint in ``checkpoint_dir``.
+        callbacks
+            Extra Keras callbacks for every phase.
+        source
+            Name of the data in error messages (e.g. its file).
+
+        Returns
+        -------
+        self, trained.
+        """
+        started = time.time()
+        nb = self.network_options.get("reconstruction", "mse") == "nb"
+        data = TrainingData.from_anndata(adata, source=source, with_counts=nb)
+        config = NetworkConfig(
+            n_genes=len(data.genes),
+            n_classes=len(data.classes),
+            n_batches=len(data.batches),
+            seed=self.settings.seed,
+            **self.network_options,
+        )
+        log.info(
+            "training on %d cells x %d genes, %d cell types, %d batches",
+            data.n_cells,
+            len(data.genes),
+            len(data.classes),
+            len(data.batches),
+        )
+        run = train_network(
+            data,
+            config,
+            self.settings,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            callbacks=callbacks,
+        )
+        self.network = run.network
+        run_record = {
+            "seed": self.settings.seed,
+            "versions": software_versions(),
+            "parameters": {"network": run.config.to_dict(), "training": self.settings.to_dict()},
+            "device": describe_device(),
+            "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""),
+            "input": {"name": source, "fingerprint": data.fingerprint()},
+            "n_cells": data.n_cells,
+            "n_genes": len(data.genes),
+            "n_labelled_train": int((data.train_codes != NOT_LABELLED).sum()),
+            "n_validation": int((data.validation_codes != NOT_LABELLED).sum()),
+            "dann": run.config.use_dann,
+            "phases": [phase.name for phase in run.phases],
+            "epochs_run": run.phase_epochs(),
+            "resumed_from": run.resumed_from or {},
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "duration_seconds": round(time.time() - started, 2),
+        }
+        if run.config.use_classifier and run_record["n_validation"]:
+            cells = np.flatnonzero(data.validation_codes != NOT_LABELLED)
+            probabilities = predict_classes(
+                self.network, data.expression[cells], self.settings.batch_size * 4
+            )
+            run_record["validation"] = classification_scores(
+                data.validation_codes[cells], probabilities.argmax(axis=1)
+            )
+        self.record = persistence.ModelRecord(
+            network=run.config.to_dict(),
+            training=self.settings.to_dict(),
+            genes=data.genes,
+            classes=data.classes,
+            batches=data.batches,
+            preprocess=data.preprocess,
+            run=run_record,
+            history=pd.DataFrame(run.history),
+        )
+        return self
+
+    # -- inference --------------------------------------------------------------------------
+
+    def _require_trained(self) -> None:
+        if self.network is None:
+            raise InputError("scpermut.Model: not trained yet; call fit() or Model.load() first.")
+
+    @property
+    def genes(self) -> list[str]:
+        self._require_trained()
+        return self.record.genes
+
+    @property
+    def classes(self) -> list[str]:
+        self._require_trained()
+        return self.record.classes
+
+    @property
+    def has_classifier(self) -> bool:
+        self._require_trained()
+        return self.network.classifier is not None
+
+    def transform(
+        self, expression: sp.spmatrix, batch_size: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Latent coordinates (and class probabilities) of log-normalised rows over :attr:`genes`.
+
+        Returns
+        -------
+        ``{"latent": (cells, latent_dim)}`` plus ``"class_probabilities"`` when the model has a classifier.
+        """
+        self._require_trained()
+        batches = InferenceBatches(
+            sp.csr_matrix(expression, dtype=np.float32), batch_size or self.settings.batch_size * 4
+        )
+        outputs = self.network.predict(batches, verbose=0)
+        wanted = ["latent"] + (["class_probabilities"] if self.has_classifier else [])
+        return {name: np.asarray(outputs[name], dtype=np.float32) for name in wanted}
+
+    def predict(self, adata, **options):
+        """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate.annotate`."""
+        from scpermut.annotate import annotate
+
+        return annotate(adata, self, **options)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def save(self, model_dir: str | Path, overwrite: bool = False) -> None:
+        """Write the model folder (weights, config, genes, classes, batches, preprocessing, history, run record)."""
+        self._require_trained()
+        model_dir = Path(model_dir)
+        persistence.check_model_dir_free(model_dir, overwrite=overwrite, resume=False)
+        persistence.save_model(model_dir, self.network, self.record)
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Model:
+        """Load a model folder written by :meth:`save`; needs no training data."""
+        record = persistence.read_model_record(model_dir)
+        network_options = {
+            name: record.network[name] for name in NETWORK_OPTIONS if name in record.network
+        }
+        model = cls(**network_options, **record.training)
+        model.network = ScpermutNetwork(NetworkConfig.from_dict(record.network)).build_for_inputs()
+        try:
+            model.network.load_weights(Path(model_dir) / persistence.WEIGHTS)
+        except (ValueError, OSError) as error:
+            raise InputError(
+                f"{Path(model_dir) / persistence.WEIGHTS}: cannot be loaded into the network in config.json ({error})."
+            ) from error
+        model.record = record
+        return model
+
+
+def train_file(
+    prepared_path: str | Path,
+    model_dir: str | Path,
+    *,
+    device: str = "auto",
+    mixed_precision: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    **options,
+) -> Model:
+    """``scpermut train``: train on a ``prepared.h5ad`` and write the model folder.
+
+    Checkpoints go to ``MODEL_DIR/checkpoint/`` after every epoch; the finished folder replaces
+    them in one rename.
+    """
+    import anndata as ad
+
+    prepared_path, model_dir = Path(prepared_path), Path(model_dir)
+    persistence.check_model_dir_free(model_dir, overwrite=overwrite, resume=resume)
+    if not prepared_path.is_file():
+        raise InputError(f"{prepared_path}: file not found.")
+    device_name = select_device(device, mixed_precision)
+    log.info("training on %s", device_name)
+    try:
+        adata = ad.read_h5ad(prepared_path)
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
+    checkpoint_dir = model_dir / persistence.CHECKPOINT
+    if not resume:
+        persistence.remove_checkpoint(checkpoint_dir)
+    model = Model(**options).fit(
+        adata, checkpoint_dir=checkpoint_dir, resume=resume, source=str(prepared_path)
+    )
+    model.record.run["device"] = device_name
+    model.record.run["input"].update(
+        file=str(prepared_path.resolve()), sha256=file_sha256(prepared_path)
+    )
+    persistence.save_model(model_dir, model.network, model.record)
+    return model

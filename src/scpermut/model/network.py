@@ -1,0 +1,176 @@
+"""The network alone: encoder -> latent -> decoder, a classifier head and a batch head behind gradient reversal.
+
+Nothing here knows about losses, phases or data; ``training.py`` drives it.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from scpermut.model.settings import NetworkConfig
+
+
+@keras.saving.register_keras_serializable(package="scpermut")
+class GradientReversal(layers.Layer):
+    """Identity on the way forward; multiplies the gradient by ``-strength`` on the way back.
+
+    ``strength`` is a non-trainable variable so that a schedule can ramp it during training
+    without retracing the training function.
+    """
+
+    def __init__(self, strength: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_strength = float(strength)
+
+    def build(self, input_shape):
+        self.strength = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_strength),
+            trainable=False,
+            name="strength",
+        )
+
+    def call(self, inputs):
+        strength = ops.cast(self.strength, inputs.dtype)
+
+        @ops.custom_gradient
+        def reverse(x):
+            def grad(*args, upstream=None):
+                if upstream is None:
+                    (upstream,) = args
+                return ops.negative(strength) * upstream
+
+            return x, grad
+
+        return reverse(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "strength": self.initial_strength}
+
+
+@keras.saving.register_keras_serializable(package="scpermut")
+class GeneDispersion(layers.Layer):
+    """One learned negative-binomial dispersion per gene, broadcast to the batch."""
+
+    def __init__(self, n_genes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n_genes = n_genes
+
+    def build(self, input_shape):
+        self.log_theta = self.add_weight(
+            shape=(self.n_genes,), initializer="zeros", name="log_theta"
+        )
+
+    def call(self, inputs):
+        theta = ops.exp(ops.cast(self.log_theta, "float32"))
+        return ops.broadcast_to(theta, (ops.shape(inputs)[0], self.n_genes))
+
+    def get_config(self):
+        return {**super().get_config(), "n_genes": self.n_genes}
+
+
+def _dense_block(width: int, config: NetworkConfig, seed: int, name: str) -> list[layers.Layer]:
+    block = [layers.Dense(width, name=f"{name}_dense")]
+    if config.batch_norm:
+        block.append(layers.BatchNormalization(name=f"{name}_norm"))
+    block.append(layers.Activation(config.activation, name=f"{name}_act"))
+    if config.dropout > 0:
+        block.append(layers.Dropout(config.dropout, seed=seed, name=f"{name}_dropout"))
+    return block
+
+
+def _stack(widths, config: NetworkConfig, seed: int, prefix: str) -> list[layers.Layer]:
+    stack = []
+    for index, width in enumerate(widths):
+        stack += _dense_block(width, config, seed + index, f"{prefix}{index}")
+    return stack
+
+
+@keras.saving.register_keras_serializable(package="scpermut")
+class ScpermutNetwork(keras.Model):
+    """Encoder, decoder, classifier head and batch head sharing one latent space.
+
+    Calling the network on log-normalised expression returns a dict with ``latent`` and
+    ``reconstruction`` (plus ``dispersion`` for the negative-binomial decoder),
+    ``class_probabilities`` when the classifier is on and ``batch_probabilities`` when the
+    adversary is on.
+    """
+
+    def __init__(self, config: NetworkConfig | dict, **kwargs):
+        super().__init__(**kwargs)
+        self.network_config = (
+            config if isinstance(config, NetworkConfig) else NetworkConfig.from_dict(config)
+        )
+        cfg = self.network_config
+        self.encoder = keras.Sequential(
+            _stack(cfg.hidden_layers, cfg, cfg.seed, "encoder")
+            + [layers.Dense(cfg.latent_dim, activation=cfg.latent_activation, name="latent")],
+            name="encoder",
+        )
+        decoder_output = "softmax" if cfg.reconstruction == "nb" else "linear"
+        self.decoder = keras.Sequential(
+            _stack(reversed(cfg.hidden_layers), cfg, cfg.seed + 100, "decoder")
+            + [
+                layers.Dense(
+                    cfg.n_genes, activation=decoder_output, dtype="float32", name="reconstruction"
+                )
+            ],
+            name="decoder",
+        )
+        self.dispersion = (
+            GeneDispersion(cfg.n_genes, name="dispersion") if cfg.reconstruction == "nb" else None
+        )
+        self.classifier = None
+        if cfg.use_classifier:
+            self.classifier = keras.Sequential(
+                _stack(cfg.classifier_layers, cfg, cfg.seed + 200, "classifier")
+                + [
+                    layers.Dense(
+                        cfg.n_classes,
+                        activation="softmax",
+                        dtype="float32",
+                        name="class_probabilities",
+                    )
+                ],
+                name="classifier",
+            )
+        self.gradient_reversal = None
+        self.adversary = None
+        if cfg.use_dann:
+            self.gradient_reversal = GradientReversal(cfg.grl_lambda, name="gradient_reversal")
+            self.adversary = keras.Sequential(
+                _stack(cfg.adversary_layers, cfg, cfg.seed + 300, "adversary")
+                + [
+                    layers.Dense(
+                        cfg.n_batches,
+                        activation="softmax",
+                        dtype="float32",
+                        name="batch_probabilities",
+                    )
+                ],
+                name="adversary",
+            )
+
+    def call(self, inputs, training=False):
+        latent = self.encoder(inputs, training=training)
+        outputs = {
+            "latent": ops.cast(latent, "float32"),
+            "reconstruction": self.decoder(latent, training=training),
+        }
+        if self.dispersion is not None:
+            outputs["dispersion"] = self.dispersion(latent)
+        if self.classifier is not None:
+            outputs["class_probabilities"] = self.classifier(latent, training=training)
+        if self.adversary is not None:
+            reversed_latent = self.gradient_reversal(latent)
+            outputs["batch_probabilities"] = self.adversary(reversed_latent, training=training)
+        return outputs
+
+    def build_for_inputs(self) -> ScpermutNetwork:
+        """Create every weight by calling the network once on a zero batch; returns self."""
+        self(ops.zeros((2, self.network_config.n_genes)), training=False)
+        return self
+
+    def get_config(self):
+        return {"name": self.name, "config": self.network_config.to_dict()}

@@ -1,0 +1,157 @@
+"""The model folder (everything needed to predict, nothing from the training data) and training checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scpermut import _atomic
+from scpermut.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+WEIGHTS = "model.weights.h5"
+GENES = "genes.txt"
+CLASSES = "classes.json"
+BATCHES = "batches.json"
+PREPROCESS = "preprocess.json"
+HISTORY = "history.csv"
+RUN = "run.json"
+CHECKPOINT = "checkpoint"
+MODEL_FILES = (CONFIG, WEIGHTS, GENES, CLASSES, BATCHES, PREPROCESS, HISTORY, RUN)
+
+_CHECKPOINT_STATE = "state.json"
+_CHECKPOINT_ARRAYS = "variables.npz"
+
+
+@dataclass
+class ModelRecord:
+    """The non-weight contents of a model folder."""
+
+    network: dict
+    training: dict
+    genes: list[str]
+    classes: list[str]
+    batches: list[str]
+    preprocess: dict
+    run: dict = field(default_factory=dict)
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def check_model_dir_free(model_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to train into a folder that already holds a model or unrelated files.
+
+    A folder holding only a checkpoint is accepted with ``resume``; ``overwrite`` accepts anything.
+    """
+    if overwrite or not model_dir.exists():
+        return
+    if not model_dir.is_dir():
+        raise InputError(f"{model_dir}: exists and is not a folder; choose another --out.")
+    content = {path.name for path in model_dir.iterdir()}
+    if not content or (resume and content == {CHECKPOINT}):
+        return
+    if CHECKPOINT in content:
+        raise InputError(
+            f"{model_dir}: holds the checkpoint of an unfinished training; pass --resume to continue it or --overwrite to start again."
+        )
+    raise InputError(
+        f"{model_dir}: already exists and is not empty; pass --overwrite to replace it."
+    )
+
+
+def save_model(model_dir: Path, network, record: ModelRecord) -> None:
+    """Write the model folder atomically: every file appears at once, or none does.
+
+    Replaces the folder (and any checkpoint in it) in one rename.
+    """
+    with _atomic.atomic_path(model_dir) as tmp:
+        tmp.mkdir(parents=True)
+        network.save_weights(tmp / WEIGHTS)
+        (tmp / CONFIG).write_text(
+            json.dumps({"network": record.network, "training": record.training}, indent=2) + "\n"
+        )
+        (tmp / GENES).write_text("".join(f"{gene}\n" for gene in record.genes))
+        (tmp / CLASSES).write_text(json.dumps(record.classes, indent=2) + "\n")
+        (tmp / BATCHES).write_text(json.dumps(record.batches, indent=2) + "\n")
+        (tmp / PREPROCESS).write_text(
+            json.dumps(record.preprocess, indent=2, sort_keys=True) + "\n"
+        )
+        (tmp / RUN).write_text(json.dumps(record.run, indent=2, sort_keys=True, default=str) + "\n")
+        record.history.to_csv(tmp / HISTORY, index=False)
+
+
+def read_model_record(model_dir: str | Path) -> ModelRecord:
+    """Read everything but the weights from a model folder, checking it is complete."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError(f"{model_dir}: model folder not found; train one with `scpermut train`.")
+    missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise InputError(
+            f"{model_dir}: not a complete scpermut model folder (missing {', '.join(missing)})."
+        )
+    config = json.loads((model_dir / CONFIG).read_text())
+    record = ModelRecord(
+        network=config["network"],
+        training=config["training"],
+        genes=(model_dir / GENES).read_text().splitlines(),
+        classes=json.loads((model_dir / CLASSES).read_text()),
+        batches=json.loads((model_dir / BATCHES).read_text()),
+        preprocess=json.loads((model_dir / PREPROCESS).read_text()),
+        run=json.loads((model_dir / RUN).read_text()),
+        history=pd.read_csv(model_dir / HISTORY),
+    )
+    expected = {
+        "genes": (record.genes, "n_genes"),
+        "classes": (record.classes, "n_classes"),
+        "batches": (record.batches, "n_batches"),
+    }
+    for name, (values, key) in expected.items():
+        if len(values) != record.network[key]:
+            raise InputError(
+                f"{model_dir}: lists {len(values)} {name} but the network was built for {record.network[key]}."
+            )
+    if len(set(record.genes)) != len(record.genes):
+        raise InputError(f"{model_dir / GENES}: gene names are not unique.")
+    return record
+
+
+def write_checkpoint(folder: Path, state: dict, arrays: dict[str, list[np.ndarray]]) -> None:
+    """Atomically replace the checkpoint ``folder`` with ``state`` (JSON) and named lists of arrays."""
+    with _atomic.atomic_path(folder) as tmp:
+        tmp.mkdir(parents=True)
+        state = {**state, "arrays": {name: len(values) for name, values in arrays.items()}}
+        flat = {
+            f"{name}_{index}": value
+            for name, values in arrays.items()
+            for index, value in enumerate(values)
+        }
+        np.savez(tmp / _CHECKPOINT_ARRAYS, **flat)
+        (tmp / _CHECKPOINT_STATE).write_text(json.dumps(state, indent=2, default=str) + "\n")
+
+
+def read_checkpoint(folder: Path) -> tuple[dict, dict[str, list[np.ndarray]]] | None:
+    """Read a checkpoint written by :func:`write_checkpoint`, or None when there is none."""
+    if not (folder / _CHECKPOINT_STATE).is_file():
+        return None
+    state = json.loads((folder / _CHECKPOINT_STATE).read_text())
+    with np.load(folder / _CHECKPOINT_ARRAYS) as stored:
+        arrays = {
+            name: [stored[f"{name}_{index}"] for index in range(count)]
+            for name, count in state["arrays"].items()
+        }
+    return state, arrays
+
+
+def remove_checkpoint(folder: Path) -> None:
+    """Delete a stale checkpoint (training starts over)."""
+    if folder.exists():
+        log.info("removing the previous checkpoint %s", folder)
+        shutil.rmtree(folder)

@@ -1,0 +1,96 @@
+"""The network: gradient reversal, heads switched on and off, bottleneck and decoders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scpermut.model.network import GradientReversal, ScpermutNetwork
+from scpermut.model.settings import NetworkConfig
+
+
+@pytest.fixture(scope="module")
+def tf():
+    import tensorflow  # after scpermut.model (imported above), which keeps oneDNN off for determinism
+
+    return tensorflow
+
+
+def _config(**changes) -> NetworkConfig:
+    values = {
+        "n_genes": 12,
+        "n_classes": 3,
+        "n_batches": 2,
+        "hidden_layers": (16, 8),
+        "latent_dim": 4,
+        "seed": 0,
+    }
+    return NetworkConfig(**{**values, **changes})
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.25])
+def test_gradient_reversal_is_identity_forward_and_flips_the_gradient(tf, strength):
+    layer = GradientReversal(strength)
+    x = tf.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
+    weights = tf.constant([[1.0, -2.0, 3.0]])
+    with tf.GradientTape() as tape:
+        y = layer(x)
+        loss = tf.reduce_sum(y * weights)
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    np.testing.assert_allclose(
+        tape.gradient(loss, x).numpy(), -strength * np.repeat(weights.numpy(), 2, axis=0)
+    )
+
+
+def test_gradient_reversal_strength_changes_inside_a_compiled_function(tf):
+    layer = GradientReversal(1.0)
+    x = tf.Variable(tf.ones((1, 2)))
+
+    @tf.function
+    def gradient():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x))
+        return tape.gradient(loss, x)
+
+    np.testing.assert_allclose(gradient().numpy(), -1.0)
+    layer.strength.assign(0.1)
+    np.testing.assert_allclose(gradient().numpy(), -0.1)
+
+
+def test_network_outputs_every_head_with_the_right_shapes():
+    network = ScpermutNetwork(_config()).build_for_inputs()
+    outputs = network(np.random.default_rng(0).random((5, 12), dtype=np.float32))
+    assert outputs["latent"].shape == (5, 4)
+    assert outputs["reconstruction"].shape == (5, 12)
+    np.testing.assert_allclose(outputs["class_probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(outputs["batch_probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("switch", "missing"),
+    [("use_classifier", "class_probabilities"), ("use_dann", "batch_probabilities")],
+)
+def test_switched_off_heads_are_not_built(switch, missing):
+    network = ScpermutNetwork(_config(**{switch: False})).build_for_inputs()
+    outputs = network(np.ones((2, 12), np.float32))
+    assert missing not in outputs
+    assert all(missing.split("_")[0] not in variable.path for variable in network.weights)
+
+
+def test_bottleneck_is_linear_by_default_and_honours_an_activation():
+    x = np.random.default_rng(1).normal(size=(64, 12)).astype(np.float32)
+    linear = ScpermutNetwork(_config()).build_for_inputs()(x)["latent"].numpy()
+    relu = (
+        ScpermutNetwork(_config(latent_activation="relu")).build_for_inputs()(x)["latent"].numpy()
+    )
+    assert linear.min() < 0
+    assert relu.min() >= 0 and relu.max() > 0
+
+
+def test_negative_binomial_decoder_gives_gene_fractions_and_positive_dispersions():
+    outputs = ScpermutNetwork(_config(reconstruction="nb")).build_for_inputs()(
+        np.ones((3, 12), np.float32)
+    )
+    np.testing.assert_allclose(outputs["reconstruction"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert outputs["dispersion"].shape == (3, 12)
+    assert (outputs["dispersion"].numpy() > 0).all()

@@ -1,0 +1,86 @@
+"""Permutation targets and mini-batches: same class, other batch, reproducible from the seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from scpermut.model.batches import CellBatches, TrainingData
+from scpermut.model.permutation import epoch_rng, permutation_targets
+
+# 0/1 are classes, -1 unlabelled; class 2 exists in batch 0 only.
+CLASSES = np.array([0, 0, 0, 0, 1, 1, 1, 1, -1, -1, 2, 2])
+BATCHES = np.array([0, 0, 1, 1, 0, 1, 1, 1, 0, 1, 0, 0])
+
+
+def test_targets_share_the_class_and_unlabelled_cells_reconstruct_themselves():
+    for epoch in range(20):
+        targets = permutation_targets(
+            CLASSES, BATCHES, epoch_rng(0, 1, epoch), across_batches=False
+        )
+        labelled = CLASSES >= 0
+        np.testing.assert_array_equal(CLASSES[targets[labelled]], CLASSES[labelled])
+        np.testing.assert_array_equal(targets[~labelled], np.flatnonzero(~labelled))
+
+
+def test_targets_come_from_another_batch_when_the_class_has_one():
+    for epoch in range(20):
+        targets = permutation_targets(CLASSES, BATCHES, epoch_rng(0, 1, epoch), across_batches=True)
+        in_two_batches = np.isin(CLASSES, [0, 1])
+        assert (BATCHES[targets[in_two_batches]] != BATCHES[in_two_batches]).all()
+        np.testing.assert_array_equal(CLASSES[targets[CLASSES == 2]], 2)
+
+
+def test_targets_are_reproducible_from_seed_and_epoch_and_redrawn_otherwise():
+    def draw(seed, epoch):
+        return permutation_targets(
+            CLASSES, BATCHES, epoch_rng(seed, 1, epoch), across_batches=False
+        )
+
+    np.testing.assert_array_equal(draw(0, 3), draw(0, 3))
+    assert not np.array_equal(draw(0, 3), draw(0, 4))
+    assert not np.array_equal(draw(0, 3), draw(1, 3))
+
+
+def _data() -> TrainingData:
+    expression = sp.csr_matrix(np.arange(12 * 5, dtype=np.float32).reshape(12, 5))
+    return TrainingData(
+        expression=expression,
+        counts=None,
+        genes=[f"G{i}" for i in range(5)],
+        classes=["a", "b", "c"],
+        batches=["x", "y"],
+        train_codes=CLASSES,
+        validation_codes=np.full(12, -1),
+        batch_codes=BATCHES,
+        preprocess={},
+    )
+
+
+def test_cell_batches_densify_one_batch_with_permuted_targets():
+    data = _data()
+    batches = CellBatches(data, batch_size=5, seed=0, phase=1, permute=True)
+    assert len(batches) == 3
+    batches.set_epoch(2)
+    batch = batches[0]
+    rows = batches.order[:5]
+    assert batch["x"].shape == (5, 5) and isinstance(batch["x"], np.ndarray)
+    np.testing.assert_array_equal(batch["x"], data.expression[rows].toarray())
+    np.testing.assert_array_equal(batch["target"], data.expression[batches.targets[rows]].toarray())
+    labelled = CLASSES[rows] >= 0
+    np.testing.assert_array_equal(batch["classes"].sum(axis=1), labelled.astype(np.float32))
+    np.testing.assert_array_equal(batch["batches"].argmax(axis=1), BATCHES[rows])
+    assert batches[2]["x"].shape == (2, 5)
+    # Every cell is fed, unlabelled and query cells included: the adversary sees them all.
+    np.testing.assert_array_equal(np.sort(batches.order), np.arange(12))
+
+
+def test_cell_batches_replay_an_epoch_exactly():
+    first = CellBatches(_data(), batch_size=4, seed=3, phase=1, permute=True)
+    second = CellBatches(_data(), batch_size=4, seed=3, phase=1, permute=True)
+    first.set_epoch(5)
+    second.set_epoch(0)
+    second.set_epoch(5)
+    for index in range(len(first)):
+        for key in ("x", "target", "classes", "batches"):
+            np.testing.assert_array_equal(first[index][key], second[index][key])

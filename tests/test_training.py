@@ -1,0 +1,353 @@
+"""Training: phases and ablation switches, early stopping, checkpoint + resume, determinism across processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from click.testing import CliRunner
+
+from scpermut import _keys
+from scpermut.cli import main
+from scpermut.errors import InputError
+from scpermut.model import persistence
+from scpermut.model.api import Model, train_file
+from scpermut.model.batches import TrainingData
+from scpermut.model.settings import NetworkConfig, TrainingSettings
+from scpermut.model.training import plan_phases, select_device, train_network
+
+TINY_NETWORK = {"hidden_layers": (16,), "latent_dim": 4}
+TINY_TRAINING = {
+    "batch_size": 32,
+    "epochs_warmup": 1,
+    "epochs_full": 3,
+    "epochs_finetune": 1,
+    "patience": 5,
+}
+SCPERMUT = str(Path(sys.executable).with_name("scpermut"))
+
+
+def make_prepared(
+    n_cells: int = 120,
+    n_genes: int = 30,
+    batches=("b1", "b2"),
+    seed: int = 0,
+    labelled: bool = True,
+) -> ad.AnnData:
+    """A small AnnData shaped like ``prepared.h5ad``: 3 cell types with distinct profiles, a batch shift."""
+    rng = np.random.default_rng(seed)
+    types = np.array(["alpha", "beta", "gamma"])[np.arange(n_cells) % 3]
+    batch = np.array(batches)[(np.arange(n_cells) // 3) % len(batches)]
+    profile = {name: rng.gamma(2.0, 2.0, n_genes) for name in np.unique(types)}
+    shift = {name: rng.gamma(5.0, 0.2, n_genes) for name in batches}
+    counts = np.stack(
+        [rng.poisson(profile[t] * shift[b]) for t, b in zip(types, batch, strict=True)]
+    ).astype(np.float32)
+    split = np.array(["train", "train", "train", "validation", "query"])[np.arange(n_cells) % 5]
+    if not labelled:
+        split[:] = "unlabelled"
+        types[:] = "Unknown"
+    adata = ad.AnnData(
+        X=sp.csr_matrix(
+            np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4), dtype=np.float32
+        ),
+        obs=pd.DataFrame(
+            {"cell_type": types, "batch": batch, _keys.SPLIT: split},
+            index=[f"c{i}" for i in range(n_cells)],
+        ).astype("category"),
+        var=pd.DataFrame(
+            {"highly_variable": np.arange(n_genes) < n_genes - 5},
+            index=[f"G{j}" for j in range(n_genes)],
+        ),
+        layers={_keys.COUNTS_LAYER: sp.csr_matrix(counts)},
+    )
+    adata.uns[_keys.PREPARE_UNS] = {
+        "class_key": "cell_type",
+        "batch_key": "batch",
+        "unlabeled_category": "Unknown",
+        "target_sum": 1e4,
+    }
+    return adata
+
+
+def _train(adata, checkpoint_dir=None, resume=False, callbacks=(), **changes):
+    network_options = {
+        **TINY_NETWORK,
+        **{k: v for k, v in changes.items() if k in NetworkConfig.__dataclass_fields__},
+    }
+    settings = TrainingSettings(
+        **{
+            **TINY_TRAINING,
+            **{k: v for k, v in changes.items() if k in TrainingSettings.__dataclass_fields__},
+        }
+    )
+    data = TrainingData.from_anndata(
+        adata, with_counts=network_options.get("reconstruction") == "nb"
+    )
+    config = NetworkConfig(
+        n_genes=len(data.genes),
+        n_classes=len(data.classes),
+        n_batches=len(data.batches),
+        **network_options,
+    )
+    return train_network(
+        data, config, settings, checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks
+    )
+
+
+def _weights(network) -> list[np.ndarray]:
+    return [variable.numpy() for variable in network.variables]
+
+
+def test_phases_follow_the_switches():
+    config = NetworkConfig(n_genes=5, n_classes=2, n_batches=2)
+    names = [phase.name for phase in plan_phases(TrainingSettings(), config, has_labels=True)]
+    assert names == ["warmup", "full", "finetune"]
+    no_classifier = NetworkConfig(n_genes=5, n_classes=2, n_batches=2, use_classifier=False)
+    assert [
+        phase.name for phase in plan_phases(TrainingSettings(), no_classifier, has_labels=True)
+    ] == ["warmup", "full"]
+    full = plan_phases(TrainingSettings(), config, has_labels=True)[1]
+    assert full.permute and full.adversary and full.classifier
+    full = plan_phases(
+        TrainingSettings(use_permutation=False, dann_weight=0.0), config, has_labels=True
+    )[1]
+    assert not full.permute and not full.adversary and full.classifier
+
+
+@pytest.mark.parametrize(
+    ("changes", "absent_loss"),
+    [
+        ({"use_dann": False}, "adversary_loss"),
+        ({"use_classifier": False}, "classifier_loss"),
+        ({"rec_weight": 0.0}, "reconstruction_loss"),
+        ({"use_permutation": False}, None),
+    ],
+)
+def test_each_module_can_be_switched_off(changes, absent_loss):
+    run = _train(make_prepared(), **changes)
+    columns = set(pd.DataFrame(run.history).columns)
+    assert absent_loss not in columns
+    assert {"reconstruction_loss", "classifier_loss", "adversary_loss"} - {absent_loss} <= columns
+    assert all(np.isfinite(row["loss"]) for row in run.history)
+    expect_permutation = changes.get("use_permutation", True) and changes.get("rec_weight", 1.0) > 0
+    assert any(phase.permute for phase in run.phases) == expect_permutation
+
+
+def test_negative_binomial_reconstruction_trains():
+    run = _train(make_prepared(), reconstruction="nb", epochs_finetune=0)
+    assert all(
+        np.isfinite(row["reconstruction_loss"]) and row["reconstruction_loss"] > 0
+        for row in run.history
+    )
+
+
+def test_single_batch_turns_the_adversary_off_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        run = _train(make_prepared(batches=("only",)))
+    assert "only one batch" in caplog.text
+    assert run.network.adversary is None
+    assert "adversary_loss" not in pd.DataFrame(run.history).columns
+
+
+def test_classifier_without_labels_stops_clearly_and_runs_with_no_classifier():
+    with pytest.raises(InputError, match="no labelled training cell.*--no-classifier"):
+        _train(make_prepared(labelled=False))
+    assert _train(make_prepared(labelled=False), use_classifier=False).network.classifier is None
+
+
+def test_early_stopping_restores_the_best_validation_weights():
+    adata = make_prepared()
+    model = Model(
+        **TINY_NETWORK, **{**TINY_TRAINING, "epochs_full": 6, "epochs_finetune": 4, "patience": 1}
+    ).fit(adata)
+    history = model.record.history
+    final = model.record.run["validation"]["balanced_accuracy"]
+    scored = history["val_balanced_accuracy"].dropna()
+    assert final == pytest.approx(scored.max())
+    assert (
+        model.record.run["epochs_run"]["full"] < 6 or model.record.run["epochs_run"]["finetune"] < 4
+    )
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(epochs: int):
+    """A callback that simulates a killed job: raises after ``epochs`` epochs, once the checkpoint is written."""
+    import keras  # after scpermut.model, which keeps TensorFlow's oneDNN kernels off for bit-identical runs
+
+    class InterruptAfter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.remaining = epochs
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.remaining -= 1
+            if self.remaining == 0:
+                raise _Interrupt
+
+    return InterruptAfter()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A tiny training run straight through, checkpointing as it goes."""
+    return _train(
+        make_prepared(), checkpoint_dir=tmp_path_factory.mktemp("straight") / "checkpoint"
+    )
+
+
+@pytest.mark.parametrize("interrupt_after", [2, 4])  # inside the full phase / at its last epoch
+def test_resume_after_an_interrupt_gives_the_same_model(tmp_path, uninterrupted, interrupt_after):
+    adata = make_prepared()
+    with pytest.raises(_Interrupt):
+        _train(
+            adata, checkpoint_dir=tmp_path / "killed", callbacks=[_interrupt_after(interrupt_after)]
+        )
+    resumed = _train(adata, checkpoint_dir=tmp_path / "killed", resume=True)
+    assert resumed.resumed_from == {"phase": "full", "epoch": interrupt_after - 1}
+    assert resumed.history == uninterrupted.history
+    for expected, actual in zip(
+        _weights(uninterrupted.network), _weights(resumed.network), strict=True
+    ):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    adata = make_prepared()
+    with pytest.raises(_Interrupt):
+        _train(adata, checkpoint_dir=tmp_path / "ckpt", callbacks=[_interrupt_after(1)])
+    with pytest.raises(InputError, match="other data or settings"):
+        _train(adata, checkpoint_dir=tmp_path / "ckpt", resume=True, learning_rate=0.01)
+
+
+def test_model_folder_is_complete_refuses_overwrite_and_reloads(tmp_path):
+    prepared = tmp_path / "prepared.h5ad"
+    make_prepared().write_h5ad(prepared)
+    model_dir = tmp_path / "model"
+    train_file(prepared, model_dir, device="cpu", **TINY_NETWORK, **TINY_TRAINING)
+    assert sorted(path.name for path in model_dir.iterdir()) == sorted(persistence.MODEL_FILES)
+    run = json.loads((model_dir / persistence.RUN).read_text())
+    assert run["seed"] == 0 and run["device"] == "cpu" and len(run["input"]["sha256"]) == 64
+    assert {"tensorflow", "keras", "scpermut"} <= set(run["versions"])
+    with pytest.raises(InputError, match="already exists.*--overwrite"):
+        train_file(prepared, model_dir, device="cpu", **TINY_NETWORK, **TINY_TRAINING)
+    loaded = Model.load(model_dir)
+    assert loaded.genes == [f"G{j}" for j in range(25)]
+    assert loaded.classes == ["alpha", "beta", "gamma"]
+
+
+def test_unfinished_checkpoint_needs_resume_or_overwrite(tmp_path):
+    (tmp_path / "model" / persistence.CHECKPOINT).mkdir(parents=True)
+    with pytest.raises(InputError, match="--resume"):
+        persistence.check_model_dir_free(tmp_path / "model", overwrite=False, resume=False)
+    persistence.check_model_dir_free(tmp_path / "model", overwrite=False, resume=True)
+
+
+def _h5_arrays(path: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    with h5py.File(path) as handle:
+        handle.visititems(
+            lambda name, item: (
+                arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    return arrays
+
+
+def test_same_seed_is_bit_identical_across_processes_and_seeds_differ(tmp_path, prepared_path):
+    tiny = {
+        "hidden_layers": (32,),
+        "latent_dim": 8,
+        "batch_size": 256,
+        "epochs_warmup": 1,
+        "epochs_full": 2,
+        "epochs_finetune": 1,
+    }
+    flags = [
+        f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+        for name, value in tiny.items()
+    ]
+    for name in ("first", "second"):
+        subprocess.run(
+            [
+                SCPERMUT,
+                "-q",
+                "train",
+                str(prepared_path),
+                "--out",
+                str(tmp_path / name),
+                "--seed=0",
+                "--device=cpu",
+                *flags,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    train_file(prepared_path, tmp_path / "other", device="cpu", seed=1, **tiny)
+    first, second, other = (
+        _h5_arrays(tmp_path / name / persistence.WEIGHTS) for name in ("first", "second", "other")
+    )
+    assert first.keys() == second.keys() == other.keys() and len(first) > 10
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+    assert any(not np.array_equal(first[key], other[key]) for key in first)
+    assert (tmp_path / "first" / persistence.HISTORY).read_text() == (
+        tmp_path / "second" / persistence.HISTORY
+    ).read_text()
+    adata = ad.read_h5ad(prepared_path)
+    expression = adata[:, adata.var["highly_variable"].to_numpy()].X
+    outputs = [
+        Model.load(tmp_path / name).transform(expression) for name in ("first", "second", "other")
+    ]
+    for key in ("latent", "class_probabilities"):
+        np.testing.assert_array_equal(outputs[0][key], outputs[1][key])
+        assert not np.array_equal(outputs[0][key], outputs[2][key])
+
+
+def test_train_command_resumes_a_killed_run(tmp_path):
+    prepared = tmp_path / "prepared.h5ad"
+    make_prepared().write_h5ad(prepared)
+    model_dir = tmp_path / "model"
+    with pytest.raises(_Interrupt):
+        Model(**TINY_NETWORK, **TINY_TRAINING).fit(
+            ad.read_h5ad(prepared),
+            checkpoint_dir=model_dir / persistence.CHECKPOINT,
+            callbacks=[_interrupt_after(2)],
+        )
+    flags = [
+        "--hidden_layers=16",
+        "--latent_dim=4",
+        *(f"--{key}={value}" for key, value in TINY_TRAINING.items()),
+    ]
+    refused = CliRunner().invoke(main, ["train", str(prepared), "--out", str(model_dir), *flags])
+    assert refused.exit_code == 1
+    result = CliRunner().invoke(
+        main, ["train", str(prepared), "--out", str(model_dir), "--resume", *flags]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in model_dir.iterdir()) == sorted(persistence.MODEL_FILES)
+    assert json.loads((model_dir / persistence.RUN).read_text())["resumed_from"] == {
+        "phase": "full",
+        "epoch": 1,
+    }
+
+
+def test_asking_for_a_missing_gpu_stops_clearly():
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(InputError, match="--device gpu: TensorFlow sees no GPU"):
+        select_device("gpu", mixed_precision=False)
