@@ -132,3 +132,22 @@ def test_inputs_not_from_qc_and_mismatched_keys_are_refused(tmp_path):
         prepare_files([first, tmp_path / "qc" / "b.qc.h5ad"], tmp_path / "out")
     with pytest.raises(InputError, match="sample id\\(s\\) a appear in more than one QC file"):
         prepare_files([first, first], tmp_path / "out")
+
+
+def test_prepare_anndata_in_memory_matches_the_contract():
+    from scpermut.data.preprocess import prepare_anndata
+
+    a = make_counts(n_cells=40, prefix="a", batch="b1")
+    b = make_counts(n_cells=40, prefix="b", batch="b2", seed=1)
+    adata = ad.concat([a, b])
+    adata.obs["is_query"] = adata.obs["batch"] == "b2"
+    adata.obs.loc["a0", "cell_type"] = None
+    prepared = prepare_anndata(adata, query_key="is_query", settings=PrepareSettings(min_shared_genes=10, n_top_genes=20))
+    split = prepared.obs["scpermut_split"]
+    assert (split[adata.obs["is_query"].to_numpy()] == "query").all()
+    assert split["a0"] == "unlabelled" and prepared.obs.loc["a0", "cell_type"] == "Unknown"
+    assert prepared.var["highly_variable"].sum() == 20
+    np.testing.assert_array_equal(prepared.layers["counts"].toarray(), adata.X.toarray())
+    assert "scpermut_split" not in adata.obs  # the input is left alone
+    with pytest.raises(InputError, match="column 'donor' does not exist in obs"):
+        prepare_anndata(adata, batch_key="donor")

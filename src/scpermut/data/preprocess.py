@@ -179,6 +179,59 @@ def prepare(samples: list[ad.AnnData], settings: PrepareSettings = PrepareSettin
     return merged, summary
 
 
+def prepare_anndata(
+    adata: ad.AnnData,
+    *,
+    class_key: str = _keys.DEFAULT_CLASS_KEY,
+    batch_key: str = _keys.DEFAULT_BATCH_KEY,
+    unlabeled_category: str = _keys.DEFAULT_UNLABELED_CATEGORY,
+    query_key: str | None = None,
+    layer: str | None = None,
+    settings: PrepareSettings = PrepareSettings(),
+) -> ad.AnnData:
+    """Prepare an in-memory AnnData of raw counts for :meth:`scpermut.Model.fit`, without files.
+
+    The notebook form of ``scpermut qc`` + ``scpermut prepare``, minus the QC filters (filter
+    beforehand if needed). Each batch is treated as one sample.
+
+    Parameters
+    ----------
+    adata
+        Raw counts in ``X`` (or in ``layers[layer]``), labels in ``obs[class_key]`` and batches in
+        ``obs[batch_key]``.
+    query_key
+        Optional boolean ``obs`` column: True marks query cells (annotated, never trained on
+        as labelled, their labels kept for scoring only).
+
+    Returns
+    -------
+    A new prepared AnnData (see :func:`prepare`); ``adata`` is not changed.
+    """
+    from scpermut.data.io import count_problem
+
+    for key in (class_key, batch_key) + ((query_key,) if query_key else ()):
+        if key not in adata.obs:
+            raise InputError(f"AnnData: column '{key}' does not exist in obs (columns: {', '.join(adata.obs.columns)}).")
+    counts = adata.layers[layer] if layer else adata.X
+    if (problem := count_problem(counts)) is not None:
+        raise InputError(f"AnnData: {'layer ' + repr(layer) if layer else 'X'} holds {problem}, so it is not raw counts.")
+    query = adata.obs[query_key].astype(bool).to_numpy() if query_key else np.zeros(adata.n_obs, dtype=bool)
+    labels = adata.obs[class_key].astype(object)
+    cells = ad.AnnData(X=sp.csr_matrix(counts, dtype=np.float32), obs=adata.obs.copy(), var=pd.DataFrame(index=adata.var_names))
+    cells.obs[class_key] = labels.where(labels.notna(), unlabeled_category).astype(str).to_numpy()
+    cells.obs[batch_key] = adata.obs[batch_key].astype(str).to_numpy()
+    cells.obs[_keys.SAMPLE] = cells.obs[batch_key]
+    cells.obs[_keys.ROLE] = np.where(query, "query", "reference")
+    cells.uns[_keys.QC_UNS] = {
+        "sample": "AnnData",
+        "class_key": class_key,
+        "batch_key": batch_key,
+        "unlabeled_category": unlabeled_category,
+    }
+    prepared, _ = prepare([cells], settings)
+    return prepared
+
+
 def prepare_files(paths: list[str | Path], outdir: str | Path, settings: PrepareSettings = PrepareSettings()) -> dict:
     """Run ``prepare`` on ``scpermut qc`` outputs and write ``prepared.h5ad`` and its summary to ``outdir``."""
     prepared, summary = prepare(read_qc_outputs(paths), settings)

@@ -1,0 +1,221 @@
+"""`scpermut run` and `scpermut label` on the shipped data: the three use cases and bad input.
+
+(1) transfer labels between batches: the test samplesheet, control donors -> stimulated donors;
+(2) complete an atlas of which only a fraction is labelled;
+(3) map a new query onto a saved model without retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from scpermut import _keys
+from scpermut.cli import main
+
+# Small and fast: a few epochs, the QC the shipped cells pass (169+ detected genes).
+FAST = [
+    "--min_genes",
+    "100",
+    "--n_top_genes",
+    "500",
+    "--epochs_warmup",
+    "2",
+    "--epochs_full",
+    "6",
+    "--epochs_finetune",
+    "2",
+    "--hidden_layers",
+    "64",
+    "--latent_dim",
+    "16",
+]
+STEP_FILES = [
+    "qc/ctrl101.qc.h5ad",
+    "qc/stim107.qc_summary.json",
+    "prepare/prepared.h5ad",
+    "model/model.weights.h5",
+    "model/history.csv",
+    "annotated/annotated.h5ad",
+    "report/report.html",
+    "report/metrics.json",
+    "report/scpermut_metrics_mqc.tsv",
+    "report/scpermut_qc_mqc.tsv",
+]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(arg) for arg in args], catch_exceptions=False)
+
+
+def write_samplesheet(path, rows):
+    path.write_text(
+        "sample,h5ad,role,label_col\n" + "".join(f"{','.join(map(str, row))}\n" for row in rows)
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def transfer_run(tmp_path_factory, samplesheet_test):
+    outdir = tmp_path_factory.mktemp("run") / "results"
+    result = invoke("run", "--input", samplesheet_test, "--outdir", outdir, *FAST)
+    assert result.exit_code == 0, result.output
+    return outdir, result.output
+
+
+def test_run_transfers_labels_from_control_to_stimulated_donors(transfer_run):
+    outdir, output = transfer_run
+    for name in STEP_FILES:
+        assert (outdir / name).is_file(), name
+    metrics = json.loads((outdir / "report" / "metrics.json").read_text())
+    assert metrics["evaluation_set"] == "query"
+    assert metrics["headline"]["n_cells_evaluated"] > 700  # the labelled stimulated cells
+    assert metrics["headline"]["balanced_accuracy"] > 0.6  # 5 cell types: chance is 0.2
+    assert (
+        0.4 < metrics["headline"]["batch_entropy"] <= 1.05
+    )  # ctrl and stim donors share neighbourhoods
+    assert f"report: {outdir / 'report' / 'report.html'}" in output
+    assert "balanced accuracy" in output
+
+
+def test_run_maps_a_new_query_onto_the_saved_model_without_retraining(
+    transfer_run, tmp_path, assets_dir
+):
+    outdir, _ = transfer_run
+    model = outdir / "model"
+    weights = hashlib.sha256((model / "model.weights.h5").read_bytes()).hexdigest()
+    sheet = write_samplesheet(
+        tmp_path / "query.csv",
+        [("stim107", assets_dir / "test_data" / "kang_stim107.h5ad", "query", "cell_type")],
+    )
+    result = invoke(
+        "run",
+        "--input",
+        sheet,
+        "--outdir",
+        tmp_path / "mapped",
+        "--model",
+        model,
+        "--min_genes",
+        "100",
+    )
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "mapped" / "model").exists()
+    assert hashlib.sha256((model / "model.weights.h5").read_bytes()).hexdigest() == weights
+
+    mapped = ad.read_h5ad(tmp_path / "mapped" / "annotated" / "annotated.h5ad")
+    first = ad.read_h5ad(outdir / "annotated" / "annotated.h5ad")
+    first = first[first.obs["sample"] == "stim107"]
+    shared = mapped.obs_names.intersection(first.obs_names)
+    assert len(shared) == mapped.n_obs
+    # Only the gene set the library size is computed over differs: predictions barely move.
+    agreement = np.mean(
+        mapped.obs.loc[shared, _keys.PREDICTION].astype(str).to_numpy()
+        == first.obs.loc[shared, _keys.PREDICTION].astype(str).to_numpy()
+    )
+    assert agreement > 0.9
+    assert json.loads((tmp_path / "mapped" / "report" / "metrics.json").read_text())["inputs"][
+        "model"
+    ] == str(model)
+
+
+def test_label_completes_an_atlas_of_which_a_third_is_labelled(tmp_path, assets_dir):
+    atlas = ad.read_h5ad(assets_dir / "test_data" / "cellbench_3cl_3tech.h5ad")
+    hidden = np.random.default_rng(0).random(atlas.n_obs) < 2 / 3
+    truth = atlas.obs["cell_line"].astype(str).to_numpy()
+    atlas.obs["cell_line"] = np.where(hidden, "unassigned", truth)
+    atlas.write_h5ad(tmp_path / "atlas.h5ad")
+
+    result = invoke(
+        "label",
+        tmp_path / "atlas.h5ad",
+        "--class_key",
+        "cell_line",
+        "--batch_key",
+        "batch",
+        "--unlabeled_category",
+        "unassigned",
+        "--outdir",
+        tmp_path / "out",
+        *FAST,
+    )
+    assert result.exit_code == 0, result.output
+    annotated = ad.read_h5ad(tmp_path / "out" / "annotated" / "annotated.h5ad")
+    assert set(annotated.obs[_keys.SPLIT].astype(str)) == {"train", "validation", "unlabelled"}
+    completed = annotated.obs[_keys.SPLIT].astype(str) == "unlabelled"
+    original = dict(zip(atlas.obs_names, truth))
+    correct = annotated.obs.loc[completed, _keys.PREDICTION].astype(str).to_numpy() == np.array(
+        [original[name] for name in annotated.obs_names[completed]]
+    )
+    assert correct.mean() > 0.8  # three cell lines, easy to tell apart
+    assert (tmp_path / "out" / "report" / "report.html").is_file()
+
+
+def test_a_missing_input_file_stops_before_any_output(tmp_path, assets_dir):
+    sheet = write_samplesheet(
+        tmp_path / "sheet.csv",
+        [
+            ("ctrl101", assets_dir / "test_data" / "kang_ctrl101.h5ad", "reference", "cell_type"),
+            ("gone", tmp_path / "gone.h5ad", "query", ""),
+        ],
+    )
+    result = invoke("run", "--input", sheet, "--outdir", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "file" in result.output and "gone.h5ad" in result.output and "not found" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_absent_label_column_removes_the_outputs_already_written(tmp_path, assets_dir):
+    data = assets_dir / "test_data"
+    sheet = write_samplesheet(
+        tmp_path / "sheet.csv",
+        [
+            ("ctrl101", data / "kang_ctrl101.h5ad", "reference", "cell_type"),
+            ("ctrl107", data / "kang_ctrl107.h5ad", "reference", "celltype"),
+        ],
+    )
+    result = invoke("run", "--input", sheet, "--outdir", tmp_path / "out", "--min_genes", "100")
+    assert result.exit_code == 1
+    assert "label column 'celltype' does not exist" in result.output
+    assert not (tmp_path / "out").exists()  # ctrl101's QC had been written, then removed
+
+
+def test_a_query_sharing_no_gene_with_the_model_fails_clearly(transfer_run, tmp_path, assets_dir):
+    query = ad.read_h5ad(assets_dir / "test_data" / "kang_stim107.h5ad")
+    query.var_names = [f"mouse_{name}" for name in query.var_names]
+    query.write_h5ad(tmp_path / "renamed.h5ad")
+    sheet = write_samplesheet(
+        tmp_path / "sheet.csv", [("renamed", tmp_path / "renamed.h5ad", "query", "cell_type")]
+    )
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("kept")
+    result = invoke(
+        "run",
+        "--input",
+        sheet,
+        "--outdir",
+        tmp_path / "out",
+        "--model",
+        transfer_run[0] / "model",
+        "--min_genes",
+        "100",
+    )
+    assert result.exit_code == 1
+    assert (
+        "of the model's" in result.output
+        and "genes" in result.output
+        and "missing" in result.output
+    )
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["notes.txt"]
+
+
+def test_run_refuses_to_mix_with_an_earlier_run(transfer_run, samplesheet_test):
+    result = invoke("run", "--input", samplesheet_test, "--outdir", transfer_run[0])
+    assert result.exit_code == 1
+    assert "--overwrite" in result.output
+    assert (transfer_run[0] / "report" / "report.html").is_file()
