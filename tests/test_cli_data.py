@@ -54,3 +54,15 @@ def test_errors_are_one_sentence_and_exit_1(tmp_path):
     assert f"{missing}: file not found." in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_defaults_match_the_step_settings():
+    from dataclasses import fields
+
+    from scpermut.data.preprocess import PrepareSettings
+    from scpermut.data.qc import QCThresholds
+
+    for command, settings in (("qc", QCThresholds), ("prepare", PrepareSettings)):
+        defaults = {param.name: param.default for param in main.commands[command].params}
+        for field in fields(settings):
+            assert defaults[field.name] == field.default, (command, field.name)

@@ -62,33 +62,35 @@ def key_options(func):
     return func
 
 
-def qc_options(func):
-    """Per-sample QC thresholds (scanpy filters)."""
-    for name, default, kind, text in reversed(
-        [
-            ("min_genes", 200, int, "Remove cells with fewer detected genes."),
-            ("max_genes", 0, int, "Remove cells with more detected genes (0: no limit)."),
-            ("min_counts", 0, int, "Remove cells with fewer total counts."),
-            ("max_pct_mito", 20.0, float, "Remove cells with a higher % of mitochondrial counts (100: off)."),
-            ("min_cells", 3, int, "Remove genes detected in fewer cells."),
-        ]
-    ):
-        func = option(name, default=default, type=kind, show_default=True, help=text)(func)
-    return func
+def _option_table(rows):
+    """A decorator adding one option per ``(name, default, type, help)`` row, in row order."""
+
+    def decorate(func):
+        for name, default, kind, text in reversed(rows):
+            func = option(name, default=default, type=kind, show_default=True, help=text)(func)
+        return func
+
+    return decorate
 
 
-def prepare_options(func):
-    """Merging, normalisation, HVG selection and the train/validation split."""
-    for name, default, kind, text in reversed(
-        [
-            ("n_top_genes", 2000, int, "Number of batch-aware highly variable genes the model uses."),
-            ("target_sum", 1e4, float, "Counts per cell after library-size normalisation."),
-            ("min_shared_genes", 200, int, "Stop when the samples share fewer genes than this."),
-            ("validation_fraction", 0.2, float, "Fraction of labelled reference cells held out for early stopping."),
-        ]
-    ):
-        func = option(name, default=default, type=kind, show_default=True, help=text)(func)
-    return func
+qc_options = _option_table(
+    [
+        ("min_genes", 200, int, "Remove cells with fewer detected genes."),
+        ("max_genes", 0, int, "Remove cells with more detected genes (0: no limit)."),
+        ("min_counts", 0, int, "Remove cells with fewer total counts."),
+        ("max_pct_mito", 20.0, float, "Remove cells with a higher % of mitochondrial counts (100: off)."),
+        ("min_cells", 3, int, "Remove genes detected in fewer cells."),
+    ]
+)
+
+prepare_options = _option_table(
+    [
+        ("n_top_genes", 2000, int, "Number of batch-aware highly variable genes the model uses."),
+        ("target_sum", 1e4, float, "Counts per cell after library-size normalisation."),
+        ("min_shared_genes", 200, int, "Stop when the samples share fewer genes than this."),
+        ("validation_fraction", 0.2, float, "Fraction of labelled reference cells held out for early stopping."),
+    ]
+)
 
 
 def seed_option(func):

@@ -352,6 +352,10 @@ def _prediction_counts(adata, predictions: np.ndarray, unlabeled_category: str) 
     }
 
 
+# The agreement scores of label_transfer_scores, in the order tables show them.
+LABEL_SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "cohen_kappa", "ari", "nmi")
+
+
 def headline(result: dict) -> dict:
     """The few numbers worth a glance: label-transfer scores of the headline set and integration scores."""
     scores = result["sets"].get(result["evaluation_set"], {}).get("scores", {})
@@ -361,15 +365,7 @@ def headline(result: dict) -> dict:
         "n_cells_evaluated": scores.get("n_cells"),
         **{
             name: scores.get(name)
-            for name in (
-                "accuracy",
-                "balanced_accuracy",
-                "macro_f1",
-                "mcc",
-                "cohen_kappa",
-                "ari",
-                "nmi",
-            )
+            for name in LABEL_SCORES
         },
         "fraction_unknown": (result["predictions"] or {}).get("fraction_unknown"),
         "batch_entropy": latent.get("batch_mixing", {}).get("batch_entropy"),

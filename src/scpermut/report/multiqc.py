@@ -116,17 +116,7 @@ def metrics_table(metric_result: dict) -> str:
     integration = {
         name: headline[name] for name in ("batch_entropy", "batch_silhouette", "label_silhouette")
     }
-    columns = [
-        "n_cells",
-        "accuracy",
-        "balanced_accuracy",
-        "macro_f1",
-        "mcc",
-        "cohen_kappa",
-        "ari",
-        "nmi",
-        "fraction_unknown",
-    ]
+    columns = ["n_cells", *metrics.LABEL_SCORES, "fraction_unknown"]
     rows = {
         f"{name} cells": {**{c: entry["scores"][c] for c in columns}, **integration}
         for name, entry in metric_result["sets"].items()
