@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -158,6 +159,8 @@ def main(verbose: bool, quiet: bool, log_file: Path | None):
     Steps: qc -> prepare -> train -> predict -> report, or all of them with `scpermut run`.
     """
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    # TensorFlow's C++ start-up chatter (CPU features, absl) is noise unless debugging.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
