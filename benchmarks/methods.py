@@ -1,0 +1,219 @@
+"""The annotation methods compared, behind one interface.
+
+Every method receives the same AnnData (a *split*, see ``tasks.py``): raw counts in ``X``,
+the label a method may learn from in ``obs[LABEL]`` (``UNKNOWN`` for unlabelled and query
+cells) and the batch in ``obs[BATCH]``. It returns a label for every cell and, when it has
+one, a latent embedding. Nothing else of the split (the truth, the evaluation mask) is
+visible to it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LABEL = "bench_label"  # what methods learn from: the true type, or UNKNOWN
+TRUTH = "bench_truth"  # held back for scoring only
+BATCH = "batch"
+ROLE = "bench_role"  # "reference" or "query"
+EVALUATED = "bench_evaluated"  # cells scored for label transfer
+UNKNOWN = "Unknown"
+
+
+@dataclass
+class Prediction:
+    """What a method returns: a label per cell, a latent if it has one, and its settings."""
+
+    labels: np.ndarray
+    latent: np.ndarray | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def log_normalised(adata):
+    """A copy with ``X`` = log1p of counts normalised to 10,000 per cell (scanpy's convention)."""
+    import scanpy as sc
+
+    adata = adata.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    return adata
+
+
+def highly_variable(adata, n_top_genes: int = 2000):
+    """Batch-aware HVGs on log-normalised data, as ``scpermut prepare`` selects them."""
+    import scanpy as sc
+
+    if adata.n_vars <= n_top_genes:
+        return adata
+    sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat", batch_key=BATCH)
+    return adata[:, adata.var["highly_variable"].to_numpy()].copy()
+
+
+def knn_transfer(latent: np.ndarray, labels: np.ndarray, n_neighbors: int = 15) -> np.ndarray:
+    """Label every cell by distance-weighted vote of its nearest labelled cells in ``latent``."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    known = labels != UNKNOWN
+    classifier = KNeighborsClassifier(n_neighbors=min(n_neighbors, int(known.sum())), weights="distance")
+    classifier.fit(latent[known], labels[known])
+    return classifier.predict(latent).astype(str)
+
+
+def pca_embedding(adata, n_comps: int = 50, seed: int = 0) -> np.ndarray:
+    """PCA of the scaled log-normalised HVGs."""
+    import scanpy as sc
+
+    data = highly_variable(log_normalised(adata))
+    sc.pp.scale(data, max_value=10)
+    n_comps = min(n_comps, data.n_obs - 1, data.n_vars - 1)
+    sc.pp.pca(data, n_comps=n_comps, random_state=seed)
+    return np.asarray(data.obsm["X_pca"], dtype=np.float32)
+
+
+def pca_knn(adata, seed: int, settings: dict) -> Prediction:
+    latent = pca_embedding(adata, seed=seed)
+    labels = knn_transfer(latent, adata.obs[LABEL].astype(str).to_numpy())
+    return Prediction(labels, latent, {"n_top_genes": 2000, "n_pcs": latent.shape[1], "k": 15})
+
+
+def harmony_knn(adata, seed: int, settings: dict) -> Prediction:
+    import harmonypy
+
+    pca = pca_embedding(adata, seed=seed)
+    result = harmonypy.run_harmony(pca, adata.obs[[BATCH]], [BATCH], random_state=seed, verbose=False)
+    corrected = np.asarray(result.Z_corr)
+    latent = np.ascontiguousarray(corrected.T if corrected.shape[0] != adata.n_obs else corrected, dtype=np.float32)
+    labels = knn_transfer(latent, adata.obs[LABEL].astype(str).to_numpy())
+    return Prediction(labels, latent, {"n_top_genes": 2000, "n_pcs": latent.shape[1], "k": 15, "harmony": "defaults"})
+
+
+def celltypist_method(adata, seed: int, settings: dict) -> Prediction:
+    import celltypist
+
+    data = log_normalised(adata)
+    labels = data.obs[LABEL].astype(str).to_numpy()
+    reference = data[labels != UNKNOWN].copy()
+    # CellTypist's default (logistic regression) trainer fails with scikit-learn >= 1.8; its SGD
+    # trainer is the one documented for large references and runs here.
+    options = {"use_SGD": True, "feature_selection": False, "n_jobs": 1}
+    np.random.seed(seed)
+    model = celltypist.train(reference, labels=LABEL, check_expression=False, **options)
+    result = celltypist.annotate(data, model=model, majority_voting=False)
+    predicted = result.predicted_labels["predicted_labels"].astype(str).to_numpy()
+    return Prediction(predicted, None, {**options, "majority_voting": False, "genes": "all"})
+
+
+def scanvi(adata, seed: int, settings: dict) -> Prediction:
+    import scvi
+    import torch
+    from worker import threads
+
+    torch.set_num_threads(threads())
+    scvi.settings.seed = seed
+    data = highly_variable(log_normalised(adata))
+    data.X = adata[:, data.var_names].X.copy()
+    scvi.model.SCVI.setup_anndata(data, batch_key=BATCH, labels_key=LABEL)
+    vae = scvi.model.SCVI(data, n_latent=settings["n_latent"])
+    vae.train(max_epochs=settings["scvi_epochs"], accelerator="cpu", devices=1, enable_progress_bar=False)
+    model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=UNKNOWN)
+    model.train(max_epochs=settings["scanvi_epochs"], n_samples_per_label=100, accelerator="cpu", devices=1, enable_progress_bar=False)
+    labels = np.asarray(model.predict(), dtype=str)
+    latent = np.asarray(model.get_latent_representation(), dtype=np.float32)
+    return Prediction(labels, latent, {key: settings[key] for key in ("n_latent", "scvi_epochs", "scanvi_epochs")} | {"n_top_genes": 2000})
+
+
+def scmusketeers(adata, seed: int, settings: dict) -> Prediction:
+    """The original scMusketeers (PyPI ``sc-musketeers``), run as its ``transfer`` command runs.
+
+    ``sc-musketeers transfer REF.h5ad --class_key K --batch_key B --unlabeled_category U``:
+    its defaults otherwise. The three flags are needed because its defaults name columns
+    (``celltype``, ``manip``, ``UNK``) our data do not have.
+    """
+    import tensorflow as tf
+    from scmusketeers.arguments.runfile import get_default_param
+    from scmusketeers.transfer.optimize_model import Workflow
+    from worker import threads
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads())
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "reference.h5ad")
+        data = adata.copy()
+        data.obs = data.obs[[LABEL, BATCH]].astype(str)
+        data.write_h5ad(path)
+        run_file = get_default_param(path)
+        run_file.class_key, run_file.batch_key, run_file.unlabeled_category = LABEL, BATCH, UNKNOWN
+        run_file.out_dir = folder
+        run_file.train_test_random_seed = seed
+        for name, value in settings.get("overrides", {}).items():
+            setattr(run_file, name, value)
+        workflow = Workflow(run_file=run_file)
+        workflow.process_dataset()
+        workflow.train_val_split()
+        predicted, *_ = workflow.make_experiment()
+    # It drops cells with no count; those come back unassigned.
+    labels = predicted.obs[f"{LABEL}_scMusk"].astype(str).reindex(adata.obs_names).fillna(UNKNOWN).to_numpy()
+    latent = np.zeros((adata.n_obs, predicted.obsm["X_scMusk"].shape[1]), dtype=np.float32)
+    position = adata.obs_names.get_indexer(predicted.obs_names)
+    latent[position] = predicted.obsm["X_scMusk"]
+    return Prediction(labels, latent, {"cli": "defaults + --class_key --batch_key --unlabeled_category", **settings.get("overrides", {})})
+
+
+def scpermut_prepared(adata, seed: int):
+    """The split as ``scpermut prepare`` writes it, through the package's in-memory equivalent.
+
+    QC filters are left out on purpose so that every method sees exactly the same cells.
+    """
+    from scpermut.data.preprocess import PrepareSettings, prepare_anndata
+
+    cells = adata.copy()
+    cells.obs["bench_is_query"] = (cells.obs[ROLE] == "query").to_numpy()
+    prepared = prepare_anndata(cells, class_key=LABEL, batch_key=BATCH, unlabeled_category=UNKNOWN, query_key="bench_is_query", settings=PrepareSettings(seed=seed))
+    return prepared[adata.obs_names].copy()
+
+
+def scpermut_code_fingerprint() -> str:
+    """Short SHA-256 of scpermut's source files: tells whether every run used the same code."""
+    import hashlib
+    from pathlib import Path
+
+    import scpermut
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(scpermut.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def scpermut(adata, seed: int, settings: dict) -> Prediction:
+    import tensorflow as tf
+    from worker import threads
+
+    from scpermut import Model
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads())
+    code = scpermut_code_fingerprint()  # before training: the code this process imported
+    options = dict(settings.get("options", {}))
+    prepared = scpermut_prepared(adata, seed)
+    model = Model(seed=seed, **options).fit(prepared)
+    outputs = model.transform(prepared[:, model.genes].X)
+    latent = outputs["latent"]
+    if model.has_classifier:
+        labels = np.asarray(model.classes)[outputs["class_probabilities"].argmax(axis=1)]
+    else:
+        # Without its classifier the model is an integration method: score its latent by kNN.
+        labels = knn_transfer(latent, adata.obs[LABEL].astype(str).to_numpy())
+    used = {"training": model.record.training, "network": {k: v for k, v in model.record.network.items() if k not in ("n_genes", "n_classes", "n_batches")}}
+    return Prediction(labels, latent, {"changed": options, "epochs_run": model.record.run["epochs_run"], "code": code, **used})
+
+
+METHODS = {
+    "scpermut": scpermut,
+    "scmusketeers": scmusketeers,
+    "scanvi": scanvi,
+    "celltypist": celltypist_method,
+    "pca_knn": pca_knn,
+    "harmony_knn": harmony_knn,
+}

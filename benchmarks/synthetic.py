@@ -1,0 +1,109 @@
+"""SYNTHETIC cells for the cost measures: real cells resampled with count noise.
+
+Source: ``cellbench_mixology_5batch`` (5 batches, 5 cell lines) on its 2,000 batch-aware highly
+variable genes. Each synthetic cell copies a real cell drawn with replacement (seeded) and
+redraws every count as ``Poisson(0.2 * s * count)``, with ``s`` a log-normal library-size
+jitter per cell (sd 0.3). The factor 0.2 thins this plate-based data (median ~3,000 counts
+per cell on these genes) to droplet-like depth: about 18 % of entries are non-zero.
+These cells are for measuring time and memory only, never accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+DEPTH = 0.2
+JITTER_SD = 0.3
+N_GENES = 2000
+LABELLED_SHARE = 0.8  # the rest are unlabelled reference cells
+VALIDATION_SHARE = 0.2  # of the labelled cells, as `scpermut prepare` holds out by default
+
+
+def source():
+    """Raw counts of the source cells on 2,000 HVGs, with their cell line and batch."""
+    import scanpy as sc
+    from methods import BATCH, TRUTH
+    from tasks import DATASETS
+
+    adata = DATASETS["mixology_5batch"].load()
+    normalised = adata.copy()
+    sc.pp.normalize_total(normalised, target_sum=1e4)
+    sc.pp.log1p(normalised)
+    sc.pp.highly_variable_genes(normalised, n_top_genes=N_GENES, flavor="seurat", batch_key=BATCH)
+    adata = adata[:, normalised.var["highly_variable"].to_numpy()].copy()
+    return adata.X.tocsr(), adata.obs[TRUTH].to_numpy(), adata.obs[BATCH].to_numpy(), adata.var_names.to_numpy()
+
+
+def counts(n_cells: int, seed: int = 0, chunk: int = 100_000):
+    """``n_cells`` synthetic raw-count rows (CSR float32), their labels, batches and gene names."""
+    matrix, truth, batches, genes = source()
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, matrix.shape[0], size=n_cells)
+    blocks = []
+    for start in range(0, n_cells, chunk):
+        block = matrix[rows[start : start + chunk]].tocsr()
+        scale = DEPTH * rng.lognormal(0.0, JITTER_SD, size=block.shape[0]).astype(np.float32)
+        per_entry = np.repeat(scale, np.diff(block.indptr))
+        block.data = rng.poisson(block.data * per_entry).astype(np.float32)
+        block.eliminate_zeros()
+        blocks.append(block)
+    return sp.vstack(blocks, format="csr", dtype=np.float32), truth[rows], batches[rows], genes
+
+
+def prepared(n_cells: int, seed: int = 0, with_counts: bool = True):
+    """A ``scpermut prepare``-shaped AnnData of synthetic cells (every gene highly variable).
+
+    With ``with_counts`` the raw counts stay in ``layers["counts"]`` as in a real
+    ``prepared.h5ad``, so memory is what ``scpermut train`` would hold.
+    """
+    import anndata as ad
+    import pandas as pd
+
+    from scpermut import _keys
+
+    matrix, truth, batches, genes = counts(n_cells, seed)
+    rng = np.random.default_rng(seed + 1)
+    draw = rng.random(n_cells)
+    split = np.where(draw < LABELLED_SHARE * (1 - VALIDATION_SHARE), _keys.SPLIT_TRAIN, np.where(draw < LABELLED_SHARE, _keys.SPLIT_VALIDATION, _keys.SPLIT_UNLABELLED))
+    labels = np.where(split == _keys.SPLIT_UNLABELLED, _keys.DEFAULT_UNLABELED_CATEGORY, truth)
+    expression = matrix.copy()
+    totals = np.asarray(expression.sum(axis=1)).ravel()
+    expression.data *= np.repeat(1e4 / np.maximum(totals, 1), np.diff(expression.indptr)).astype(np.float32)
+    np.log1p(expression.data, out=expression.data)
+    obs = pd.DataFrame(
+        {
+            _keys.DEFAULT_CLASS_KEY: pd.Categorical(labels),
+            _keys.DEFAULT_BATCH_KEY: pd.Categorical(batches),
+            _keys.SPLIT: pd.Categorical(split, categories=list(_keys.SPLITS)),
+            "synthetic": True,
+        },
+        index=[f"synthetic_{i}" for i in range(n_cells)],
+    )
+    adata = ad.AnnData(X=expression, obs=obs, var=pd.DataFrame({"highly_variable": True}, index=genes))
+    if with_counts:
+        adata.layers[_keys.COUNTS_LAYER] = matrix
+    else:
+        del matrix
+    adata.uns[_keys.PREPARE_UNS] = {
+        "class_key": _keys.DEFAULT_CLASS_KEY,
+        "batch_key": _keys.DEFAULT_BATCH_KEY,
+        "unlabeled_category": _keys.DEFAULT_UNLABELED_CATEGORY,
+        "target_sum": 1e4,
+        "n_top_genes": N_GENES,
+        "synthetic": "mixology_5batch resampled, Poisson(0.2 * s * count)",
+    }
+    return adata
+
+
+def raw_with_labels(n_cells: int, seed: int = 0):
+    """Synthetic raw counts with a label column (``Unknown`` for unlabelled cells), for scMusketeers."""
+    import anndata as ad
+    import pandas as pd
+    from methods import BATCH, LABEL, UNKNOWN
+
+    matrix, truth, batches, genes = counts(n_cells, seed)
+    draw = np.random.default_rng(seed + 1).random(n_cells)
+    labels = np.where(draw < LABELLED_SHARE, truth, UNKNOWN)
+    obs = pd.DataFrame({LABEL: labels, BATCH: batches}, index=[f"synthetic_{i}" for i in range(n_cells)])
+    return ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=genes))

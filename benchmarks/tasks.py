@@ -1,0 +1,155 @@
+"""The benchmark tasks: how each real dataset is cut into reference (labelled) and query cells.
+
+A *split* is the dataset's AnnData with four obs columns added (see ``methods.py``):
+``bench_label`` (what methods may learn from), ``bench_truth``, ``bench_role`` and
+``bench_evaluated`` (the cells scored). Every split is fully determined by its name and seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from methods import BATCH, EVALUATED, LABEL, ROLE, TRUTH, UNKNOWN
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    file: str
+    label_column: str
+
+    def load(self, data_dir: Path = DATA_DIR):
+        import anndata as ad
+        import scipy.sparse as sp
+
+        adata = ad.read_h5ad(Path(data_dir) / self.file)
+        adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+        adata.obs = pd.DataFrame(
+            {TRUTH: adata.obs[self.label_column].astype(str).to_numpy(), BATCH: adata.obs["batch"].astype(str).to_numpy()},
+            index=adata.obs_names,
+        )
+        adata.obs_names_make_unique()
+        return adata
+
+
+DATASETS = {
+    "kang_pbmc": Dataset("kang_pbmc", "muscat_kang_pbmc.h5ad", "cell_type"),
+    "cellbench_3cl": Dataset("cellbench_3cl", "cellbench_3cl_3tech.h5ad", "cell_line"),
+    "mixology_5batch": Dataset("mixology_5batch", "cellbench_mixology_5batch.h5ad", "cell_line"),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One train/score cut of one dataset."""
+
+    task: str
+    dataset: str
+    name: str
+    seed: int
+    description: str
+    rare_type: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.task}__{self.dataset}__{self.name}"
+
+
+def _annotate(adata, labelled: np.ndarray, query: np.ndarray, evaluated: np.ndarray):
+    adata = adata.copy()
+    truth = adata.obs[TRUTH].to_numpy()
+    adata.obs[LABEL] = np.where(labelled & ~query, truth, UNKNOWN)
+    adata.obs[ROLE] = np.where(query, "query", "reference")
+    adata.obs[EVALUATED] = evaluated
+    return adata
+
+
+def leave_one_batch_out(adata, batch: str):
+    """Every cell of ``batch`` is the unlabelled query; all other cells are the labelled reference.
+
+    Scored: query cells whose type occurs in the reference (a type never seen cannot be named).
+    """
+    query = (adata.obs[BATCH] == batch).to_numpy()
+    truth = adata.obs[TRUTH].to_numpy()
+    seen = np.isin(truth, np.unique(truth[~query]))
+    return _annotate(adata, ~query, query, query & seen)
+
+
+def partial_atlas(adata, fraction: float, seed: int):
+    """All batches together; a seeded ``fraction`` of each cell type labelled (at least 2 cells).
+
+    Scored: every unlabelled cell.
+    """
+    rng = np.random.default_rng(seed)
+    truth = adata.obs[TRUTH].to_numpy()
+    labelled = np.zeros(adata.n_obs, dtype=bool)
+    for label in np.unique(truth):
+        members = np.flatnonzero(truth == label)
+        n_labelled = max(2, int(round(fraction * members.size)))
+        labelled[rng.choice(members, size=n_labelled, replace=False)] = True
+    return _annotate(adata, labelled, np.zeros(adata.n_obs, dtype=bool), ~labelled)
+
+
+def rare_type(adata, cell_type: str, seed: int, share: float = 0.01):
+    """One batch is the query; in the reference, ``cell_type`` is cut (seeded) to just under ``share`` of cells.
+
+    The query batch is the one holding most cells of ``cell_type``; cells removed from the
+    reference are dropped altogether. Scored: query cells of reference types.
+    """
+    truth = adata.obs[TRUTH].to_numpy()
+    batches = adata.obs[BATCH].to_numpy()
+    query_batch = pd.Series(batches[truth == cell_type]).value_counts().sort_index().idxmax()
+    query = batches == query_batch
+    rare_reference = np.flatnonzero(~query & (truth == cell_type))
+    n_others = int((~query & (truth != cell_type)).sum())
+    n_keep = max(2, int(share * n_others / (1 - share)))  # rounded down: stays under ``share``
+    keep = np.ones(adata.n_obs, dtype=bool)
+    dropped = np.random.default_rng(seed).choice(rare_reference, size=max(0, rare_reference.size - n_keep), replace=False)
+    keep[dropped] = False
+    adata = adata[keep].copy()
+    query = query[keep]
+    truth = truth[keep]
+    seen = np.isin(truth, np.unique(truth[~query]))
+    split = _annotate(adata, ~query, query, query & seen)
+    split.uns["bench_rare"] = {"type": cell_type, "query_batch": str(query_batch), "n_reference": int(min(n_keep, rare_reference.size))}
+    return split
+
+
+def build(split: Split, adata):
+    """The AnnData of ``split`` from its dataset's AnnData."""
+    if split.task == "lobo":
+        return leave_one_batch_out(adata, split.name)
+    if split.task == "partial":
+        fraction = float(split.name.split("pct")[0]) / 100
+        return partial_atlas(adata, fraction, split.seed)
+    if split.task == "rare":
+        return rare_type(adata, split.rare_type, split.seed)
+    raise ValueError(f"unknown task {split.task}")
+
+
+def plan(profile: dict) -> list[Split]:
+    """Every split of the run, from the profile's datasets, fractions, seeds and limits."""
+    splits = []
+    for name in profile["datasets"]:
+        adata = DATASETS[name].load()
+        batches = sorted(adata.obs[BATCH].unique())
+        # Smallest types first: the natural candidates for the rare-type task.
+        types = adata.obs[TRUTH].value_counts().sort_index().sort_values(kind="stable").index.tolist()
+        if "lobo" in profile["tasks"]:
+            for batch in batches[: profile["max_batches"]]:
+                splits.append(Split("lobo", name, batch, 0, f"query = batch {batch}"))
+        if "partial" in profile["tasks"] and name in profile["partial_datasets"]:
+            for fraction in profile["fractions"]:
+                for seed in profile["seeds"]:
+                    splits.append(Split("partial", name, f"{fraction}pct_seed{seed}", seed, f"{fraction}% of each type labelled, seed {seed}"))
+        if "rare" in profile["tasks"] and name in profile["rare_datasets"]:
+            for cell_type in types[: profile["max_rare_types"]]:
+                for seed in profile["rare_seeds"]:
+                    label = cell_type.replace(" ", "_").replace("+", "p")
+                    splits.append(Split("rare", name, f"{label}_seed{seed}", seed, f"{cell_type} cut to ~1% of the reference, seed {seed}", cell_type))
+    return splits
