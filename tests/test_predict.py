@@ -198,3 +198,32 @@ def test_notebook_flow_without_files(prepared_path):
     score = balanced_accuracy_score(adata.obs.loc[query, "cell_type"], adata.obs.loc[query, _keys.PREDICTION])
     assert score > 0.5  # chance is 0.2 with five types
     assert adata.obsm[_keys.LATENT].shape == (adata.n_obs, TEST_SETTINGS["latent_dim"])
+
+
+def test_a_raw_query_file_is_normalised_exactly_as_prepare_did(trained, prepared, assets_dir):
+    """The raw stim101 file (all 1,267 genes) must give the same model input as its prepared rows."""
+    from scpermut.annotate import log_normalised_expression
+
+    record = trained[0].record
+    raw = ad.read_h5ad(assets_dir / "test_data" / "kang_stim101.h5ad")
+    expression = log_normalised_expression(raw, record.preprocess, "kang_stim101.h5ad")
+    rows = prepared[prepared.obs["sample"] == "stim101"]
+    genes = list(rows.var_names)
+    from_raw = expression[:, raw.var_names.get_indexer(genes)].toarray()
+    np.testing.assert_allclose(from_raw, rows.X.toarray(), rtol=1e-5, atol=1e-5)
+
+
+def test_scaled_or_wrongly_normalised_queries_are_refused(trained, prepared):
+    from scpermut.annotate import log_normalised_expression
+
+    preprocess = trained[0].record.preprocess
+    query = prepared[:50].copy()
+    del query.uns["scpermut_prepare"]
+    counts = query.layers[_keys.COUNTS_LAYER].toarray()
+    del query.layers[_keys.COUNTS_LAYER]
+    query.X = sp.csr_matrix(np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e6))
+    with pytest.raises(InputError, match="log-normalised to about 1e\\+06 counts per cell"):
+        log_normalised_expression(query, preprocess, "cpm.h5ad")
+    query.X = sp.csr_matrix(query.X.toarray() - 1.0)
+    with pytest.raises(InputError, match="neither raw counts nor log-normalised"):
+        log_normalised_expression(query, preprocess, "scaled.h5ad")

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 # log1p of 10,000 counts per cell stays below ~10; far larger values are not log-normalised data.
 _MAX_LOG_NORMALISED = 30.0
+# A log-normalised X should sum back (expm1) to about the training target_sum per cell.
+_TARGET_SUM_TOLERANCE = 0.1
 
 
 def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") -> sp.csr_matrix:
@@ -37,26 +39,45 @@ def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") 
         and count_problem(adata.layers[_keys.COUNTS_LAYER]) is None
     ):
         counts = adata.layers[_keys.COUNTS_LAYER]
+    target_sum = float(preprocess["target_sum"])
     if counts is not None:
-        log.info(
-            "%s: normalising raw counts (target_sum %g, log1p) as in training",
-            source,
-            preprocess["target_sum"],
-        )
-        return normalise_counts(counts, float(preprocess["target_sum"]))
+        log.info("%s: normalising raw counts (target_sum %g, log1p) as in training", source, target_sum)
+        # Older model folders do not list the normalisation genes: then every gene counts.
+        normalisation_genes = preprocess.get("normalisation_genes")
+        in_library = None if normalisation_genes is None else adata.var_names.isin(normalisation_genes)
+        return normalise_counts(counts, target_sum, in_library)
     matrix = sp.csr_matrix(adata.X, dtype=np.float32)
-    if matrix.nnz and matrix.data.max() > _MAX_LOG_NORMALISED:
+    if matrix.nnz and (matrix.data.min() < 0 or matrix.data.max() > _MAX_LOG_NORMALISED):
         raise InputError(
-            f"{source}: X is neither raw counts nor log-normalised (values up to {matrix.data.max():.0f}); give raw counts in X or layers['{_keys.COUNTS_LAYER}']."
+            f"{source}: X is neither raw counts nor log-normalised (values from {matrix.data.min():.2g} "
+            f"to {matrix.data.max():.2g}, e.g. scaled data); give raw counts in X or layers['{_keys.COUNTS_LAYER}']."
+        )
+    totals = np.asarray(np.expm1(matrix).sum(axis=1)).ravel()
+    typical_total = float(np.median(totals[totals > 0])) if (totals > 0).any() else target_sum
+    if typical_total > target_sum * (1 + _TARGET_SUM_TOLERANCE):
+        raise InputError(
+            f"{source}: X looks log-normalised to about {typical_total:.3g} counts per cell, but the model "
+            f"was trained at {target_sum:.3g}; give raw counts in X or layers['{_keys.COUNTS_LAYER}']."
+        )
+    if typical_total < target_sum * (1 - _TARGET_SUM_TOLERANCE):
+        # Normalised data later subset to some genes sums below target_sum: plausible, so only warn.
+        log.warning(
+            "%s: X sums back to about %.3g counts per cell, not the %.3g the model was trained at "
+            "(a gene subset, or another normalisation?); raw counts give exact results",
+            source, typical_total, target_sum,
         )
     log.info("%s: X is not raw counts; using it as log-normalised expression", source)
     return matrix
 
 
-def normalise_counts(counts, target_sum: float) -> sp.csr_matrix:
-    """``log1p(counts / total * target_sum)`` per cell, kept sparse (empty cells stay 0)."""
+def normalise_counts(counts, target_sum: float, in_library=None) -> sp.csr_matrix:
+    """``log1p(counts / total * target_sum)`` per cell, kept sparse (empty cells stay 0).
+
+    ``total`` sums the genes flagged in the boolean mask ``in_library`` (all genes when None).
+    """
     counts = sp.csr_matrix(counts, dtype=np.float32)
-    totals = np.asarray(counts.sum(axis=1)).ravel()
+    library = counts if in_library is None else counts[:, np.asarray(in_library, dtype=bool)]
+    totals = np.asarray(library.sum(axis=1)).ravel()
     scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
     normalised = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ counts, dtype=np.float32)
     np.log1p(normalised.data, out=normalised.data)

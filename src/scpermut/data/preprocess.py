@@ -44,7 +44,10 @@ def read_qc_outputs(paths: list[str | Path]) -> list[ad.AnnData]:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: file not found.")
-        adata = ad.read_h5ad(path)
+        try:
+            adata = ad.read_h5ad(path)
+        except (OSError, KeyError, ValueError) as error:
+            raise InputError(f"{path}: cannot be read as .h5ad ({error}).") from error
         if _keys.QC_UNS not in adata.uns:
             raise InputError(f"{path}: not an output of `scpermut qc` (no uns['{_keys.QC_UNS}']); run `scpermut qc` on it first.")
         samples.append(adata)
@@ -174,6 +177,8 @@ def prepare(samples: list[ad.AnnData], settings: PrepareSettings = PrepareSettin
         **asdict(settings),
         "scpermut_version": __version__,
         "genes_lost_per_sample": lost,
+        # Library sizes were summed over these genes: a raw query is normalised over the same ones.
+        "normalisation_genes": np.asarray(merged.var_names, dtype=str),
     }
     merged.uns[_keys.QC_UNS] = qc
     return merged, summary
