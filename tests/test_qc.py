@@ -132,3 +132,11 @@ def test_shipped_sample_outputs(qc_dir):
     assert summary["n_cells_before"] == 454 and summary["n_cells_after"] == 454
     assert summary["n_genes_after"] < summary["n_genes_before"] == 1267
     assert summary["thresholds"]["min_genes"] == 100
+
+
+def test_missing_batch_values_are_refused(tmp_path):
+    adata = make_counts()
+    adata.obs["donor"] = ["d1"] * (adata.n_obs - 2) + [None, None]
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    with pytest.raises(InputError, match="batch column 'donor' is empty for 2 cells"):
+        run_qc(SampleSpec("a", tmp_path / "a.h5ad", batch_col="donor"), tmp_path / "out")

@@ -217,6 +217,8 @@ def prepare_anndata(
     for key in (class_key, batch_key) + ((query_key,) if query_key else ()):
         if key not in adata.obs:
             raise InputError(f"AnnData: column '{key}' does not exist in obs (columns: {', '.join(adata.obs.columns)}).")
+    if (n_missing := int(adata.obs[batch_key].isna().sum())) > 0:
+        raise InputError(f"AnnData: batch column '{batch_key}' is empty for {n_missing} cells; fill it in or remove those cells.")
     counts = adata.layers[layer] if layer else adata.X
     if (problem := count_problem(counts)) is not None:
         raise InputError(f"AnnData: {'layer ' + repr(layer) if layer else 'X'} holds {problem}, so it is not raw counts.")

@@ -52,6 +52,8 @@ def standardise_obs(
     if spec.batch_col is not None:
         if spec.batch_col not in adata.obs:
             raise InputError(f"{source}: batch column '{spec.batch_col}' does not exist in obs (columns: {', '.join(adata.obs.columns)}).")
+        if (n_missing := int(adata.obs[spec.batch_col].isna().sum())) > 0:
+            raise InputError(f"{source}: batch column '{spec.batch_col}' is empty for {n_missing} cells; fill it in or remove those cells.")
         batches = adata.obs[spec.batch_col].astype(str).to_numpy()
     else:
         batches = np.full(adata.n_obs, spec.sample, dtype=object)
