@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from scpermut import __version__
+from scpermut import __version__, _keys
 from scpermut.errors import InputError
 from scpermut.model import persistence
 from scpermut.model.batches import NOT_LABELLED, InferenceBatches, TrainingData
@@ -262,6 +262,21 @@ class Model:
         return model
 
 
+def read_prepared(path: Path, with_counts: bool):
+    """Read what training needs from a ``prepared.h5ad``: X, obs, var, uns, and the counts layer
+    only when asked (the MSE loss never reads it, and it is as large as X)."""
+    import anndata as ad
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as handle:
+        parts = {name: read_elem(handle[name]) for name in ("X", "obs", "var", "uns") if name in handle}
+        layers = {}
+        if with_counts and _keys.COUNTS_LAYER in handle.get("layers", {}):
+            layers[_keys.COUNTS_LAYER] = read_elem(handle["layers"][_keys.COUNTS_LAYER])
+    return ad.AnnData(**parts, layers=layers)
+
+
 def train_file(
     prepared_path: str | Path,
     model_dir: str | Path,
@@ -277,16 +292,15 @@ def train_file(
     Checkpoints go to ``MODEL_DIR/checkpoint/`` after every epoch; the finished folder replaces
     them in one rename.
     """
-    import anndata as ad
-
     prepared_path, model_dir = Path(prepared_path), Path(model_dir)
     persistence.check_model_dir_free(model_dir, overwrite=overwrite, resume=resume)
     if not prepared_path.is_file():
         raise InputError(f"{prepared_path}: file not found.")
     device_name = select_device(device, mixed_precision)
     log.info("training on %s", device_name)
+    with_counts = options.get("reconstruction", "mse") == "nb"
     try:
-        adata = ad.read_h5ad(prepared_path)
+        adata = read_prepared(prepared_path, with_counts=with_counts)
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
     checkpoint_dir = model_dir / persistence.CHECKPOINT
