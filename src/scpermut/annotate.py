@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from scpermut import _atomic, _keys
-from scpermut.data.io import count_problem
+from scpermut.data.io import count_problem, read_counts, read_h5ad
 from scpermut.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -286,23 +286,14 @@ def predict_file(
     -------
     A short summary: cells, missing genes, cells per predicted type, mean confidence.
     """
-    import anndata as ad
-
     from scpermut.model.api import Model
 
     input_path, out_path = Path(input_path), Path(out_path)
     model = Model.load(model_dir)
-    if not input_path.is_file():
-        raise InputError(f"{input_path}: file not found.")
     if input_path.suffix.lower() == ".h5":
-        from scpermut.data.io import read_counts
-
         adata = read_counts(input_path)
     else:
-        try:
-            adata = ad.read_h5ad(input_path)
-        except (OSError, KeyError, ValueError) as error:
-            raise InputError(f"{input_path}: cannot be read as .h5ad ({error}).") from error
+        adata = read_h5ad(input_path)
     annotate(adata, model, source=str(input_path), **options)
     adata.uns[_keys.UNS]["model"] = str(Path(model_dir).resolve())
     _atomic.write_h5ad(adata, out_path)

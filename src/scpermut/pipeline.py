@@ -155,14 +155,11 @@ def _file_spec(path: Path, role: str, batch_col: str | None) -> SampleSpec:
 
 def _obs_columns(path: Path) -> list[str]:
     """Column names of an h5ad's ``obs`` without loading the matrix."""
-    import anndata as ad
+    from scpermut.data.io import read_h5ad
 
     if path.suffix.lower() != ".h5ad":
         return []
-    try:
-        adata = ad.read_h5ad(path, backed="r")
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"{path}: cannot be read as .h5ad ({error}).") from error
+    adata = read_h5ad(path, backed="r")
     columns = list(adata.obs.columns)
     adata.file.close()
     return columns

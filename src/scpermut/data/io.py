@@ -68,6 +68,20 @@ def _counts_from_h5ad(adata: ad.AnnData, path: Path, layer: str | None) -> ad.An
     return counts
 
 
+def read_h5ad(path: str | Path, what: str = "file", backed: str | None = None) -> ad.AnnData:
+    """``anndata.read_h5ad`` whose failures are one sentence naming the file.
+
+    ``what`` names the expected file in the not-found message (e.g. "annotated h5ad").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found.")
+    try:
+        return ad.read_h5ad(path, backed=backed)
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{path}: cannot be read as .h5ad ({error}).") from error
+
+
 def read_counts(path: str | Path, layer: str | None = None) -> ad.AnnData:
     """Read raw counts from an .h5ad or 10x .h5 file.
 

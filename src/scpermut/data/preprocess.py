@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from scpermut import __version__, _keys
 from scpermut._atomic import write_h5ad, write_json
+from scpermut.data.io import read_h5ad
 from scpermut.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,7 @@ def read_qc_outputs(paths: list[str | Path]) -> list[ad.AnnData]:
     """Read ``scpermut qc`` outputs and check they agree on the class, batch and unlabelled keys."""
     samples = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: file not found.")
-        try:
-            adata = ad.read_h5ad(path)
-        except (OSError, KeyError, ValueError) as error:
-            raise InputError(f"{path}: cannot be read as .h5ad ({error}).") from error
+        adata = read_h5ad(path)
         if _keys.QC_UNS not in adata.uns:
             raise InputError(f"{path}: not an output of `scpermut qc` (no uns['{_keys.QC_UNS}']); run `scpermut qc` on it first.")
         samples.append(adata)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from scpermut import __version__, _keys, metrics
 from scpermut._atomic import write_text
+from scpermut.data.io import read_h5ad
 from scpermut.errors import InputError
 from scpermut.report import html, multiqc, plots
 
@@ -128,12 +129,7 @@ def write_report(
 
 
 def _read_annotated(path: Path) -> ad.AnnData:
-    if not path.is_file():
-        raise InputError(f"{path}: annotated h5ad not found.")
-    try:
-        adata = ad.read_h5ad(path)
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"{path}: cannot be read as .h5ad ({error}).") from error
+    adata = read_h5ad(path, what="annotated h5ad")
     if _keys.PREDICTION not in adata.obs and _keys.LATENT not in adata.obsm:
         raise InputError(
             f"{path}: no obs['{_keys.PREDICTION}'] nor obsm['{_keys.LATENT}']; run `scpermut predict` on it first."
