@@ -87,6 +87,15 @@ def _stack(widths, config: NetworkConfig, seed: int, prefix: str) -> list[layers
     return stack
 
 
+def _softmax_head(widths, n_outputs: int, config: NetworkConfig, seed: int, name: str, output_name: str):
+    """Hidden blocks on the latent, then a float32 softmax over ``n_outputs`` (classes or batches)."""
+    return keras.Sequential(
+        _stack(widths, config, seed, name)
+        + [layers.Dense(n_outputs, activation="softmax", dtype="float32", name=output_name)],
+        name=name,
+    )
+
+
 @keras.saving.register_keras_serializable(package="scpermut")
 class ScpermutNetwork(keras.Model):
     """Encoder, decoder, classifier head and batch head sharing one latent space.
@@ -123,33 +132,15 @@ class ScpermutNetwork(keras.Model):
         )
         self.classifier = None
         if cfg.use_classifier:
-            self.classifier = keras.Sequential(
-                _stack(cfg.classifier_layers, cfg, cfg.seed + 200, "classifier")
-                + [
-                    layers.Dense(
-                        cfg.n_classes,
-                        activation="softmax",
-                        dtype="float32",
-                        name="class_probabilities",
-                    )
-                ],
-                name="classifier",
+            self.classifier = _softmax_head(
+                cfg.classifier_layers, cfg.n_classes, cfg, cfg.seed + 200, "classifier", "class_probabilities"
             )
         self.gradient_reversal = None
         self.adversary = None
         if cfg.use_dann:
             self.gradient_reversal = GradientReversal(cfg.grl_lambda, name="gradient_reversal")
-            self.adversary = keras.Sequential(
-                _stack(cfg.adversary_layers, cfg, cfg.seed + 300, "adversary")
-                + [
-                    layers.Dense(
-                        cfg.n_batches,
-                        activation="softmax",
-                        dtype="float32",
-                        name="batch_probabilities",
-                    )
-                ],
-                name="adversary",
+            self.adversary = _softmax_head(
+                cfg.adversary_layers, cfg.n_batches, cfg, cfg.seed + 300, "adversary", "batch_probabilities"
             )
 
     def call(self, inputs, training=False):
