@@ -36,8 +36,9 @@ def samplesheet_test() -> Path:
 @pytest.fixture(scope="session")
 def qc_dir(tmp_path_factory, samplesheet_test) -> Path:
     """`scpermut qc` outputs of every sample in the test samplesheet."""
-    from scpermut.data.qc import QCThresholds, run_qc
+    from scpermut.data.qc import QCThresholds
     from scpermut.data.samplesheet import read_samplesheet
+    from scpermut.steps.qc import run_qc
 
     outdir = tmp_path_factory.mktemp("qc")
     for spec in read_samplesheet(samplesheet_test):
@@ -48,7 +49,8 @@ def qc_dir(tmp_path_factory, samplesheet_test) -> Path:
 @pytest.fixture(scope="session")
 def prepared_path(tmp_path_factory, qc_dir) -> Path:
     """prepared.h5ad of the test samplesheet: ctrl101/ctrl107 reference, stim101/stim107 query."""
-    from scpermut.data.preprocess import PREPARED_FILE, PrepareSettings, prepare_files
+    from scpermut.data.preprocess import PrepareSettings
+    from scpermut.steps.prepare import PREPARED_FILE, prepare_files
 
     outdir = tmp_path_factory.mktemp("prepare")
     prepare_files(sorted(qc_dir.glob("*.qc.h5ad")), outdir, PrepareSettings(n_top_genes=TEST_N_TOP_GENES))

@@ -13,12 +13,13 @@ from click.testing import CliRunner
 from sklearn.metrics import balanced_accuracy_score
 
 from scpermut import _keys
-from scpermut.annotate import annotate
+from scpermut.annotation import annotate
 from scpermut.cli import main
 from scpermut.errors import InputError
 from scpermut.metrics import batch_mixing
 from scpermut.model import persistence
-from scpermut.model.api import Model, train_file
+from scpermut.model.api import Model
+from scpermut.steps.train import train_file
 
 # Small and short enough for the default test run, long enough to learn the 5 PBMC types.
 TEST_SETTINGS = {
@@ -140,7 +141,7 @@ def test_too_many_missing_genes_stop_clearly(trained, prepared):
     few = _raw_query(prepared, model.genes[: len(model.genes) // 4])
     with pytest.raises(
         InputError,
-        match=r"query: \d+ of the model's \d+ genes \(75%\) are missing.*--max_missing_genes",
+        match=r"query: \d+ of the model's \d+ genes \(75%\) are missing.*`max_missing_genes`",
     ):
         annotate(few, model, umap=False, source="query")
     annotate(few, model, umap=False, max_missing_genes=0.8)
@@ -202,7 +203,7 @@ def test_notebook_flow_without_files(prepared_path):
 
 def test_a_raw_query_file_is_normalised_exactly_as_prepare_did(trained, prepared, assets_dir):
     """The raw stim101 file (all 1,267 genes) must give the same model input as its prepared rows."""
-    from scpermut.annotate import log_normalised_expression
+    from scpermut.annotation import log_normalised_expression
 
     record = trained[0].record
     raw = ad.read_h5ad(assets_dir / "test_data" / "kang_stim101.h5ad")
@@ -214,7 +215,7 @@ def test_a_raw_query_file_is_normalised_exactly_as_prepare_did(trained, prepared
 
 
 def test_scaled_or_wrongly_normalised_queries_are_refused(trained, prepared):
-    from scpermut.annotate import log_normalised_expression
+    from scpermut.annotation import log_normalised_expression
 
     preprocess = trained[0].record.preprocess
     query = prepared[:50].copy()

@@ -9,10 +9,13 @@ import pytest
 import scipy.sparse as sp
 from conftest import TEST_N_TOP_GENES, make_counts
 
-from scpermut.data.preprocess import PrepareSettings, prepare, prepare_files, stratified_split
-from scpermut.data.qc import QCThresholds, run_qc
+from scpermut.data.preprocess import PrepareSettings, prepare, stratified_split
+from scpermut.data.qc import QCThresholds
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.errors import InputError
+from scpermut.keys import Keys
+from scpermut.steps.prepare import prepare_files, read_qc_outputs
+from scpermut.steps.qc import run_qc
 
 LOOSE = QCThresholds(min_genes=0, min_cells=0)
 
@@ -101,7 +104,7 @@ def test_too_few_shared_genes_stop_clearly(tmp_path):
 
 def test_duplicate_barcodes_across_samples_are_prefixed(tmp_path):
     paths = [qc_sample(tmp_path, "a", make_counts()), qc_sample(tmp_path, "b", make_counts(seed=3))]
-    merged, _ = prepare([ad.read_h5ad(p) for p in paths], PrepareSettings(min_shared_genes=10))
+    merged, _ = prepare([ad.read_h5ad(p) for p in paths], Keys(), PrepareSettings(min_shared_genes=10))
     assert merged.obs_names.is_unique
     assert merged.obs.loc["b_cell0", "barcode"] == "cell0"
     assert merged.obs.loc["b_cell0", "sample"] == "b"
@@ -111,11 +114,11 @@ def test_no_labelled_reference_cell_is_an_error(tmp_path):
     adata = make_counts()
     adata.obs["cell_type"] = "Unknown"
     with pytest.raises(InputError, match="no labelled cell: every reference cell has cell_type 'Unknown'"):
-        prepare([ad.read_h5ad(qc_sample(tmp_path, "a", adata))], PrepareSettings(min_shared_genes=10))
+        prepare([ad.read_h5ad(qc_sample(tmp_path, "a", adata))], Keys(), PrepareSettings(min_shared_genes=10))
 
 
 def test_query_only_input_is_allowed_for_mapping(tmp_path):
-    merged, summary = prepare([ad.read_h5ad(qc_sample(tmp_path, "q", make_counts(), role="query"))], PrepareSettings(min_shared_genes=10))
+    merged, summary = prepare([ad.read_h5ad(qc_sample(tmp_path, "q", make_counts(), role="query"))], Keys(), PrepareSettings(min_shared_genes=10))
     assert summary["cells_per_split"]["query"] == merged.n_obs
 
 
@@ -127,7 +130,7 @@ def test_inputs_not_from_qc_and_mismatched_keys_are_refused(tmp_path):
     other = make_counts()
     other.obs["label"] = other.obs["cell_type"]
     other.write_h5ad(tmp_path / "b.h5ad")
-    run_qc(SampleSpec("b", tmp_path / "b.h5ad"), tmp_path / "qc", LOOSE, class_key="label")
+    run_qc(SampleSpec("b", tmp_path / "b.h5ad"), tmp_path / "qc", LOOSE, Keys(class_key="label"))
     with pytest.raises(InputError, match="class_key is 'label' but 'cell_type'"):
         prepare_files([first, tmp_path / "qc" / "b.qc.h5ad"], tmp_path / "out")
     with pytest.raises(InputError, match="sample id\\(s\\) a appear in more than one QC file"):
@@ -150,4 +153,4 @@ def test_prepare_anndata_in_memory_matches_the_contract():
     np.testing.assert_array_equal(prepared.layers["counts"].toarray(), adata.X.toarray())
     assert "scpermut_split" not in adata.obs  # the input is left alone
     with pytest.raises(InputError, match="column 'donor' does not exist in obs"):
-        prepare_anndata(adata, batch_key="donor")
+        prepare_anndata(adata, keys=Keys(batch_key="donor"))

@@ -9,9 +9,11 @@ import pytest
 import scipy.sparse as sp
 from conftest import make_counts
 
-from scpermut.data.qc import QCThresholds, cell_filter, qc_outputs, run_qc
+from scpermut.data.qc import QCThresholds, cell_filter
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.errors import InputError
+from scpermut.keys import Keys
+from scpermut.steps.qc import qc_outputs, run_qc
 
 
 def sample_with_known_metrics(tmp_path):
@@ -58,7 +60,7 @@ def test_max_genes_and_min_counts():
 def test_obs_is_standardised(tmp_path):
     path = sample_with_known_metrics(tmp_path)
     spec = SampleSpec("s1", path, role="reference", batch_col="donor", label_col="cell_type")
-    run_qc(spec, tmp_path, QCThresholds(min_genes=0, max_pct_mito=100, min_cells=0), class_key="label", batch_key="batch")
+    run_qc(spec, tmp_path, QCThresholds(min_genes=0, max_pct_mito=100, min_cells=0), Keys(class_key="label", batch_key="batch"))
 
     adata = ad.read_h5ad(tmp_path / "s1.qc.h5ad")
     assert list(adata.obs["batch"]) == ["d1", "d1", "d2", "d2", "d2", "d1"]
@@ -105,7 +107,7 @@ def test_absent_columns_are_named(tmp_path, spec_kwargs, message):
 def test_absent_class_key_in_reference_is_named(tmp_path):
     make_counts().write_h5ad(tmp_path / "a.h5ad")
     with pytest.raises(InputError, match="label column 'celltype' does not exist"):
-        run_qc(SampleSpec("a", tmp_path / "a.h5ad"), tmp_path / "out", class_key="celltype")
+        run_qc(SampleSpec("a", tmp_path / "a.h5ad"), tmp_path / "out", keys=Keys(class_key="celltype"))
 
 
 def test_no_cell_passing_is_an_error_and_writes_nothing(tmp_path):

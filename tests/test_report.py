@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from scpermut import _keys
 from scpermut.cli import main
-from scpermut.report import report_outputs, write_report
+from scpermut.report import report_outputs
+from scpermut.steps.report import write_report
 
 CLASSES = ["B cells", "Monocytes", "NK cells", "T cells", "pDC"]
 CLASS_SIZES = [300, 500, 150, 1030, 20]  # pDC is rare: 20 of 2000 cells = 1 %

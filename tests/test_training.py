@@ -20,10 +20,11 @@ from scpermut import _keys
 from scpermut.cli import main
 from scpermut.errors import InputError
 from scpermut.model import persistence
-from scpermut.model.api import Model, train_file
+from scpermut.model.api import Model
 from scpermut.model.batches import TrainingData
 from scpermut.model.settings import NetworkConfig, TrainingSettings
 from scpermut.model.training import plan_phases, select_device, train_network
+from scpermut.steps.train import train_file
 
 TINY_NETWORK = {"hidden_layers": (16,), "latent_dim": 4}
 TINY_TRAINING = {
@@ -160,7 +161,7 @@ def test_single_batch_turns_the_adversary_off_with_a_warning(caplog):
 
 
 def test_classifier_without_labels_stops_clearly_and_runs_with_no_classifier():
-    with pytest.raises(InputError, match="no labelled training cell.*--no-classifier"):
+    with pytest.raises(InputError, match="no labelled training cell.*`use_classifier=False`"):
         _train(make_prepared(labelled=False))
     assert _train(make_prepared(labelled=False), use_classifier=False).network.classifier is None
 
@@ -241,7 +242,7 @@ def test_model_folder_is_complete_refuses_overwrite_and_reloads(tmp_path):
     run = json.loads((model_dir / persistence.RUN).read_text())
     assert run["seed"] == 0 and run["device"] == "cpu" and len(run["input"]["sha256"]) == 64
     assert {"tensorflow", "keras", "scpermut"} <= set(run["versions"])
-    with pytest.raises(InputError, match="already exists.*--overwrite"):
+    with pytest.raises(InputError, match="already exists.*`overwrite`"):
         train_file(prepared, model_dir, device="cpu", **TINY_NETWORK, **TINY_TRAINING)
     loaded = Model.load(model_dir)
     assert loaded.genes == [f"G{j}" for j in range(25)]
@@ -250,7 +251,7 @@ def test_model_folder_is_complete_refuses_overwrite_and_reloads(tmp_path):
 
 def test_unfinished_checkpoint_needs_resume_or_overwrite(tmp_path):
     (tmp_path / "model" / persistence.CHECKPOINT).mkdir(parents=True)
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="`resume`"):
         persistence.check_model_dir_free(tmp_path / "model", overwrite=False, resume=False)
     persistence.check_model_dir_free(tmp_path / "model", overwrite=False, resume=True)
 
@@ -349,5 +350,5 @@ def test_asking_for_a_missing_gpu_stops_clearly():
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("this machine has a GPU")
-    with pytest.raises(InputError, match="--device gpu: TensorFlow sees no GPU"):
+    with pytest.raises(InputError, match="`device=gpu`: TensorFlow sees no GPU"):
         select_device("gpu", mixed_precision=False)

@@ -1,26 +1,33 @@
-"""scpermut: cell-type annotation and batch correction for single-cell RNA-seq atlases."""
+"""scpermut: cell-type annotation and batch correction for single-cell RNA-seq atlases.
+
+The public API, re-exported from where it lives. TensorFlow takes seconds to import, so the
+names are loaded on first use: ``import scpermut`` (and ``scpermut --help``) stay instant.
+"""
 
 import os
-from importlib.metadata import PackageNotFoundError, version
+
+from scpermut._version import __version__
 
 # oneDNN's CPU kernels can round differently from one run to the next, which would break
 # "same data + seed => bit-identical model". Off unless the user asks for it; this only works
 # before TensorFlow is imported, so it is set here, when the package is first imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-try:
-    __version__ = version("scpermut")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+_PUBLIC = {
+    "Model": "scpermut.model.api",
+    "Keys": "scpermut.keys",
+    "prepare_anndata": "scpermut.data.preprocess",
+    "annotate": "scpermut.annotate",
+    "evaluate": "scpermut.metrics",
+}
 
 
 def __getattr__(name):
-    # TensorFlow takes seconds to import: load the model class only when asked for.
-    if name == "Model":
-        from scpermut.model.api import Model
+    if name in _PUBLIC:
+        from importlib import import_module
 
-        return Model
+        return getattr(import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'scpermut' has no attribute {name!r}")
 
 
-__all__ = ["Model", "__version__"]
+__all__ = ["Keys", "Model", "__version__", "annotate", "evaluate", "prepare_anndata"]

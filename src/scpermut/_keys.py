@@ -22,8 +22,3 @@ SPLITS = (SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_UNLABELLED, SPLIT_QUERY)
 
 # Written by `scpermut qc`.
 QC_UNS = "scpermut_qc"
-
-# Defaults shared by the CLI, the Python API and the pipeline params.
-DEFAULT_CLASS_KEY = "cell_type"
-DEFAULT_BATCH_KEY = "batch"
-DEFAULT_UNLABELED_CATEGORY = "Unknown"

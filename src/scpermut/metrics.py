@@ -24,6 +24,7 @@ from sklearn import metrics as skm
 from sklearn.neighbors import NearestNeighbors
 
 from scpermut import _keys
+from scpermut.options import default
 
 HEADLINE_SETS = (_keys.SPLIT_QUERY, _keys.SPLIT_VALIDATION)
 
@@ -57,7 +58,7 @@ class MetricSettings:
     seed: int = 0
 
 
-def classification_scores(y_true, y_pred, unknown: str = _keys.DEFAULT_UNLABELED_CATEGORY) -> dict:
+def classification_scores(y_true, y_pred, unknown: str = default("unlabeled_category")) -> dict:
     """Headline scores of predicted against true labels.
 
     A cell predicted ``unknown`` counts as wrong. Balanced accuracy and macro F1 average over
@@ -266,9 +267,9 @@ def _known_sample(latent, batches, labels, settings: MetricSettings):
 
 def evaluate(
     adata,
-    class_key: str = _keys.DEFAULT_CLASS_KEY,
-    batch_key: str = _keys.DEFAULT_BATCH_KEY,
-    unlabeled_category: str = _keys.DEFAULT_UNLABELED_CATEGORY,
+    class_key: str = default("class_key"),
+    batch_key: str = default("batch_key"),
+    unlabeled_category: str = default("unlabeled_category"),
     settings: MetricSettings = MetricSettings(),
 ) -> dict:
     """Score an annotated AnnData (the output of ``scpermut predict``).

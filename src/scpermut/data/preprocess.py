@@ -9,68 +9,44 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from scpermut import __version__, _keys
-from scpermut._atomic import write_h5ad, write_json
-from scpermut.data.io import read_h5ad
+from scpermut import _keys
+from scpermut._version import __version__
 from scpermut.errors import InputError
+from scpermut.keys import Keys
+from scpermut.options import default
 
 log = logging.getLogger(__name__)
-
-PREPARED_FILE = "prepared.h5ad"
-SUMMARY_FILE = "prepare_summary.json"
-
 
 @dataclass(frozen=True)
 class PrepareSettings:
     """How samples are merged, normalised and split."""
 
-    n_top_genes: int = 2000
-    target_sum: float = 1e4
-    min_shared_genes: int = 200
-    validation_fraction: float = 0.2
-    seed: int = 0
+    n_top_genes: int = default("n_top_genes")
+    target_sum: float = default("target_sum")
+    min_shared_genes: int = default("min_shared_genes")
+    validation_fraction: float = default("validation_fraction")
+    seed: int = default("seed")
 
 
-def read_qc_outputs(paths: list[str | Path]) -> list[ad.AnnData]:
-    """Read ``scpermut qc`` outputs and check they agree on the class, batch and unlabelled keys."""
-    samples = []
-    for path in paths:
-        adata = read_h5ad(path)
-        if _keys.QC_UNS not in adata.uns:
-            raise InputError(f"{path}: not an output of `scpermut qc` (no uns['{_keys.QC_UNS}']); run `scpermut qc` on it first.")
-        samples.append(adata)
-    keys = ("class_key", "batch_key", "unlabeled_category")
-    first = {key: samples[0].uns[_keys.QC_UNS][key] for key in keys}
-    for path, adata in zip(paths, samples):
-        for key in keys:
-            if adata.uns[_keys.QC_UNS][key] != first[key]:
-                raise InputError(f"{path}: {key} is '{adata.uns[_keys.QC_UNS][key]}' but '{first[key]}' in {paths[0]}; QC every sample with the same keys.")
-    names = pd.Series([adata.uns[_keys.QC_UNS]["sample"] for adata in samples])
-    if names.duplicated().any():
-        raise InputError(f"sample id(s) {', '.join(sorted(set(names[names.duplicated()])))} appear in more than one QC file.")
-    return samples
-
-
-def shared_genes(samples: list[ad.AnnData], min_shared: int) -> tuple[pd.Index, dict[str, int]]:
-    """Genes present in every sample (in the first sample's order) and how many each sample loses."""
+def shared_genes(samples: list[ad.AnnData], names: list[str], min_shared: int) -> tuple[pd.Index, dict[str, int]]:
+    """Genes present in every sample (in the first sample's order) and how many each sample (named by ``names``) loses."""
     shared = samples[0].var_names
     for adata in samples[1:]:
         shared = shared[shared.isin(adata.var_names)]
-    lost = {adata.uns[_keys.QC_UNS]["sample"]: int(adata.n_vars - len(shared)) for adata in samples}
+    lost = {name: int(adata.n_vars - len(shared)) for name, adata in zip(names, samples)}
     if len(shared) < min_shared:
         details = "; ".join(
-            f"'{adata.uns[_keys.QC_UNS]['sample']}' has {adata.n_vars} genes, e.g. {', '.join(adata.var_names[:3])}"
-            for adata in samples
+            f"'{name}' has {adata.n_vars} genes, e.g. {', '.join(adata.var_names[:3])}"
+            for name, adata in zip(names, samples)
         )
         raise InputError(
-            f"the samples share only {len(shared)} genes (--min_shared_genes is {min_shared}): {details}; "
+            f"the samples share only {len(shared)} genes (`min_shared_genes` is {min_shared}): {details}; "
             "check that every file names genes the same way (symbols or Ensembl ids)."
         )
     return shared, lost
@@ -105,22 +81,33 @@ def select_hvgs(adata: ad.AnnData, n_top_genes: int, batch_key: str) -> None:
     )
 
 
-def prepare(samples: list[ad.AnnData], settings: PrepareSettings = PrepareSettings()) -> tuple[ad.AnnData, dict]:
+def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSettings = PrepareSettings()) -> tuple[ad.AnnData, dict]:
     """Merge QC'd samples into one normalised AnnData ready for training and prediction.
+
+    Parameters
+    ----------
+    samples
+        Raw counts with the ``obs`` columns ``sample``, ``scpermut_role``, ``<keys.batch_key>``
+        and ``<keys.class_key>`` (as :func:`scpermut.data.qc.filter_sample` writes them).
+    keys
+        The label and batch columns and the unlabelled category.
+    settings
+        Normalisation, HVG and split settings.
 
     Returns
     -------
     The prepared AnnData and a summary. Sets the following fields:
     ``X`` (CSR float32, log1p of library-size-normalised counts), ``layers["counts"]``,
     ``var["highly_variable"]``, ``obs["scpermut_split"]`` (train/validation/unlabelled/query)
-    and ``uns["scpermut_prepare"]``, ``uns["scpermut_qc"]``.
+    and ``uns["scpermut_prepare"]`` (the keys and settings); ``uns["scpermut_qc"]`` (the
+    samples' QC summaries) when the samples carry one.
     """
     import scanpy as sc
 
-    qc = {adata.uns[_keys.QC_UNS]["sample"]: adata.uns[_keys.QC_UNS] for adata in samples}
-    first_qc = next(iter(qc.values()))
-    class_key, batch_key, unlabeled = first_qc["class_key"], first_qc["batch_key"], first_qc["unlabeled_category"]
-    genes, lost = shared_genes(samples, settings.min_shared_genes)
+    class_key, batch_key, unlabeled = keys.class_key, keys.batch_key, keys.unlabeled_category
+    qc = {adata.uns[_keys.QC_UNS]["sample"]: adata.uns[_keys.QC_UNS] for adata in samples if _keys.QC_UNS in adata.uns}
+    names = [adata.uns[_keys.QC_UNS]["sample"] if _keys.QC_UNS in adata.uns else "AnnData" for adata in samples]
+    genes, lost = shared_genes(samples, names, settings.min_shared_genes)
     for name, n_lost in lost.items():
         if n_lost:
             log.info("sample %s loses %d of its genes in the alignment", name, n_lost)
@@ -140,7 +127,7 @@ def prepare(samples: list[ad.AnnData], settings: PrepareSettings = PrepareSettin
     if reference.any() and not labelled.any():
         raise InputError(
             f"no labelled cell: every reference cell has {class_key} '{unlabeled}'; "
-            "check label_col in the samplesheet or --class_key."
+            "check label_col in the samplesheet or `class_key`."
         )
     validation = stratified_split(merged.obs[class_key], labelled, settings.validation_fraction, settings.seed)
     split = np.where(reference, _keys.SPLIT_UNLABELLED, _keys.SPLIT_QUERY).astype(object)
@@ -166,25 +153,22 @@ def prepare(samples: list[ad.AnnData], settings: PrepareSettings = PrepareSettin
         "cells_per_sample": {str(k): int(v) for k, v in merged.obs[_keys.SAMPLE].value_counts().items()},
     }
     merged.uns[_keys.PREPARE_UNS] = {
-        "class_key": class_key,
-        "batch_key": batch_key,
-        "unlabeled_category": unlabeled,
+        **keys.to_dict(),
         **asdict(settings),
         "scpermut_version": __version__,
         "genes_lost_per_sample": lost,
         # Library sizes were summed over these genes: a raw query is normalised over the same ones.
         "normalisation_genes": np.asarray(merged.var_names, dtype=str),
     }
-    merged.uns[_keys.QC_UNS] = qc
+    if qc:
+        merged.uns[_keys.QC_UNS] = qc
     return merged, summary
 
 
 def prepare_anndata(
     adata: ad.AnnData,
     *,
-    class_key: str = _keys.DEFAULT_CLASS_KEY,
-    batch_key: str = _keys.DEFAULT_BATCH_KEY,
-    unlabeled_category: str = _keys.DEFAULT_UNLABELED_CATEGORY,
+    keys: Keys = Keys(),
     query_key: str | None = None,
     layer: str | None = None,
     settings: PrepareSettings = PrepareSettings(),
@@ -197,8 +181,10 @@ def prepare_anndata(
     Parameters
     ----------
     adata
-        Raw counts in ``X`` (or in ``layers[layer]``), labels in ``obs[class_key]`` and batches in
-        ``obs[batch_key]``.
+        Raw counts in ``X`` (or in ``layers[layer]``), labels in ``obs[keys.class_key]`` and
+        batches in ``obs[keys.batch_key]``.
+    keys
+        The label and batch columns and the unlabelled category.
     query_key
         Optional boolean ``obs`` column: True marks query cells (annotated, never trained on
         as labelled, their labels kept for scoring only).
@@ -209,6 +195,7 @@ def prepare_anndata(
     """
     from scpermut.data.io import count_problem
 
+    class_key, batch_key, unlabeled_category = keys.class_key, keys.batch_key, keys.unlabeled_category
     for key in (class_key, batch_key) + ((query_key,) if query_key else ()):
         if key not in adata.obs:
             raise InputError(f"AnnData: column '{key}' does not exist in obs (columns: {', '.join(adata.obs.columns)}).")
@@ -224,20 +211,5 @@ def prepare_anndata(
     cells.obs[batch_key] = adata.obs[batch_key].astype(str).to_numpy()
     cells.obs[_keys.SAMPLE] = cells.obs[batch_key]
     cells.obs[_keys.ROLE] = np.where(query, "query", "reference")
-    cells.uns[_keys.QC_UNS] = {
-        "sample": "AnnData",
-        "class_key": class_key,
-        "batch_key": batch_key,
-        "unlabeled_category": unlabeled_category,
-    }
-    prepared, _ = prepare([cells], settings)
+    prepared, _ = prepare([cells], keys, settings)
     return prepared
-
-
-def prepare_files(paths: list[str | Path], outdir: str | Path, settings: PrepareSettings = PrepareSettings()) -> dict:
-    """Run ``prepare`` on ``scpermut qc`` outputs and write ``prepared.h5ad`` and its summary to ``outdir``."""
-    prepared, summary = prepare(read_qc_outputs(paths), settings)
-    outdir = Path(outdir)
-    write_json(outdir / SUMMARY_FILE, {**summary, "settings": asdict(settings), "inputs": [str(p) for p in paths]})
-    write_h5ad(prepared, outdir / PREPARED_FILE)
-    return summary

@@ -1,18 +1,20 @@
-"""Per-sample quality control: standard obs columns, cell and gene filters, metrics and plots."""
+"""Per-sample quality control on AnnData: standard obs columns, cell and gene filters, metrics.
+
+The file step (read, write the filtered h5ad, metrics, summary and plots) is
+:func:`scpermut.steps.qc.run_qc`.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 import pandas as pd
 
 from scpermut import _keys
-from scpermut._atomic import atomic_path, write_h5ad, write_json
-from scpermut.data.io import read_counts
+from scpermut.keys import Keys
+from scpermut.options import default
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.errors import InputError
 
@@ -25,29 +27,16 @@ MITO_PREFIXES = ("MT-", "mt-", "Mt-")
 class QCThresholds:
     """Cell and gene filters; 0 for ``max_genes`` and 100 for ``max_pct_mito`` switch them off."""
 
-    min_genes: int = 200
-    max_genes: int = 0
-    min_counts: int = 0
-    max_pct_mito: float = 20.0
-    min_cells: int = 3
+    min_genes: int = default("min_genes")
+    max_genes: int = default("max_genes")
+    min_counts: int = default("min_counts")
+    max_pct_mito: float = default("max_pct_mito")
+    min_cells: int = default("min_cells")
 
 
-def qc_outputs(outdir: str | Path, sample: str) -> dict[str, Path]:
-    """Paths of every file ``run_qc`` writes for ``sample``."""
-    outdir = Path(outdir)
-    return {
-        "h5ad": outdir / f"{sample}.qc.h5ad",
-        "metrics": outdir / f"{sample}.qc_metrics.tsv",
-        "summary": outdir / f"{sample}.qc_summary.json",
-        "violin": outdir / f"{sample}.qc_violin.png",
-        "scatter": outdir / f"{sample}.qc_scatter.png",
-    }
-
-
-def standardise_obs(
-    adata: ad.AnnData, spec: SampleSpec, *, class_key: str, batch_key: str, unlabeled_category: str
-) -> None:
+def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
     """Write the sample, batch, label and role columns every later step reads, in place."""
+    class_key, batch_key, unlabeled_category = keys.class_key, keys.batch_key, keys.unlabeled_category
     source = spec.path
     if spec.batch_col is not None:
         if spec.batch_col not in adata.obs:
@@ -99,71 +88,18 @@ def cell_filter(metrics: pd.DataFrame, thresholds: QCThresholds) -> pd.Series:
     return keep
 
 
-def _plot_qc(metrics: pd.DataFrame, thresholds: QCThresholds, sample: str, violin_path: Path, scatter_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        ("n_genes_by_counts", "detected genes", [thresholds.min_genes, thresholds.max_genes or None]),
-        ("total_counts", "total counts", [thresholds.min_counts or None]),
-        ("pct_counts_mt", "% mitochondrial", [thresholds.max_pct_mito if thresholds.max_pct_mito < 100 else None]),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-    for axis, (column, title, limits) in zip(axes, panels):
-        values = metrics[column].to_numpy(dtype=float)
-        if np.ptp(values) > 0:
-            axis.violinplot(values, showmedians=True)
-        axis.scatter(np.random.default_rng(0).normal(1, 0.04, values.size), values, s=2, alpha=0.3, color="black")
-        for limit in limits:
-            if limit is not None:
-                axis.axhline(limit, color="firebrick", linestyle="--", linewidth=1)
-        axis.set_title(title)
-        axis.set_xticks([])
-    fig.suptitle(f"{sample}: QC metrics (dashed: thresholds)")
-    fig.tight_layout()
-    with atomic_path(violin_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-    fig, axis = plt.subplots(figsize=(5.5, 4.2))
-    points = axis.scatter(
-        metrics["total_counts"], metrics["n_genes_by_counts"], c=metrics["pct_counts_mt"], s=4, cmap="viridis", vmin=0
-    )
-    failed = ~metrics["passed_qc"]
-    axis.scatter(metrics.loc[failed, "total_counts"], metrics.loc[failed, "n_genes_by_counts"], s=12, facecolors="none", edgecolors="firebrick", linewidths=0.6, label=f"removed ({int(failed.sum())})")
-    fig.colorbar(points, label="% mitochondrial")
-    axis.set_xlabel("total counts")
-    axis.set_ylabel("detected genes")
-    axis.set_title(f"{sample}: {int((~failed).sum())} of {len(metrics)} cells kept")
-    axis.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(scatter_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def run_qc(
-    spec: SampleSpec,
-    outdir: str | Path,
-    thresholds: QCThresholds = QCThresholds(),
-    *,
-    class_key: str = _keys.DEFAULT_CLASS_KEY,
-    batch_key: str = _keys.DEFAULT_BATCH_KEY,
-    unlabeled_category: str = _keys.DEFAULT_UNLABELED_CATEGORY,
-) -> dict:
-    """QC one sample and write its filtered h5ad, per-cell metrics, summary and plots.
+def filter_sample(adata: ad.AnnData, spec: SampleSpec, thresholds: QCThresholds, keys: Keys) -> tuple[ad.AnnData, pd.DataFrame, dict]:
+    """QC one sample's raw counts: standard ``obs`` columns, then the cell and gene filters.
 
     Returns
     -------
-    The summary written to ``<sample>.qc_summary.json``: cells and genes before and after,
-    cells removed by each filter, median metrics, thresholds and keys.
-    Sets in the written h5ad: ``obs`` columns ``sample``, ``<batch_key>``, ``<class_key>``,
-    ``scpermut_role`` and the QC metrics; ``uns["scpermut_qc"]`` (this summary).
+    The filtered AnnData, the per-cell metrics of every input cell (``passed_qc`` column) and
+    the summary: cells and genes before and after, cells removed by each filter, median
+    metrics, thresholds and keys. Sets in the filtered AnnData: ``obs`` columns ``sample``,
+    ``<batch_key>``, ``<class_key>``, ``scpermut_role`` and the QC metrics;
+    ``uns["scpermut_qc"]`` (the summary).
     """
-    adata = read_counts(spec.path, spec.layer)
-    standardise_obs(adata, spec, class_key=class_key, batch_key=batch_key, unlabeled_category=unlabeled_category)
+    standardise_obs(adata, spec, keys)
     if not adata.obs_names.is_unique:
         log.warning("%s: %d duplicated cell barcodes made unique", spec.path, adata.obs_names.duplicated().sum())
         adata.obs_names_make_unique()
@@ -200,22 +136,14 @@ def run_qc(
         "n_genes_before": int(n_genes_before),
         "n_genes_after": int(filtered.n_vars),
         "cells_removed_by": removed,
-        "n_labelled": int((filtered.obs[class_key] != unlabeled_category).sum()),
+        "n_labelled": int((filtered.obs[keys.class_key] != keys.unlabeled_category).sum()),
         "median_genes": float(kept["n_genes_by_counts"].median()),
         "median_counts": float(kept["total_counts"].median()),
         "median_pct_mito": float(kept["pct_counts_mt"].median()),
         "n_mito_genes": int(adata.var["mt"].sum()),
         "thresholds": asdict(thresholds),
-        "class_key": class_key,
-        "batch_key": batch_key,
-        "unlabeled_category": unlabeled_category,
+        **keys.to_dict(),
     }
     filtered.uns[_keys.QC_UNS] = summary
 
-    paths = qc_outputs(outdir, spec.sample)
-    with atomic_path(paths["metrics"]) as tmp:
-        metrics.rename_axis("barcode").to_csv(tmp, sep="\t", float_format="%.4g")
-    _plot_qc(metrics, thresholds, spec.sample, paths["violin"], paths["scatter"])
-    write_json(paths["summary"], summary)
-    write_h5ad(filtered, paths["h5ad"])
-    return summary
+    return filtered, metrics, summary

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import platform
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from scpermut import __version__, _keys
+from scpermut._version import __version__
 from scpermut.errors import InputError
 from scpermut.model import persistence
 from scpermut.model.batches import NOT_LABELLED, InferenceBatches, TrainingData
@@ -24,7 +23,6 @@ from scpermut.model.training import (
     classification_scores,
     describe_device,
     predict_classes,
-    select_device,
     train_network,
 )
 
@@ -55,15 +53,6 @@ def software_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return versions
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Model:
@@ -229,8 +218,8 @@ class Model:
         return {name: np.asarray(outputs[name], dtype=np.float32) for name in wanted}
 
     def predict(self, adata, **options):
-        """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate.annotate`."""
-        from scpermut.annotate import annotate
+        """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate`."""
+        from scpermut.annotation import annotate
 
         return annotate(adata, self, **options)
 
@@ -260,58 +249,3 @@ class Model:
             ) from error
         model.record = record
         return model
-
-
-def read_prepared(path: Path, with_counts: bool):
-    """Read what training needs from a ``prepared.h5ad``: X, obs, var, uns, and the counts layer
-    only when asked (the MSE loss never reads it, and it is as large as X)."""
-    import anndata as ad
-    import h5py
-    from anndata.io import read_elem
-
-    with h5py.File(path, "r") as handle:
-        parts = {name: read_elem(handle[name]) for name in ("X", "obs", "var", "uns") if name in handle}
-        layers = {}
-        if with_counts and _keys.COUNTS_LAYER in handle.get("layers", {}):
-            layers[_keys.COUNTS_LAYER] = read_elem(handle["layers"][_keys.COUNTS_LAYER])
-    return ad.AnnData(**parts, layers=layers)
-
-
-def train_file(
-    prepared_path: str | Path,
-    model_dir: str | Path,
-    *,
-    device: str = "auto",
-    mixed_precision: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    **options,
-) -> Model:
-    """``scpermut train``: train on a ``prepared.h5ad`` and write the model folder.
-
-    Checkpoints go to ``MODEL_DIR/checkpoint/`` after every epoch; the finished folder replaces
-    them in one rename.
-    """
-    prepared_path, model_dir = Path(prepared_path), Path(model_dir)
-    persistence.check_model_dir_free(model_dir, overwrite=overwrite, resume=resume)
-    if not prepared_path.is_file():
-        raise InputError(f"{prepared_path}: file not found.")
-    device_name = select_device(device, mixed_precision)
-    log.info("training on %s", device_name)
-    with_counts = options.get("reconstruction", "mse") == "nb"
-    try:
-        adata = read_prepared(prepared_path, with_counts=with_counts)
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
-    checkpoint_dir = model_dir / persistence.CHECKPOINT
-    if not resume:
-        persistence.remove_checkpoint(checkpoint_dir)
-    model = Model(**options).fit(
-        adata, checkpoint_dir=checkpoint_dir, resume=resume, source=str(prepared_path)
-    )
-    model.record.run["device"] = device_name
-    model.record.run["input"].update(
-        file=str(prepared_path.resolve()), sha256=file_sha256(prepared_path)
-    )
-    persistence.save_model(model_dir, model.network, model.record)
-    return model

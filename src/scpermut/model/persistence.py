@@ -59,10 +59,10 @@ def check_model_dir_free(model_dir: Path, overwrite: bool, resume: bool) -> None
         return
     if CHECKPOINT in content:
         raise InputError(
-            f"{model_dir}: holds the checkpoint of an unfinished training; pass --resume to continue it or --overwrite to start again."
+            f"{model_dir}: holds the checkpoint of an unfinished training; pass `resume` to continue it or `overwrite` to start again."
         )
     raise InputError(
-        f"{model_dir}: already exists and is not empty; pass --overwrite to replace it."
+        f"{model_dir}: already exists and is not empty; pass `overwrite` to replace it."
     )
 
 
@@ -87,27 +87,38 @@ def save_model(model_dir: Path, network, record: ModelRecord) -> None:
         record.history.to_csv(tmp / HISTORY, index=False)
 
 
-def read_model_record(model_dir: str | Path) -> ModelRecord:
-    """Read everything but the weights from a model folder, checking it is complete."""
+def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelRecord:
+    """Read everything but the weights from a model folder: the one reader of its records.
+
+    With ``complete`` (for loading a model) every file must be present and consistent; without
+    it (for reports on a partial folder) an absent or empty record comes back empty.
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: model folder not found; train one with `scpermut train`.")
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
-    if missing:
+    if missing and complete:
         raise InputError(
             f"{model_dir}: not a complete scpermut model folder (missing {', '.join(missing)})."
         )
-    config = json.loads((model_dir / CONFIG).read_text())
+
+    def read(name, parse, empty):
+        path = model_dir / name
+        return parse(path) if path.is_file() and path.stat().st_size else empty
+
+    config = read(CONFIG, lambda path: json.loads(path.read_text()), {})
     record = ModelRecord(
-        network=config["network"],
-        training=config["training"],
-        genes=(model_dir / GENES).read_text().splitlines(),
-        classes=json.loads((model_dir / CLASSES).read_text()),
-        batches=json.loads((model_dir / BATCHES).read_text()),
-        preprocess=json.loads((model_dir / PREPROCESS).read_text()),
-        run=json.loads((model_dir / RUN).read_text()),
-        history=pd.read_csv(model_dir / HISTORY),
+        network=config.get("network", {}),
+        training=config.get("training", {}),
+        genes=read(GENES, lambda path: path.read_text().splitlines(), []),
+        classes=read(CLASSES, lambda path: json.loads(path.read_text()), []),
+        batches=read(BATCHES, lambda path: json.loads(path.read_text()), []),
+        preprocess=read(PREPROCESS, lambda path: json.loads(path.read_text()), {}),
+        run=read(RUN, lambda path: json.loads(path.read_text()), {}),
+        history=read(HISTORY, pd.read_csv, pd.DataFrame()),
     )
+    if not complete:
+        return record
     expected = {
         "genes": (record.genes, "n_genes"),
         "classes": (record.classes, "n_classes"),

@@ -1,7 +1,7 @@
 """Settings of the network and of training: plain dataclasses, importable without TensorFlow.
 
-The CLI reads its defaults from here, so ``scpermut --help`` stays instant and the defaults
-exist once.
+Defaults of the options a user sets come from :mod:`scpermut.options`; the others (layer
+activations, head widths, the adversary's learning-rate factor) are Python-only and set here.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from scpermut.errors import InputError
-
-RECONSTRUCTIONS = ("mse", "nb")
+from scpermut.options import EARLY_STOPPING_METRICS, RECONSTRUCTIONS, default
 
 
 @dataclass(frozen=True)
@@ -50,24 +49,24 @@ class NetworkConfig:
     n_genes: int
     n_classes: int
     n_batches: int
-    hidden_layers: tuple[int, ...] = (256, 128)
-    latent_dim: int = 32
-    dropout: float = 0.1
+    hidden_layers: tuple[int, ...] = default("hidden_layers")
+    latent_dim: int = default("latent_dim")
+    dropout: float = default("dropout")
     batch_norm: bool = True
     activation: str = "relu"
     latent_activation: str = "linear"
     classifier_layers: tuple[int, ...] = ()
     adversary_layers: tuple[int, ...] = (64,)
-    reconstruction: str = "mse"
-    use_classifier: bool = True
-    use_dann: bool = True
-    grl_lambda: float = 1.0
+    reconstruction: str = default("reconstruction")
+    use_classifier: bool = default("use_classifier")
+    use_dann: bool = default("use_dann")
+    grl_lambda: float = default("grl_lambda")
     seed: int = 0
 
     def __post_init__(self):
         if self.reconstruction not in RECONSTRUCTIONS:
             raise InputError(
-                f"--reconstruction: must be one of {', '.join(RECONSTRUCTIONS)}, not '{self.reconstruction}'."
+                f"`reconstruction` must be one of {', '.join(RECONSTRUCTIONS)}, not '{self.reconstruction}'."
             )
         object.__setattr__(self, "hidden_layers", tuple(int(n) for n in self.hidden_layers))
         object.__setattr__(self, "classifier_layers", tuple(int(n) for n in self.classifier_layers))
@@ -84,10 +83,6 @@ class NetworkConfig:
     def from_dict(cls, values: dict) -> NetworkConfig:
         """Inverse of :meth:`to_dict`."""
         return cls(**values)
-
-
-EARLY_STOPPING_METRICS = ("balanced_accuracy", "mcc")
-DEVICES = ("auto", "cpu", "gpu")
 
 
 @dataclass(frozen=True)
@@ -119,58 +114,33 @@ class TrainingSettings:
         Labelled cells reconstruct a same-type cell, from another batch when one exists.
     """
 
-    seed: int = 0
-    batch_size: int = 128
-    learning_rate: float = 1e-3
+    seed: int = default("seed")
+    batch_size: int = default("batch_size")
+    learning_rate: float = default("learning_rate")
     adversary_lr_factor: float = 20.0
-    epochs_warmup: int = 10
-    epochs_full: int = 40
-    epochs_finetune: int = 10
-    patience: int = 8
-    early_stopping_metric: str = "balanced_accuracy"
-    rec_weight: float = 1.0
-    clf_weight: float = 1.0
-    dann_weight: float = 0.5
-    focal_gamma: float = 2.0
-    grl_ramp: bool = True
-    use_permutation: bool = True
-    permute_across_batches: bool = True
+    epochs_warmup: int = default("epochs_warmup")
+    epochs_full: int = default("epochs_full")
+    epochs_finetune: int = default("epochs_finetune")
+    patience: int = default("patience")
+    early_stopping_metric: str = default("early_stopping_metric")
+    rec_weight: float = default("rec_weight")
+    clf_weight: float = default("clf_weight")
+    dann_weight: float = default("dann_weight")
+    focal_gamma: float = default("focal_gamma")
+    grl_ramp: bool = default("grl_ramp")
+    use_permutation: bool = default("use_permutation")
+    permute_across_batches: bool = default("permute_across_batches")
 
     def __post_init__(self):
         if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
             raise InputError(
-                f"--early_stopping_metric: must be one of {', '.join(EARLY_STOPPING_METRICS)}, not '{self.early_stopping_metric}'."
+                f"`early_stopping_metric` must be one of {', '.join(EARLY_STOPPING_METRICS)}, not '{self.early_stopping_metric}'."
             )
         if self.batch_size < 2:
             raise InputError(
-                "--batch_size: must be at least 2 (batch normalisation needs two cells)."
+                "`batch_size` must be at least 2 (batch normalisation needs two cells)."
             )
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values."""
         return dataclasses.asdict(self)
-
-
-# CLI switches spelt as modules (`--no-dann`) name the ``use_*`` fields of NetworkConfig/TrainingSettings.
-_CLI_SWITCHES = {
-    "dann": "use_dann",
-    "classifier": "use_classifier",
-    "permutation": "use_permutation",
-}
-
-
-def options_from_cli(flags: dict) -> dict:
-    """Turn the CLI's training flags into ``scpermut.Model`` keyword arguments (``dann`` -> ``use_dann``)."""
-    return {_CLI_SWITCHES.get(name, name): value for name, value in flags.items()}
-
-
-def cli_defaults() -> dict:
-    """Default of every training flag, keyed by its CLI name."""
-    defaults = {
-        field.name: field.default
-        for field in dataclasses.fields(NetworkConfig)
-        if field.default is not dataclasses.MISSING
-    }
-    defaults.update({field.name: field.default for field in dataclasses.fields(TrainingSettings)})
-    renamed = {model_name: cli_name for cli_name, model_name in _CLI_SWITCHES.items()}
-    return {renamed.get(name, name): value for name, value in defaults.items()}

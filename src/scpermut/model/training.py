@@ -31,7 +31,8 @@ from scpermut.model import losses
 from scpermut.model.batches import NOT_LABELLED, CellBatches, TrainingData
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.persistence import read_checkpoint, write_checkpoint
-from scpermut.model.settings import DEVICES, NetworkConfig, TrainingSettings
+from scpermut.model.settings import NetworkConfig, TrainingSettings
+from scpermut.options import DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +98,11 @@ def select_device(device: str, mixed_precision: bool) -> str:
     Must run before TensorFlow touches a GPU. Mixed precision is only used on a GPU.
     """
     if device not in DEVICES:
-        raise InputError(f"--device: must be one of {', '.join(DEVICES)}, not '{device}'.")
+        raise InputError(f"`device` must be one of {', '.join(DEVICES)}, not '{device}'.")
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
         raise InputError(
-            "--device gpu: TensorFlow sees no GPU on this machine; use --device cpu or auto."
+            "`device=gpu`: TensorFlow sees no GPU on this machine; use `device=cpu` or `device=auto`."
         )
     if device == "cpu" or not gpus:
         try:
@@ -109,7 +110,7 @@ def select_device(device: str, mixed_precision: bool) -> str:
         except RuntimeError:  # TensorFlow already started in this process (e.g. a notebook)
             log.warning("TensorFlow is already initialised: the GPU cannot be hidden any more")
         if mixed_precision:
-            log.warning("--mixed_precision is ignored on the CPU")
+            log.warning("mixed_precision is ignored on the CPU")
         keras.mixed_precision.set_global_policy("float32")
         return "cpu"
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
@@ -430,11 +431,11 @@ class TrainingRun:
         has_labels = bool((data.train_codes != NOT_LABELLED).any())
         if config.use_classifier and not has_labels:
             raise InputError(
-                "prepared data: no labelled training cell; label some reference cells or pass --no-classifier."
+                "prepared data: no labelled training cell; label some reference cells or pass `use_classifier=False`."
             )
         if config.use_classifier and len(data.classes) < 2:
             raise InputError(
-                f"prepared data: only one cell type ({', '.join(data.classes)}); the classifier needs two or more (or pass --no-classifier)."
+                f"prepared data: only one cell type ({', '.join(data.classes)}); the classifier needs two or more (or pass `use_classifier=False`)."
             )
         self.data = data
         self.config = config
@@ -482,13 +483,13 @@ class TrainingRun:
         found = read_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         if found is None:
             log.warning(
-                "--resume: no checkpoint in %s; training from the start", self.checkpoint_dir
+                "resume: no checkpoint in %s; training from the start", self.checkpoint_dir
             )
             return None
         state, arrays = found
         if {key: state[key] for key in ("fingerprint", "network", "training")} != self.identity():
             raise InputError(
-                f"{self.checkpoint_dir}: this checkpoint was written for other data or settings; rerun without --resume and with --overwrite."
+                f"{self.checkpoint_dir}: this checkpoint was written for other data or settings; rerun without `resume` and with `overwrite`."
             )
         for variable, value in zip(self.network.variables, arrays["network"], strict=True):
             variable.assign(value)

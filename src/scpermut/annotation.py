@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from scpermut import _atomic, _keys
-from scpermut.data.io import count_problem, read_counts, read_h5ad
+from scpermut import _keys
+from scpermut.data.io import count_problem
 from scpermut.errors import InputError
+from scpermut.keys import Keys
+from scpermut.options import default
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def align_genes(
         )
         raise InputError(
             f"{source}: {n_missing} of the model's {len(genes)} genes ({fraction:.0%}) are missing, more than "
-            f"--max_missing_genes {max_missing_genes:.0%}; gene names must use the training data's identifiers "
+            f"`max_missing_genes` {max_missing_genes:.0%}; gene names must use the training data's identifiers "
             f"(missing e.g. {example})."
         )
     if n_missing:
@@ -152,8 +153,8 @@ def annotate(
     adata,
     model,
     *,
-    unknown_threshold: float = 0.0,
-    max_missing_genes: float = 0.5,
+    unknown_threshold: float = default("unknown_threshold"),
+    max_missing_genes: float = default("max_missing_genes"),
     umap: bool = True,
     batch_size: int | None = None,
     copy: bool = False,
@@ -197,7 +198,8 @@ def annotate(
     ``adata.obsm["X_umap"]`` : ndarray
         UMAP of the latent space (when ``umap``).
     ``adata.uns["scpermut"]`` : dict
-        Classes, prediction parameters, training parameters, seed, versions, device, missing genes.
+        Classes, the model's keys (class, batch, unlabelled category), prediction parameters,
+        training parameters, seed, versions, device, missing genes.
     """
     adata = adata.copy() if copy else adata
     record = model.record
@@ -211,9 +213,8 @@ def annotate(
     )
     outputs = model.transform(aligned, batch_size)
     adata.obsm[_keys.LATENT] = outputs["latent"]
-    unknown_label = str(
-        record.preprocess.get("unlabeled_category", _keys.DEFAULT_UNLABELED_CATEGORY)
-    )
+    keys = Keys.from_record(record.preprocess)
+    unknown_label = keys.unlabeled_category
     if "class_probabilities" in outputs:
         probabilities = outputs["class_probabilities"]
         confidence = probabilities.max(axis=1)
@@ -236,6 +237,7 @@ def annotate(
         {
             "classes": list(record.classes),
             "unknown_label": unknown_label,
+            "keys": keys.to_dict(),
             "genes_used": len(record.genes),
             "genes_missing": n_missing,
             "prediction": {
@@ -275,30 +277,3 @@ def compute_umap(adata, seed: int) -> None:
         key_added=neighbors_key,
     )
     sc.tl.umap(adata, random_state=seed, neighbors_key=neighbors_key)
-
-
-def predict_file(
-    input_path: str | Path, model_dir: str | Path, out_path: str | Path, **options
-) -> dict:
-    """``scpermut predict``: annotate an .h5ad (or 10x .h5) file with a model folder and write the result.
-
-    Returns
-    -------
-    A short summary: cells, missing genes, cells per predicted type, mean confidence.
-    """
-    from scpermut.model.api import Model
-
-    input_path, out_path = Path(input_path), Path(out_path)
-    model = Model.load(model_dir)
-    if input_path.suffix.lower() == ".h5":
-        adata = read_counts(input_path)
-    else:
-        adata = read_h5ad(input_path)
-    annotate(adata, model, source=str(input_path), **options)
-    adata.uns[_keys.UNS]["model"] = str(Path(model_dir).resolve())
-    _atomic.write_h5ad(adata, out_path)
-    summary = {"n_cells": adata.n_obs, "genes_missing": int(adata.uns[_keys.UNS]["genes_missing"])}
-    if _keys.PREDICTION in adata.obs:
-        summary["predicted"] = adata.obs[_keys.PREDICTION].value_counts().to_dict()
-        summary["mean_confidence"] = float(adata.obs[_keys.CONFIDENCE].mean())
-    return summary

@@ -1,4 +1,4 @@
-"""``scpermut run`` and ``scpermut label``: qc -> prepare -> train -> predict -> report in one process.
+"""``scpermut run``: qc -> prepare -> train -> predict -> report in one process.
 
 The outputs follow the layout the Nextflow pipeline publishes::
 
@@ -17,14 +17,18 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from scpermut import _keys
-from scpermut.data.preprocess import PREPARED_FILE, PrepareSettings
+from scpermut.data.preprocess import PrepareSettings
 from scpermut.data.qc import QCThresholds
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.errors import InputError
+from scpermut.keys import Keys
+from scpermut.steps.predict import predict_file
+from scpermut.steps.prepare import PREPARED_FILE, prepare_files
+from scpermut.steps.qc import qc_outputs, run_qc
+from scpermut.steps.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +40,12 @@ ANNOTATED_FILE = "annotated.h5ad"
 class RunOptions:
     """Every setting of the chained steps.
 
-    ``training`` holds the keyword arguments of :func:`scpermut.model.api.train_file` (device,
-    network and training options); ``prediction`` those of :func:`scpermut.annotate.annotate`
-    (``unknown_threshold``, ``max_missing_genes``).
+    ``training`` holds the keyword arguments of :func:`scpermut.steps.train.train_file` (device,
+    network and training options, named as :class:`scpermut.Model` names them); ``prediction``
+    those of :func:`scpermut.annotate` (``unknown_threshold``, ``max_missing_genes``).
     """
 
-    class_key: str = _keys.DEFAULT_CLASS_KEY
-    batch_key: str = _keys.DEFAULT_BATCH_KEY
-    unlabeled_category: str = _keys.DEFAULT_UNLABELED_CATEGORY
+    keys: Keys = field(default_factory=Keys)
     qc: QCThresholds = field(default_factory=QCThresholds)
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
     training: dict = field(default_factory=dict)
@@ -53,38 +55,28 @@ class RunOptions:
 
 
 def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions:
-    """Sort the flat flags of ``scpermut run``/``label`` into the settings of each step.
+    """Sort the flat keyword arguments of ``scpermut run``/``label`` (Python names, see
+    :mod:`scpermut.options`) into the settings of each step.
 
-    Key, QC, prepare and prediction flags go to their step; ``seed`` to both prepare and
-    training; every other flag is a training flag (see ``scpermut.cli.training_options``).
+    The one ``seed`` drives both the validation split and training.
     """
-    from dataclasses import fields
-
-    from scpermut.model.settings import options_from_cli
+    from scpermut import options as declared
 
     flags = dict(flags)
-    keys = {name: flags.pop(name) for name in ("class_key", "batch_key", "unlabeled_category")}
-    qc = QCThresholds(
-        **{f.name: flags.pop(f.name) for f in fields(QCThresholds) if f.name in flags}
-    )
-    # The one --seed drives both the validation split and training, so it stays in ``flags``.
-    prepare_flags = {
-        f.name: flags.pop(f.name)
-        for f in fields(PrepareSettings)
-        if f.name in flags and f.name != "seed"
-    }
-    prepare = PrepareSettings(**prepare_flags, seed=flags["seed"])
-    prediction = {
-        name: flags.pop(name)
-        for name in ("unknown_threshold", "max_missing_genes")
-        if name in flags
-    }
+
+    def take(group) -> dict:
+        return {name: flags.pop(name) for name in list(group) if name in flags}
+
+    keys = Keys(**take(declared.KEYS))
+    qc = QCThresholds(**take(declared.QC))
+    prepare = PrepareSettings(**take(declared.PREPARE), seed=flags["seed"])
+    prediction = take(declared.PREDICTION)
     overwrite = bool(flags.pop("overwrite", False))
     return RunOptions(
-        **keys,
+        keys=keys,
         qc=qc,
         prepare=prepare,
-        training=options_from_cli(flags),
+        training=flags,
         prediction=prediction,
         model_dir=model_dir,
         overwrite=overwrite,
@@ -124,45 +116,6 @@ def run_samplesheet(
     from scpermut.data.samplesheet import read_samplesheet
 
     return run_steps(read_samplesheet(samplesheet), outdir, options or RunOptions())
-
-
-def label_atlas(
-    atlas: str | Path, outdir: str | Path, options: RunOptions, query: str | Path | None = None
-) -> dict:
-    """``scpermut label``: annotate the unlabelled cells of one atlas file, or of a query file.
-
-    The atlas is the reference: its ``class_key`` column holds the labels (``unlabeled_category``
-    marks the cells to annotate) and its ``batch_key`` column the batches. A query file's
-    batches come from its own ``batch_key`` column when it has one, else the file is one batch;
-    its labels, when present, are used only to score the transfer.
-    """
-    atlas = Path(atlas)
-    specs = [_file_spec(atlas, "reference", batch_col=options.batch_key)]
-    if query is not None:
-        query = Path(query)
-        batch_col = options.batch_key if options.batch_key in _obs_columns(query) else None
-        specs.append(_file_spec(query, "query", batch_col=batch_col))
-        if specs[0].sample == specs[1].sample:
-            specs[1] = replace(specs[1], sample=f"{specs[1].sample}_query")
-    return run_steps(specs, outdir, options)
-
-
-def _file_spec(path: Path, role: str, batch_col: str | None) -> SampleSpec:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found.")
-    return SampleSpec(sample=path.name.split(".")[0], path=path, role=role, batch_col=batch_col)
-
-
-def _obs_columns(path: Path) -> list[str]:
-    """Column names of an h5ad's ``obs`` without loading the matrix."""
-    from scpermut.data.io import read_h5ad
-
-    if path.suffix.lower() != ".h5ad":
-        return []
-    adata = read_h5ad(path, backed="r")
-    columns = list(adata.obs.columns)
-    adata.file.close()
-    return columns
 
 
 def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions) -> dict:
@@ -214,23 +167,13 @@ def _claim(outdir: Path, folders: dict[str, Path], options: RunOptions) -> None:
 
 
 def _run(specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions) -> dict:
-    from scpermut.annotate import predict_file
-    from scpermut.data.preprocess import prepare_files
-    from scpermut.data.qc import qc_outputs, run_qc
-    from scpermut.report import write_report
-
     train = options.model_dir is None
     steps = ["qc", "prepare"] + (["train"] if train else []) + ["predict", "report"]
     progress = _Progress(steps)
-    keys = {
-        "class_key": options.class_key,
-        "batch_key": options.batch_key,
-        "unlabeled_category": options.unlabeled_category,
-    }
 
     progress.start("qc")
     for spec in specs:
-        summary = run_qc(spec, folders["qc"], options.qc, **keys)
+        summary = run_qc(spec, folders["qc"], options.qc, options.keys)
         log.info(
             "  %s (%s): kept %d of %d cells, %d of %d genes",
             spec.sample,
@@ -257,7 +200,7 @@ def _run(specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions)
 
     model_dir = Path(options.model_dir) if options.model_dir is not None else folders["model"]
     if train:
-        from scpermut.model.api import train_file
+        from scpermut.steps.train import train_file  # loads TensorFlow
 
         progress.start("train")
         model = train_file(prepared, model_dir, **options.training)

@@ -1,0 +1,161 @@
+"""Every user option of scpermut, declared once: Python name, CLI flag, default, type and help.
+
+The settings dataclasses (:class:`~scpermut.data.qc.QCThresholds`,
+:class:`~scpermut.data.preprocess.PrepareSettings`, :class:`~scpermut.model.settings.NetworkConfig`,
+:class:`~scpermut.model.settings.TrainingSettings`, :class:`~scpermut.keys.Keys`) take their
+defaults from here, ``scpermut.cli`` builds every command's click options from here, and a test
+checks the ``nextflow.config`` params and ``nextflow_schema.json`` defaults against it.
+
+Library code names its arguments in errors as ```name``` (backticks); :func:`flag_text`
+turns such a message into the CLI's words (``--name``) for the command line.
+
+This module imports nothing heavy: ``scpermut --help`` reads it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+DEVICES = ("auto", "cpu", "gpu")
+EARLY_STOPPING_METRICS = ("balanced_accuracy", "mcc")
+RECONSTRUCTIONS = ("mse", "nb")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user option.
+
+    Parameters
+    ----------
+    name
+        Python argument name (a settings field or a keyword argument).
+    default
+        Default value (None: no default, or "computed").
+    help
+        One-line help shown by ``--help`` and in the pipeline schema.
+    kind
+        ``int``, ``float``, ``str``, ``bool`` (an on/off switch), ``"int_list"`` (``256,128``)
+        or a tuple of allowed strings.
+    flag
+        CLI name when it differs from ``name`` (``dann`` for ``use_dann``); it is also the
+        name of the pipeline param.
+    negatable
+        A ``bool`` option with a ``--no-<flag>`` form (otherwise a plain on-flag).
+    param
+        Also a ``params.<flag>`` of the Nextflow pipeline.
+    """
+
+    name: str
+    default: Any
+    help: str
+    kind: Any = str
+    flag: str | None = None
+    negatable: bool = False
+    param: bool = True
+
+    @property
+    def cli(self) -> str:
+        """The CLI flag (and pipeline param) name."""
+        return self.flag or self.name
+
+    def cli_default(self) -> Any:
+        """The default as the CLI shows it (a list of integers as ``256,128``)."""
+        if self.kind == "int_list" and self.default is not None:
+            return ",".join(str(n) for n in self.default)
+        return self.default
+
+
+def _group(*options: Option) -> dict[str, Option]:
+    return {option.name: option for option in options}
+
+
+KEYS = _group(
+    Option("class_key", "cell_type", "obs column holding the cell-type label."),
+    Option("batch_key", "batch", "obs column holding the batch (donor, technology, lab...)."),
+    Option("unlabeled_category", "Unknown", "Label value that marks a cell as unlabelled."),
+)
+
+QC = _group(
+    Option("min_genes", 200, "Remove cells with fewer detected genes.", int),
+    Option("max_genes", 0, "Remove cells with more detected genes (0: no limit).", int),
+    Option("min_counts", 0, "Remove cells with fewer total counts.", int),
+    Option("max_pct_mito", 20.0, "Remove cells with a higher % of mitochondrial counts (100: off).", float),
+    Option("min_cells", 3, "Remove genes detected in fewer cells.", int),
+)
+
+PREPARE = _group(
+    Option("n_top_genes", 2000, "Number of batch-aware highly variable genes the model uses.", int),
+    Option("target_sum", 1e4, "Counts per cell after library-size normalisation.", float),
+    Option("min_shared_genes", 200, "Stop when the samples share fewer genes than this.", int),
+    Option("validation_fraction", 0.2, "Fraction of labelled reference cells held out for early stopping.", float),
+)
+
+SEED = Option("seed", 0, "Random seed: same data and seed give identical results.", int)
+
+# In the order `--help` lists them.
+TRAINING = _group(
+    Option("device", "auto", "Where to train: auto uses a GPU when TensorFlow sees one.", DEVICES, param=False),
+    Option("mixed_precision", False, "float16 mixed precision on a GPU (ignored on the CPU).", bool),
+    Option("latent_dim", 32, "Size of the latent space.", int),
+    Option("hidden_layers", (256, 128), "Encoder layer widths (the decoder mirrors them).", "int_list"),
+    Option("dropout", 0.1, "Dropout rate of the hidden layers.", float),
+    Option("batch_size", 128, "Cells per mini-batch.", int),
+    Option("learning_rate", 1e-3, "Adam learning rate.", float),
+    Option("epochs_warmup", 10, "Epochs of autoencoder + DANN warm-up on all cells.", int),
+    Option("epochs_full", 40, "Maximum epochs of the full model (permutation, classifier, DANN).", int),
+    Option("epochs_finetune", 10, "Maximum epochs of classifier fine-tuning (encoder frozen).", int),
+    Option("patience", 8, "Epochs without validation improvement before a phase stops early.", int),
+    Option("early_stopping_metric", "balanced_accuracy", "Validation score that picks the best epoch.", EARLY_STOPPING_METRICS),
+    Option("rec_weight", 1.0, "Weight of the reconstruction loss (0: off).", float),
+    Option("clf_weight", 1.0, "Weight of the focal classification loss (0: off).", float),
+    Option("dann_weight", 0.5, "Weight of the adversarial batch loss (0: off).", float),
+    Option("focal_gamma", 2.0, "Focal loss gamma (0: class-weighted cross-entropy).", float),
+    Option("grl_lambda", 1.0, "Gradient-reversal strength.", float),
+    Option("grl_ramp", True, "Ramp the gradient reversal from 0 to its strength over the adversarial epochs.", bool, negatable=True),
+    Option("use_dann", True, "Domain-adversarial batch head (--no-dann: off).", bool, flag="dann", negatable=True),
+    Option("use_classifier", True, "Cell-type classifier head (--no-classifier: latent space only).", bool, flag="classifier", negatable=True),
+    Option("use_permutation", True, "Labelled cells reconstruct another cell of their type (--no-permutation: themselves).", bool, flag="permutation", negatable=True),
+    Option("permute_across_batches", True, "Draw the permutation partner from another batch when the type has cells there.", bool, negatable=True),
+    Option("reconstruction", "mse", "mse on log-normalised expression, or nb (negative binomial) on raw counts.", RECONSTRUCTIONS),
+)
+# Where the model keeps each training option; device and mixed_precision only shape the run.
+NETWORK_FIELDS = ("latent_dim", "hidden_layers", "dropout", "reconstruction", "use_classifier", "use_dann", "grl_lambda")
+RUNTIME_FIELDS = ("device", "mixed_precision")
+
+PREDICTION = _group(
+    Option("unknown_threshold", 0.0, "Label cells 'Unknown' when their top class probability is below this.", float),
+    Option("max_missing_genes", 0.5, "Stop when a larger fraction of the model's genes is missing from the data.", float),
+)
+UMAP = Option("umap", True, "Compute a UMAP of the latent space.", bool, negatable=True)
+INFERENCE_BATCH_SIZE = Option(
+    "batch_size", None, "Cells per inference batch [default: 4 x the training batch size].", int, param=False
+)
+
+ALL = {**KEYS, **QC, **PREPARE, "seed": SEED, **TRAINING, **PREDICTION, "umap": UMAP}
+
+
+def default(name: str) -> Any:
+    """The default of option ``name`` (for the settings dataclasses' fields)."""
+    return ALL[name].default
+
+
+def pipeline_params() -> dict[str, Any]:
+    """``params.<flag>`` -> default, for every option that is also a pipeline param."""
+    return {option.cli: option.cli_default() for option in ALL.values() if option.param}
+
+
+def flag_text(message: str, options: dict[str, Option] = ALL) -> str:
+    """A library message in CLI words: ```batch_size``` -> ``--batch_size``, ```use_dann=False``` -> ``--no-dann``."""
+
+    def replace(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        option = options.get(name)
+        if option is None:
+            return match.group(0)
+        if option.kind is bool and value in ("False", "True"):
+            return f"--{option.cli}" if value == "True" else f"--no-{option.cli}"
+        return f"--{option.cli}" + (f" {value}" if value else "")
+
+    return re.sub(r"`(\w+)(?:=([^`]+))?`", replace, message)

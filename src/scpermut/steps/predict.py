@@ -1,0 +1,35 @@
+"""``scpermut predict``: annotate an .h5ad (or 10x .h5) file with a model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scpermut import _atomic, _keys
+from scpermut.annotation import annotate
+from scpermut.data.io import read_counts, read_h5ad
+from scpermut.model.api import Model
+
+
+def predict_file(
+    input_path: str | Path, model_dir: str | Path, out_path: str | Path, **options
+) -> dict:
+    """``scpermut predict``: annotate an .h5ad (or 10x .h5) file with a model folder and write the result.
+
+    Returns
+    -------
+    A short summary: cells, missing genes, cells per predicted type, mean confidence.
+    """
+    input_path, out_path = Path(input_path), Path(out_path)
+    model = Model.load(model_dir)
+    if input_path.suffix.lower() == ".h5":
+        adata = read_counts(input_path)
+    else:
+        adata = read_h5ad(input_path)
+    annotate(adata, model, source=str(input_path), **options)
+    adata.uns[_keys.UNS]["model"] = str(Path(model_dir).resolve())
+    _atomic.write_h5ad(adata, out_path)
+    summary = {"n_cells": adata.n_obs, "genes_missing": int(adata.uns[_keys.UNS]["genes_missing"])}
+    if _keys.PREDICTION in adata.obs:
+        summary["predicted"] = adata.obs[_keys.PREDICTION].value_counts().to_dict()
+        summary["mean_confidence"] = float(adata.obs[_keys.CONFIDENCE].mean())
+    return summary

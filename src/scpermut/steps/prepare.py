@@ -1,0 +1,52 @@
+"""``scpermut prepare``: merge ``scpermut qc`` outputs into ``prepared.h5ad`` and its summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+
+from scpermut import _keys
+from scpermut._atomic import write_h5ad, write_json
+from scpermut.data.io import read_h5ad
+from scpermut.data.preprocess import PrepareSettings, prepare
+from scpermut.errors import InputError
+from scpermut.keys import KEY_NAMES, Keys
+
+PREPARED_FILE = "prepared.h5ad"
+SUMMARY_FILE = "prepare_summary.json"
+
+
+def read_qc_outputs(paths: list[str | Path]) -> tuple[list[ad.AnnData], Keys]:
+    """Read ``scpermut qc`` outputs, check they agree on the keys and return the samples and those keys.
+
+    The keys were chosen at ``scpermut qc`` and recorded in each file; this is the one place
+    the prepare step reads them back (its CLI takes no key flags).
+    """
+    samples = []
+    for path in paths:
+        adata = read_h5ad(path)
+        if _keys.QC_UNS not in adata.uns:
+            raise InputError(f"{path}: not an output of `scpermut qc` (no uns['{_keys.QC_UNS}']); run `scpermut qc` on it first.")
+        samples.append(adata)
+    first = {key: samples[0].uns[_keys.QC_UNS][key] for key in KEY_NAMES}
+    for path, adata in zip(paths, samples):
+        for key in KEY_NAMES:
+            if adata.uns[_keys.QC_UNS][key] != first[key]:
+                raise InputError(f"{path}: {key} is '{adata.uns[_keys.QC_UNS][key]}' but '{first[key]}' in {paths[0]}; QC every sample with the same keys.")
+    names = pd.Series([adata.uns[_keys.QC_UNS]["sample"] for adata in samples])
+    if names.duplicated().any():
+        raise InputError(f"sample id(s) {', '.join(sorted(set(names[names.duplicated()])))} appear in more than one QC file.")
+    return samples, Keys.from_record(first)
+
+
+def prepare_files(paths: list[str | Path], outdir: str | Path, settings: PrepareSettings = PrepareSettings()) -> dict:
+    """Run ``prepare`` on ``scpermut qc`` outputs and write ``prepared.h5ad`` and its summary to ``outdir``."""
+    samples, keys = read_qc_outputs(paths)
+    prepared, summary = prepare(samples, keys, settings)
+    outdir = Path(outdir)
+    write_json(outdir / SUMMARY_FILE, {**summary, "settings": asdict(settings), "inputs": [str(p) for p in paths]})
+    write_h5ad(prepared, outdir / PREPARED_FILE)
+    return summary

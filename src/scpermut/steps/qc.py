@@ -1,0 +1,92 @@
+"""``scpermut qc``: QC one sample file and write its filtered h5ad, metrics, summary and plots."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scpermut._atomic import atomic_path, write_h5ad, write_json
+from scpermut.data.io import read_counts
+from scpermut.data.qc import QCThresholds, filter_sample
+from scpermut.data.samplesheet import SampleSpec
+from scpermut.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+def qc_outputs(outdir: str | Path, sample: str) -> dict[str, Path]:
+    """Paths of every file ``run_qc`` writes for ``sample``."""
+    outdir = Path(outdir)
+    return {
+        "h5ad": outdir / f"{sample}.qc.h5ad",
+        "metrics": outdir / f"{sample}.qc_metrics.tsv",
+        "summary": outdir / f"{sample}.qc_summary.json",
+        "violin": outdir / f"{sample}.qc_violin.png",
+        "scatter": outdir / f"{sample}.qc_scatter.png",
+    }
+
+
+def run_qc(spec: SampleSpec, outdir: str | Path, thresholds: QCThresholds = QCThresholds(), keys: Keys = Keys()) -> dict:
+    """QC one sample and write its filtered h5ad, per-cell metrics, summary and plots.
+
+    Returns
+    -------
+    The summary written to ``<sample>.qc_summary.json`` (see
+    :func:`scpermut.data.qc.filter_sample`, which also lists the fields set in the h5ad).
+    """
+    filtered, metrics, summary = filter_sample(read_counts(spec.path, spec.layer), spec, thresholds, keys)
+    paths = qc_outputs(outdir, spec.sample)
+    with atomic_path(paths["metrics"]) as tmp:
+        metrics.rename_axis("barcode").to_csv(tmp, sep="\t", float_format="%.4g")
+    _plot_qc(metrics, thresholds, spec.sample, paths["violin"], paths["scatter"])
+    write_json(paths["summary"], summary)
+    write_h5ad(filtered, paths["h5ad"])
+    return summary
+
+
+def _plot_qc(metrics: pd.DataFrame, thresholds: QCThresholds, sample: str, violin_path: Path, scatter_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("n_genes_by_counts", "detected genes", [thresholds.min_genes, thresholds.max_genes or None]),
+        ("total_counts", "total counts", [thresholds.min_counts or None]),
+        ("pct_counts_mt", "% mitochondrial", [thresholds.max_pct_mito if thresholds.max_pct_mito < 100 else None]),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    for axis, (column, title, limits) in zip(axes, panels):
+        values = metrics[column].to_numpy(dtype=float)
+        if np.ptp(values) > 0:
+            axis.violinplot(values, showmedians=True)
+        axis.scatter(np.random.default_rng(0).normal(1, 0.04, values.size), values, s=2, alpha=0.3, color="black")
+        for limit in limits:
+            if limit is not None:
+                axis.axhline(limit, color="firebrick", linestyle="--", linewidth=1)
+        axis.set_title(title)
+        axis.set_xticks([])
+    fig.suptitle(f"{sample}: QC metrics (dashed: thresholds)")
+    fig.tight_layout()
+    with atomic_path(violin_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+    fig, axis = plt.subplots(figsize=(5.5, 4.2))
+    points = axis.scatter(
+        metrics["total_counts"], metrics["n_genes_by_counts"], c=metrics["pct_counts_mt"], s=4, cmap="viridis", vmin=0
+    )
+    failed = ~metrics["passed_qc"]
+    axis.scatter(metrics.loc[failed, "total_counts"], metrics.loc[failed, "n_genes_by_counts"], s=12, facecolors="none", edgecolors="firebrick", linewidths=0.6, label=f"removed ({int(failed.sum())})")
+    fig.colorbar(points, label="% mitochondrial")
+    axis.set_xlabel("total counts")
+    axis.set_ylabel("detected genes")
+    axis.set_title(f"{sample}: {int((~failed).sum())} of {len(metrics)} cells kept")
+    axis.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(scatter_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

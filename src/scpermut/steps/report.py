@@ -1,0 +1,79 @@
+"""``scpermut report``: score an annotated h5ad and write the HTML report, metrics and MultiQC files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anndata as ad
+
+from scpermut import _keys, metrics
+from scpermut._atomic import write_text
+from scpermut.data.io import read_h5ad
+from scpermut.errors import InputError
+from scpermut.keys import Keys
+from scpermut.model.persistence import read_model_record
+from scpermut.report import report_outputs, report_texts
+
+log = logging.getLogger(__name__)
+
+
+def write_report(
+    annotated: str | Path | ad.AnnData,
+    model_dir: str | Path,
+    outdir: str | Path,
+    settings: metrics.MetricSettings | None = None,
+) -> dict:
+    """Score an annotated AnnData and write the report, metrics and MultiQC files to ``outdir``.
+
+    The keys (class, batch, unlabelled category) and the seed are the ones the model was
+    trained with, read from its folder. Everything is computed before the first file is
+    written, and each file is written atomically, so a failure leaves no partial report.
+
+    Parameters
+    ----------
+    annotated
+        Output of ``scpermut predict`` (path or AnnData).
+    model_dir
+        The model folder used for the prediction (``preprocess.json``, ``config.json``,
+        ``run.json``, ``history.csv``; absent records leave their part of the report empty).
+    outdir
+        Folder for ``report.html``, ``metrics.json``, ``metrics.tsv`` and ``*_mqc.tsv``.
+    settings
+        How the latent space is scored; default: the default settings with the run's seed.
+
+    Returns
+    -------
+    dict
+        ``outputs`` (name to written path) and ``headline`` (see :func:`scpermut.metrics.headline`).
+    """
+    source = str(annotated) if not isinstance(annotated, ad.AnnData) else "AnnData in memory"
+    adata = annotated if isinstance(annotated, ad.AnnData) else _read_annotated(Path(annotated))
+    model = read_model_record(model_dir, complete=False)
+    keys = Keys.from_record(model.preprocess)
+    for name, column in (("class_key", keys.class_key), ("batch_key", keys.batch_key)):
+        if column not in adata.obs:
+            log.warning("%s: obs has no column '%s' (%s); the scores that need it are left out", source, column, name)
+    if settings is None:
+        settings = metrics.MetricSettings(seed=int(model.training.get("seed", 0)))
+    texts, headline = report_texts(
+        adata, model, keys, settings, inputs={"annotated": source, "model": str(model_dir)}, source=source
+    )
+    outputs = report_outputs(outdir)
+    written = {}
+    for name, content in texts.items():
+        if content is not None:
+            write_text(outputs[name], content)
+            written[name] = outputs[name]
+        elif outputs[name].exists():  # left by an earlier report on other data: it would mislead MultiQC
+            outputs[name].unlink()
+    return {"outputs": written, "headline": headline}
+
+
+def _read_annotated(path: Path) -> ad.AnnData:
+    adata = read_h5ad(path, what="annotated h5ad")
+    if _keys.PREDICTION not in adata.obs and _keys.LATENT not in adata.obsm:
+        raise InputError(
+            f"{path}: no obs['{_keys.PREDICTION}'] nor obsm['{_keys.LATENT}']; run `scpermut predict` on it first."
+        )
+    return adata

@@ -1,0 +1,79 @@
+"""``scpermut train``: train on ``prepared.h5ad`` and write the model folder."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from scpermut import _keys
+from scpermut.errors import InputError
+from scpermut.model import persistence
+from scpermut.model.api import Model
+from scpermut.model.training import select_device
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_prepared(path: Path, with_counts: bool):
+    """Read what training needs from a ``prepared.h5ad``: X, obs, var, uns, and the counts layer
+    only when asked (the MSE loss never reads it, and it is as large as X)."""
+    import anndata as ad
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as handle:
+        parts = {name: read_elem(handle[name]) for name in ("X", "obs", "var", "uns") if name in handle}
+        layers = {}
+        if with_counts and _keys.COUNTS_LAYER in handle.get("layers", {}):
+            layers[_keys.COUNTS_LAYER] = read_elem(handle["layers"][_keys.COUNTS_LAYER])
+    return ad.AnnData(**parts, layers=layers)
+
+
+def train_file(
+    prepared_path: str | Path,
+    model_dir: str | Path,
+    *,
+    device: str = "auto",
+    mixed_precision: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    **options,
+) -> Model:
+    """``scpermut train``: train on a ``prepared.h5ad`` and write the model folder.
+
+    Checkpoints go to ``MODEL_DIR/checkpoint/`` after every epoch; the finished folder replaces
+    them in one rename.
+    """
+    prepared_path, model_dir = Path(prepared_path), Path(model_dir)
+    persistence.check_model_dir_free(model_dir, overwrite=overwrite, resume=resume)
+    if not prepared_path.is_file():
+        raise InputError(f"{prepared_path}: file not found.")
+    device_name = select_device(device, mixed_precision)
+    log.info("training on %s", device_name)
+    with_counts = options.get("reconstruction", "mse") == "nb"
+    try:
+        adata = read_prepared(prepared_path, with_counts=with_counts)
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
+    checkpoint_dir = model_dir / persistence.CHECKPOINT
+    if not resume:
+        persistence.remove_checkpoint(checkpoint_dir)
+    model = Model(**options).fit(
+        adata, checkpoint_dir=checkpoint_dir, resume=resume, source=str(prepared_path)
+    )
+    model.record.run["device"] = device_name
+    model.record.run["input"].update(
+        file=str(prepared_path.resolve()), sha256=file_sha256(prepared_path)
+    )
+    persistence.save_model(model_dir, model.network, model.record)
+    return model
