@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
     import keras
 
     from scpermut.model.api import Model
-    from scpermut.model.training import select_device
+    from scpermut.model.train import select_device
 
     device = select_device("auto", mixed_precision=False)
     adata = synthetic_prepared(

@@ -35,7 +35,7 @@ FULL = {
     "ablation_datasets": ["kang_pbmc"],
     "ablation_batches": ["ctrl101", "stim101"],
     "settings": {
-        # scpermut: its own defaults (scpermut.model.training.TrainingSettings).
+        # scpermut: its own defaults (scpermut.model.settings.TrainingSettings).
         "scpermut": {"options": {}},
         # scMusketeers: its CLI defaults (training_scheme_13: up to 100 + 50 epochs, early stopping).
         "scmusketeers": {"overrides": {}},

@@ -23,7 +23,7 @@ from scpermut.model import persistence
 from scpermut.model.api import Model
 from scpermut.model.batches import TrainingData
 from scpermut.model.settings import NetworkConfig, TrainingSettings
-from scpermut.model.training import plan_phases, select_device, train_network
+from scpermut.model.train import plan_phases, select_device, train_network
 from scpermut.steps.train import train_file
 
 TINY_NETWORK = {"hidden_layers": (16,), "latent_dim": 4}

@@ -19,7 +19,7 @@ from scpermut.model import persistence
 from scpermut.model.batches import NOT_LABELLED, InferenceBatches, TrainingData
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import NetworkConfig, TrainingSettings
-from scpermut.model.training import (
+from scpermut.model.train import (
     classification_scores,
     describe_device,
     predict_classes,
@@ -64,7 +64,7 @@ class Model:
         Network options (``hidden_layers``, ``latent_dim``, ``dropout``, ``batch_norm``,
         ``activation``, ``latent_activation``, ``classifier_layers``, ``adversary_layers``,
         ``reconstruction``, ``use_classifier``, ``use_dann``, ``grl_lambda``) and training
-        options (see :class:`~scpermut.model.training.TrainingSettings`, including ``seed``).
+        options (see :class:`~scpermut.model.settings.TrainingSettings`, including ``seed``).
 
     Examples
     --------

@@ -10,7 +10,7 @@ from scpermut import _keys
 from scpermut.errors import InputError
 from scpermut.model import persistence
 from scpermut.model.api import Model
-from scpermut.model.training import select_device
+from scpermut.model.train import select_device
 
 log = logging.getLogger(__name__)
 

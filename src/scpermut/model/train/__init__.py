@@ -1,0 +1,25 @@
+"""Training of the network, in four parts.
+
+- :mod:`~scpermut.model.train.plan`: the phases to run (warm-up, full, fine-tune);
+- :mod:`~scpermut.model.train.trainer` and :mod:`~scpermut.model.train.callbacks`: one phase's
+  ``train_step`` and its callbacks (epoch data, reversal ramp, early stopping, checkpoints);
+- :mod:`~scpermut.model.train.runner`: the run through every phase, with resumable checkpoints;
+- :mod:`~scpermut.model.train.runtime`: device, precision, seeds and op determinism.
+"""
+
+from scpermut.model.train.plan import Phase, plan_phases
+from scpermut.model.train.runner import TrainingRun, train_network
+from scpermut.model.train.runtime import describe_device, seed_everything, select_device
+from scpermut.model.train.scores import classification_scores, predict_classes
+
+__all__ = [
+    "Phase",
+    "TrainingRun",
+    "classification_scores",
+    "describe_device",
+    "plan_phases",
+    "predict_classes",
+    "seed_everything",
+    "select_device",
+    "train_network",
+]

@@ -1,0 +1,153 @@
+"""Keras callbacks of a phase: epoch data, reversal ramp, validation scores, early stopping, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import keras
+import numpy as np
+
+from scpermut.model.batches import NOT_LABELLED, CellBatches, TrainingData
+from scpermut.model.network import ScpermutNetwork
+from scpermut.model.train.scores import classification_scores, predict_classes
+
+if TYPE_CHECKING:
+    from scpermut.model.train.runner import TrainingRun
+
+log = logging.getLogger(__name__)
+
+
+class EpochData(keras.callbacks.Callback):
+    """Redraws the cell order and permutation targets at the start of every epoch."""
+
+    def __init__(self, dataset: CellBatches):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.set_epoch(epoch)
+
+
+class ReversalRamp(keras.callbacks.Callback):
+    """Sets the gradient-reversal strength for the epoch: ``lambda * (2 / (1 + exp(-10 p)) - 1)``.
+
+    ``p`` is the share of the adversarial epochs done by the end of this epoch, counted
+    over every phase that trains the adversary, so the strength keeps rising from phase to phase.
+    """
+
+    def __init__(self, network: ScpermutNetwork, epochs_before: int, total_epochs: int, ramp: bool):
+        super().__init__()
+        self.network = network
+        self.epochs_before = epochs_before
+        self.total_epochs = max(total_epochs, 1)
+        self.ramp = ramp
+
+    def on_epoch_begin(self, epoch, logs=None):
+        strength = self.network.network_config.grl_lambda
+        if self.ramp:
+            progress = (self.epochs_before + epoch + 1) / self.total_epochs
+            strength *= 2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0
+        self.network.gradient_reversal.strength.assign(strength)
+
+
+class ValidationScores(keras.callbacks.Callback):
+    """Adds ``val_balanced_accuracy`` and ``val_mcc`` of the validation cells to the epoch logs."""
+
+    def __init__(self, network: ScpermutNetwork, data: TrainingData, batch_size: int):
+        super().__init__()
+        self.network = network
+        cells = np.flatnonzero(data.validation_codes != NOT_LABELLED)
+        self.expression = data.expression[cells]
+        self.codes = data.validation_codes[cells]
+        self.batch_size = batch_size
+
+    def scores(self) -> dict[str, float]:
+        probabilities = predict_classes(self.network, self.expression, self.batch_size * 4)
+        return classification_scores(self.codes, probabilities.argmax(axis=1))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update({f"val_{name}": value for name, value in self.scores().items()})
+
+
+class EarlyStopping(keras.callbacks.Callback):
+    """Stops a phase when the validation score has not improved for ``patience`` epochs.
+
+    The weights at the start of the phase count as the first candidate, so a phase never
+    leaves the network worse on the validation cells than it found it. Its state lives in a
+    plain dict so that checkpoints can store and restore it.
+    """
+
+    def __init__(
+        self,
+        network: ScpermutNetwork,
+        scorer: ValidationScores,
+        metric: str,
+        patience: int,
+        state: dict | None,
+        best_values: list | None,
+    ):
+        super().__init__()
+        self.network = network
+        self.scorer = scorer
+        self.metric = metric
+        self.patience = patience
+        self.state = state
+        self.best_values = best_values
+
+    def on_train_begin(self, logs=None):
+        if self.state is None:
+            self.state = {
+                "best": self.scorer.scores()[self.metric],
+                "best_epoch": -1,
+                "wait": 0,
+                "stopped": False,
+            }
+            self.best_values = [variable.numpy() for variable in self.network.variables]
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = logs[f"val_{self.metric}"]
+        if score > self.state["best"]:
+            self.state.update(best=score, best_epoch=epoch, wait=0)
+            self.best_values = [variable.numpy() for variable in self.network.variables]
+        else:
+            self.state["wait"] += 1
+        if self.state["wait"] >= self.patience:
+            self.state["stopped"] = True
+            self.model.stop_training = True
+
+    def restore_best(self):
+        for variable, value in zip(self.network.variables, self.best_values, strict=True):
+            variable.assign(value)
+        log.info(
+            "best validation %s %.4f (epoch %d of the phase; 0 means its start)",
+            self.metric,
+            self.state["best"],
+            self.state["best_epoch"] + 1,
+        )
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """After each epoch, writes everything needed to continue exactly from there."""
+
+    def __init__(self, run: TrainingRun, phase_index: int, stopper: EarlyStopping | None):
+        super().__init__()
+        self.run = run
+        self.phase_index = phase_index
+        self.stopper = stopper
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.run.history.append(
+            {
+                "phase": self.run.phases[self.phase_index].name,
+                "epoch": epoch + 1,
+                **{key: float(value) for key, value in (logs or {}).items()},
+            }
+        )
+        self.run.save_checkpoint(
+            self.phase_index,
+            epoch + 1,
+            [self.model.optimizer, self.model.adversary_optimizer],
+            self.stopper,
+        )

@@ -1,0 +1,33 @@
+"""Class probabilities in chunks and the validation scores early stopping and run records use."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef
+
+from scpermut.model.network import ScpermutNetwork
+
+
+def predict_classes(network: ScpermutNetwork, expression, batch_size: int) -> np.ndarray:
+    """Class probabilities for the rows of a sparse matrix, densified one chunk at a time."""
+    chunks = []
+    for start in range(0, expression.shape[0], batch_size):
+        dense = expression[start : start + batch_size].toarray()
+        chunks.append(network(dense, training=False)["class_probabilities"].numpy())
+    return (
+        np.concatenate(chunks)
+        if chunks
+        else np.zeros((0, network.network_config.n_classes), np.float32)
+    )
+
+
+def classification_scores(true_codes: np.ndarray, predicted_codes: np.ndarray) -> dict[str, float]:
+    """Balanced accuracy and Matthews correlation of predicted class codes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # classes predicted but absent from the validation cells
+        return {
+            "balanced_accuracy": float(balanced_accuracy_score(true_codes, predicted_codes)),
+            "mcc": float(matthews_corrcoef(true_codes, predicted_codes)),
+        }

@@ -1,0 +1,124 @@
+"""``PhaseTrainer``: the network wrapped for one phase, with a custom ``train_step``."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from scpermut.model import losses
+from scpermut.model.network import ScpermutNetwork
+from scpermut.model.settings import TrainingSettings
+from scpermut.model.train.plan import Phase
+
+
+class PhaseTrainer(keras.Model):
+    """Wraps the network for one phase: the loss terms, their weights and a ``Mean`` tracker each."""
+
+    def __init__(
+        self,
+        network: ScpermutNetwork,
+        phase: Phase,
+        settings: TrainingSettings,
+        class_weights: np.ndarray,
+    ):
+        super().__init__(name=f"trainer_{phase.name}")
+        self.network = network
+        self.phase = phase
+        self.term_weights = {}
+        if phase.reconstruction:
+            self.term_weights["reconstruction_loss"] = settings.rec_weight
+        if phase.classifier:
+            self.term_weights["classifier_loss"] = settings.clf_weight
+            self.focal = losses.focal_loss(settings.focal_gamma, class_weights)
+        if phase.adversary:
+            self.term_weights["adversary_loss"] = settings.dann_weight
+        self.trackers = {
+            name: keras.metrics.Mean(name=name) for name in ["loss", *self.term_weights]
+        }
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def phase_variables(self) -> list:
+        """Return what the main optimiser updates: modules with a gradient, the adversary excepted."""
+        network, phase = self.network, self.phase
+        modules = []
+        if not phase.freeze_encoder and (
+            phase.reconstruction or phase.adversary or phase.classifier
+        ):
+            modules.append(network.encoder)
+        if phase.reconstruction:
+            modules += [network.decoder] + (
+                [network.dispersion] if network.dispersion is not None else []
+            )
+        if phase.classifier:
+            modules.append(network.classifier)
+        return [variable for module in modules for variable in module.trainable_variables]
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    def loss_terms(self, batch: dict, outputs: dict) -> dict:
+        """Each active loss term, averaged over the cells it applies to."""
+        terms = {}
+        if self.phase.reconstruction:
+            if "dispersion" in outputs:
+                per_cell = losses.negative_binomial_per_cell(
+                    batch["target"],
+                    outputs["reconstruction"],
+                    batch["library_size"],
+                    outputs["dispersion"],
+                )
+            else:
+                per_cell = losses.mse_per_cell(batch["target"], outputs["reconstruction"])
+            terms["reconstruction_loss"] = ops.mean(per_cell)
+        if self.phase.classifier:
+            labelled = ops.sum(batch["classes"], axis=-1)
+            per_cell = self.focal(batch["classes"], outputs["class_probabilities"])
+            terms["classifier_loss"] = losses.masked_mean(per_cell, labelled)
+        if self.phase.adversary:
+            terms["adversary_loss"] = ops.mean(
+                losses.batch_cross_entropy_per_cell(
+                    batch["batches"], outputs["batch_probabilities"]
+                )
+            )
+        return terms
+
+    def compile(self, optimizer, adversary_optimizer=None, **kwargs):
+        """Like ``keras.Model.compile``, plus the batch head's own optimiser (GAN style).
+
+        The adversary learns faster than the encoder moves (``adversary_lr_factor``): a stale
+        adversary would let the reversed gradient merely fool it instead of removing the batch.
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        self.adversary_optimizer = adversary_optimizer
+
+    def train_step(self, batch):
+        variables = self.phase_variables()
+        adversary_variables = (
+            self.network.adversary.trainable_variables if self.phase.adversary else []
+        )
+        with tf.GradientTape(persistent=bool(adversary_variables)) as tape:
+            outputs = self.network(batch["x"], training=True)
+            terms = self.loss_terms(batch, outputs)
+            total = sum(self.term_weights[name] * value for name, value in terms.items())
+            scaled = self.optimizer.scale_loss(total)
+            adversary_scaled = (
+                self.adversary_optimizer.scale_loss(total) if adversary_variables else None
+            )
+        self.optimizer.apply_gradients(
+            zip(tape.gradient(scaled, variables), variables, strict=True)
+        )
+        if adversary_variables:
+            gradients = tape.gradient(adversary_scaled, adversary_variables)
+            self.adversary_optimizer.apply_gradients(
+                zip(gradients, adversary_variables, strict=True)
+            )
+        del tape
+        self.trackers["loss"].update_state(total)
+        for name, value in terms.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
