@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from worker import run_job, threads
+from common import run_job, threads
 
 # The architecture both tools get in the head-to-head: scpermut's default encoder/decoder and
 # a 64-unit hidden layer in both heads (scMusketeers' default head shape).
@@ -138,7 +138,7 @@ def scmusketeers_training(n_cells: int, epochs: int) -> dict:
 
     import synthetic
     import tensorflow as tf
-    from methods import BATCH, LABEL, UNKNOWN
+    from common import BATCH, LABEL, UNKNOWN
     from scmusketeers.arguments.runfile import get_default_param
     from scmusketeers.transfer.optimize_model import Workflow
 
@@ -188,8 +188,9 @@ def matmul_reference(shapes: list[list[int]], batch_size: int, repeats: int = 20
 
     Also the GFLOP/s of one large square matmul: the machine's practical ceiling.
     """
-    import scpermut  # noqa: F401  (first: TensorFlow then runs with the settings scpermut sets, e.g. oneDNN off)
     import tensorflow as tf
+
+    import scpermut  # noqa: F401  (first: TensorFlow then runs with the settings scpermut sets, e.g. oneDNN off)
 
     tf.config.threading.set_intra_op_parallelism_threads(threads())
     rng = np.random.default_rng(0)

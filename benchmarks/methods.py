@@ -14,13 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
-
-LABEL = "bench_label"  # what methods learn from: the true type, or UNKNOWN
-TRUTH = "bench_truth"  # held back for scoring only
-BATCH = "batch"
-ROLE = "bench_role"  # "reference" or "query"
-EVALUATED = "bench_evaluated"  # cells scored for label transfer
-UNKNOWN = "Unknown"
+from common import BATCH, LABEL, ROLE, UNKNOWN, threads
 
 
 @dataclass
@@ -109,7 +103,6 @@ def celltypist_method(adata, seed: int, settings: dict) -> Prediction:
 def scanvi(adata, seed: int, settings: dict) -> Prediction:
     import scvi
     import torch
-    from worker import threads
 
     torch.set_num_threads(threads())
     scvi.settings.seed = seed
@@ -135,7 +128,6 @@ def scmusketeers(adata, seed: int, settings: dict) -> Prediction:
     import tensorflow as tf
     from scmusketeers.arguments.runfile import get_default_param
     from scmusketeers.transfer.optimize_model import Workflow
-    from worker import threads
 
     tf.config.threading.set_intra_op_parallelism_threads(threads())
     with tempfile.TemporaryDirectory() as folder:
@@ -167,10 +159,11 @@ def scpermut_prepared(adata, seed: int):
     QC filters are left out on purpose so that every method sees exactly the same cells.
     """
     from scpermut.data.preprocess import PrepareSettings, prepare_anndata
+    from scpermut.keys import Keys
 
     cells = adata.copy()
     cells.obs["bench_is_query"] = (cells.obs[ROLE] == "query").to_numpy()
-    prepared = prepare_anndata(cells, class_key=LABEL, batch_key=BATCH, unlabeled_category=UNKNOWN, query_key="bench_is_query", settings=PrepareSettings(seed=seed))
+    prepared = prepare_anndata(cells, keys=Keys(class_key=LABEL, batch_key=BATCH, unlabeled_category=UNKNOWN), query_key="bench_is_query", settings=PrepareSettings(seed=seed))
     return prepared[adata.obs_names].copy()
 
 
@@ -189,7 +182,6 @@ def scpermut_code_fingerprint() -> str:
 
 def scpermut(adata, seed: int, settings: dict) -> Prediction:
     import tensorflow as tf
-    from worker import threads
 
     from scpermut import Model
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 
 import profiles  # noqa: E402
 import tasks  # noqa: E402
-from worker import run_job  # noqa: E402
+from common import run_job  # noqa: E402
 
 
 def method_entries(profile: dict) -> dict[str, tuple[str, dict]]:

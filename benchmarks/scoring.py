@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from methods import BATCH, EVALUATED, LABEL, TRUTH, UNKNOWN
+from common import BATCH, EVALUATED, LABEL, TRUTH, UNKNOWN
 
 
 def reference_rarity(split) -> dict[str, str]:

@@ -23,7 +23,7 @@ VALIDATION_SHARE = 0.2  # of the labelled cells, as `scpermut prepare` holds out
 def source():
     """Raw counts of the source cells on 2,000 HVGs, with their cell line and batch."""
     import scanpy as sc
-    from methods import BATCH, TRUTH
+    from common import BATCH, TRUTH
     from tasks import DATASETS
 
     adata = DATASETS["mixology_5batch"].load()
@@ -61,20 +61,23 @@ def prepared(n_cells: int, seed: int = 0, with_counts: bool = True):
     import pandas as pd
 
     from scpermut import _keys
+    from scpermut.keys import Keys
+
+    keys = Keys()
 
     matrix, truth, batches, genes = counts(n_cells, seed)
     rng = np.random.default_rng(seed + 1)
     draw = rng.random(n_cells)
     split = np.where(draw < LABELLED_SHARE * (1 - VALIDATION_SHARE), _keys.SPLIT_TRAIN, np.where(draw < LABELLED_SHARE, _keys.SPLIT_VALIDATION, _keys.SPLIT_UNLABELLED))
-    labels = np.where(split == _keys.SPLIT_UNLABELLED, _keys.DEFAULT_UNLABELED_CATEGORY, truth)
+    labels = np.where(split == _keys.SPLIT_UNLABELLED, keys.unlabeled_category, truth)
     expression = matrix.copy()
     totals = np.asarray(expression.sum(axis=1)).ravel()
     expression.data *= np.repeat(1e4 / np.maximum(totals, 1), np.diff(expression.indptr)).astype(np.float32)
     np.log1p(expression.data, out=expression.data)
     obs = pd.DataFrame(
         {
-            _keys.DEFAULT_CLASS_KEY: pd.Categorical(labels),
-            _keys.DEFAULT_BATCH_KEY: pd.Categorical(batches),
+            keys.class_key: pd.Categorical(labels),
+            keys.batch_key: pd.Categorical(batches),
             _keys.SPLIT: pd.Categorical(split, categories=list(_keys.SPLITS)),
             "synthetic": True,
         },
@@ -86,9 +89,7 @@ def prepared(n_cells: int, seed: int = 0, with_counts: bool = True):
     else:
         del matrix
     adata.uns[_keys.PREPARE_UNS] = {
-        "class_key": _keys.DEFAULT_CLASS_KEY,
-        "batch_key": _keys.DEFAULT_BATCH_KEY,
-        "unlabeled_category": _keys.DEFAULT_UNLABELED_CATEGORY,
+        **keys.to_dict(),
         "target_sum": 1e4,
         "n_top_genes": N_GENES,
         "synthetic": "mixology_5batch resampled, Poisson(0.2 * s * count)",
@@ -100,7 +101,7 @@ def raw_with_labels(n_cells: int, seed: int = 0):
     """Synthetic raw counts with a label column (``Unknown`` for unlabelled cells), for scMusketeers."""
     import anndata as ad
     import pandas as pd
-    from methods import BATCH, LABEL, UNKNOWN
+    from common import BATCH, LABEL, UNKNOWN
 
     matrix, truth, batches, genes = counts(n_cells, seed)
     draw = np.random.default_rng(seed + 1).random(n_cells)

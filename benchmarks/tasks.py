@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from methods import BATCH, EVALUATED, LABEL, ROLE, TRUTH, UNKNOWN
+from common import BATCH, EVALUATED, LABEL, ROLE, TRUTH, UNKNOWN
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

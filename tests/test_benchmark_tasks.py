@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import scoring  # noqa: E402
 import tasks  # noqa: E402
-from methods import BATCH, EVALUATED, LABEL, ROLE, TRUTH, UNKNOWN  # noqa: E402
+from common import BATCH, EVALUATED, LABEL, ROLE, TRUTH, UNKNOWN  # noqa: E402
 
 
 @pytest.fixture(scope="module")
