@@ -310,3 +310,16 @@ def test_report_on_a_file_without_predictions_fails_with_one_sentence_and_writes
     assert result.exit_code == 1
     assert "run `scpermut predict` on it first" in result.output
     assert not any(path.exists() for path in report_outputs(tmp_path / "out").values())
+
+
+def test_report_samples_cells_with_the_runs_seed_and_takes_the_keys_from_the_model(tmp_path):
+    model = synthetic_model_dir(tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config["training"]["seed"] = 7
+    (model / "config.json").write_text(json.dumps(config))
+    adata = synthetic_annotated()
+    del adata.uns[_keys.PREPARE_UNS]  # the keys come from the model folder, not the annotated file
+    write_report(adata, model, tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert record["settings"]["seed"] == 7
+    assert record["settings"]["class_key"] == "cell_type"

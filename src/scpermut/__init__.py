@@ -17,7 +17,7 @@ _PUBLIC = {
     "Model": "scpermut.model.api",
     "Keys": "scpermut.keys",
     "prepare_anndata": "scpermut.data.preprocess",
-    "annotate": "scpermut.annotate",
+    "annotate": "scpermut.annotation",
     "evaluate": "scpermut.metrics",
 }
 

@@ -9,6 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from scpermut import _keys
+from scpermut._plain import plain
 from scpermut.data.io import count_problem
 from scpermut.errors import InputError
 from scpermut.keys import Keys
@@ -136,19 +137,6 @@ def align_genes(
     return sp.csr_matrix(matrix @ selector, dtype=np.float32), n_missing
 
 
-def _h5ad_native(value):
-    """Values ``uns`` can store: nested dicts of strings, numbers, booleans and lists (None -> "")."""
-    if isinstance(value, dict):
-        return {str(key): _h5ad_native(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_h5ad_native(item) for item in value]
-    if value is None:
-        return ""
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def annotate(
     adata,
     model,
@@ -233,7 +221,7 @@ def annotate(
     seed = int(record.training["seed"])
     if umap:
         compute_umap(adata, seed)
-    adata.uns[_keys.UNS] = _h5ad_native(
+    adata.uns[_keys.UNS] = plain(
         {
             "classes": list(record.classes),
             "unknown_label": unknown_label,
@@ -256,7 +244,9 @@ def annotate(
                 if key in record.run
             },
             "versions": record.run.get("versions", {}),
-        }
+        },
+        arrays=False,
+        none="",
     )
     return adata if copy else None
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+
 import anndata as ad
 import numpy as np
 import pandas as pd
 
 from scpermut import _keys
-from scpermut.keys import Keys
-from scpermut.options import default
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.errors import InputError
+from scpermut.keys import Keys
+from scpermut.options import default
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from scpermut import _keys
+from scpermut._plain import plain
 from scpermut.errors import InputError
 from scpermut.model.permutation import epoch_rng, permutation_targets
 
@@ -72,7 +73,7 @@ class TrainingData:
                 f"{source}: uns['{_keys.PREPARE_UNS}'] is missing; run `scpermut prepare` on the QC'd samples first."
             )
         preprocess = {
-            key: _native(value) for key, value in dict(adata.uns[_keys.PREPARE_UNS]).items()
+            key: plain(value) for key, value in dict(adata.uns[_keys.PREPARE_UNS]).items()
         }
         class_key, batch_key = preprocess["class_key"], preprocess["batch_key"]
         for column in (class_key, batch_key, _keys.SPLIT):
@@ -130,17 +131,6 @@ class TrainingData:
         for names in (self.genes, self.classes, self.batches):
             digest.update("\n".join(names).encode())
         return digest.hexdigest()
-
-
-def _native(value):
-    """Convert a value read out of ``uns`` (numpy scalars, arrays) to plain Python."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {key: _native(item) for key, item in value.items()}
-    return value
 
 
 def _one_hot(codes: np.ndarray, width: int) -> np.ndarray:

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 from scpermut import metrics
+from scpermut._plain import json_default
 from scpermut._version import __version__
 from scpermut.keys import Keys
 from scpermut.model.persistence import ModelRecord
@@ -66,7 +66,7 @@ def report_texts(
         "created": now(),
     }
     texts = {
-        "metrics_json": json.dumps(record, indent=2, sort_keys=True, default=_json_default) + "\n",
+        "metrics_json": json.dumps(record, indent=2, sort_keys=True, default=json_default) + "\n",
         "metrics_tsv": metrics_long_table(result).to_csv(sep="\t", index=False, float_format="%.6g"),
         "mqc_metrics": multiqc.metrics_table(result),
         "mqc_per_class": multiqc.per_class_table(result),
@@ -100,11 +100,3 @@ def metrics_long_table(result: dict) -> pd.DataFrame:
         if metric in ("batch_entropy", "batch_silhouette", "label_silhouette"):
             rows.append(("latent", metric, value))
     return pd.DataFrame(rows, columns=["scope", "metric", "value"])
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

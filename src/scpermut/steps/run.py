@@ -67,20 +67,10 @@ def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions
     def take(group) -> dict:
         return {name: flags.pop(name) for name in list(group) if name in flags}
 
-    keys = Keys(**take(declared.KEYS))
-    qc = QCThresholds(**take(declared.QC))
+    keys, qc = Keys(**take(declared.KEYS)), QCThresholds(**take(declared.QC))
     prepare = PrepareSettings(**take(declared.PREPARE), seed=flags["seed"])
-    prediction = take(declared.PREDICTION)
-    overwrite = bool(flags.pop("overwrite", False))
-    return RunOptions(
-        keys=keys,
-        qc=qc,
-        prepare=prepare,
-        training=flags,
-        prediction=prediction,
-        model_dir=model_dir,
-        overwrite=overwrite,
-    )
+    prediction, overwrite = take(declared.PREDICTION), bool(flags.pop("overwrite", False))
+    return RunOptions(keys, qc, prepare, flags, prediction, model_dir, overwrite)
 
 
 def summary_text(result: dict) -> str:
