@@ -14,7 +14,7 @@ from scpermut.data.qc import QCThresholds
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.errors import InputError
 from scpermut.keys import Keys
-from scpermut.steps.prepare import prepare_files, read_qc_outputs
+from scpermut.steps.prepare import prepare_files
 from scpermut.steps.qc import run_qc
 
 LOOSE = QCThresholds(min_genes=0, min_cells=0)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -11,9 +12,6 @@ import numpy as np
 from scpermut.model.batches import NOT_LABELLED, CellBatches, TrainingData
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.train.scores import classification_scores, predict_classes
-
-if TYPE_CHECKING:
-    from scpermut.model.train.runner import TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +126,21 @@ class EarlyStopping(keras.callbacks.Callback):
         )
 
 
+class CheckpointedRun(Protocol):
+    """What :class:`Checkpoint` needs of the run (``scpermut.model.train.runner.TrainingRun``)."""
+
+    phases: list
+    history: list[dict]
+
+    def save_checkpoint(
+        self, phase_index: int, epoch: int, optimizers: Sequence, stopper: EarlyStopping | None
+    ) -> None: ...
+
+
 class Checkpoint(keras.callbacks.Callback):
     """After each epoch, writes everything needed to continue exactly from there."""
 
-    def __init__(self, run: TrainingRun, phase_index: int, stopper: EarlyStopping | None):
+    def __init__(self, run: CheckpointedRun, phase_index: int, stopper: EarlyStopping | None):
         super().__init__()
         self.run = run
         self.phase_index = phase_index
