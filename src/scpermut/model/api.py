@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from scpermut._version import __version__
 from scpermut.errors import InputError
 from scpermut.model import persistence
-from scpermut.model.batches import NOT_LABELLED, InferenceBatches, TrainingData
+from scpermut.model.batches import NOT_LABELLED, TrainingData, infer
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import NetworkConfig, TrainingSettings
 from scpermut.model.train import (
@@ -210,12 +210,9 @@ class Model:
         ``{"latent": (cells, latent_dim)}`` plus ``"class_probabilities"`` when the model has a classifier.
         """
         self._require_trained()
-        batches = InferenceBatches(
-            sp.csr_matrix(expression, dtype=np.float32), batch_size or self.settings.batch_size * 4
-        )
-        outputs = self.network.predict(batches, verbose=0)
+        outputs = infer(self.network, expression, batch_size or self.settings.batch_size * 4)
         wanted = ["latent"] + (["class_probabilities"] if self.has_classifier else [])
-        return {name: np.asarray(outputs[name], dtype=np.float32) for name in wanted}
+        return {name: outputs[name] for name in wanted}
 
     def predict(self, adata, **options):
         """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate`."""

@@ -221,3 +221,14 @@ class InferenceBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
         return (self.expression[rows].toarray(),)
+
+
+def infer(network, expression, batch_size: int) -> dict[str, np.ndarray]:
+    """Every output of ``network`` for the rows of a sparse matrix, densified one batch at a time.
+
+    The one inference path: :meth:`scpermut.Model.transform` and the validation scores of
+    training both go through it.
+    """
+    batches = InferenceBatches(sp.csr_matrix(expression, dtype=np.float32), batch_size)
+    outputs = network.predict(batches, verbose=0)
+    return {name: np.asarray(value, dtype=np.float32) for name, value in outputs.items()}

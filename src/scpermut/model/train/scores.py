@@ -1,4 +1,4 @@
-"""Class probabilities in chunks and the validation scores early stopping and run records use."""
+"""Class probabilities and the validation scores early stopping and run records use."""
 
 from __future__ import annotations
 
@@ -7,20 +7,15 @@ import warnings
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef
 
+from scpermut.model.batches import infer
 from scpermut.model.network import ScpermutNetwork
 
 
 def predict_classes(network: ScpermutNetwork, expression, batch_size: int) -> np.ndarray:
-    """Class probabilities for the rows of a sparse matrix, densified one chunk at a time."""
-    chunks = []
-    for start in range(0, expression.shape[0], batch_size):
-        dense = expression[start : start + batch_size].toarray()
-        chunks.append(network(dense, training=False)["class_probabilities"].numpy())
-    return (
-        np.concatenate(chunks)
-        if chunks
-        else np.zeros((0, network.network_config.n_classes), np.float32)
-    )
+    """Class probabilities for the rows of a sparse matrix (see :func:`scpermut.model.batches.infer`)."""
+    if expression.shape[0] == 0:
+        return np.zeros((0, network.network_config.n_classes), np.float32)
+    return infer(network, expression, batch_size)["class_probabilities"]
 
 
 def classification_scores(true_codes: np.ndarray, predicted_codes: np.ndarray) -> dict[str, float]:
