@@ -49,7 +49,7 @@ def reports_errors(func):
 
 
 def _click_kwargs(declared: Option) -> dict:
-    """click keyword arguments of one declared option."""
+    """The click keyword arguments of one declared option."""
     kwargs = {"default": declared.cli_default(), "show_default": declared.default is not None, "help": declared.help}
     if declared.kind is bool:
         kwargs.update(is_flag=True, negatable=declared.negatable)

@@ -473,6 +473,7 @@ def _class_colours(adata, keys) -> dict[str, str]:
 
 
 def qc_summaries(adata) -> dict:
+    """Return the per-sample QC summaries of ``uns["scpermut_qc"]``, keyed by sample id."""
     qc = adata.uns.get(_keys.QC_UNS) or {}
     # `scpermut prepare` stores {sample: summary}; a single `scpermut qc` output stores the summary itself.
     if "sample" in qc and not isinstance(qc["sample"], dict):
@@ -497,4 +498,5 @@ def _flatten(record: dict, prefix: str = "") -> dict:
 
 
 def now() -> str:
+    """Return the current UTC time, to the minute, for report stamps."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

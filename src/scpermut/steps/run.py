@@ -55,10 +55,9 @@ class RunOptions:
 
 
 def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions:
-    """Sort the flat keyword arguments of ``scpermut run``/``label`` (Python names, see
-    :mod:`scpermut.options`) into the settings of each step.
+    """Sort the flat keyword arguments of ``scpermut run``/``label`` into each step's settings.
 
-    The one ``seed`` drives both the validation split and training.
+    The arguments carry their Python names (see :mod:`scpermut.options`). The one ``seed`` drives both the validation split and training.
     """
     from scpermut import options as declared
 

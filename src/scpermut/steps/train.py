@@ -25,8 +25,10 @@ def file_sha256(path: Path) -> str:
 
 
 def read_prepared(path: Path, with_counts: bool):
-    """Read what training needs from a ``prepared.h5ad``: X, obs, var, uns, and the counts layer
-    only when asked (the MSE loss never reads it, and it is as large as X)."""
+    """Read what training needs from a ``prepared.h5ad``: X, obs, var and uns.
+
+    The counts layer is read only when asked (the MSE loss never reads it, and it is as large as X).
+    """
     import anndata as ad
     import h5py
     from anndata.io import read_elem

@@ -24,6 +24,7 @@ class EpochData(keras.callbacks.Callback):
         self.dataset = dataset
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Redraw the order and the permutation partners for this epoch."""
         self.dataset.set_epoch(epoch)
 
 
@@ -42,6 +43,7 @@ class ReversalRamp(keras.callbacks.Callback):
         self.ramp = ramp
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Set the reversal strength for this epoch."""
         strength = self.network.network_config.grl_lambda
         if self.ramp:
             progress = (self.epochs_before + epoch + 1) / self.total_epochs
@@ -61,10 +63,12 @@ class ValidationScores(keras.callbacks.Callback):
         self.batch_size = batch_size
 
     def scores(self) -> dict[str, float]:
+        """Balanced accuracy and MCC of the network on the validation cells now."""
         probabilities = predict_classes(self.network, self.expression, self.batch_size * 4)
         return classification_scores(self.codes, probabilities.argmax(axis=1))
 
     def on_epoch_end(self, epoch, logs=None):
+        """Add the validation scores to the epoch logs."""
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in self.scores().items()})
 
@@ -95,6 +99,7 @@ class EarlyStopping(keras.callbacks.Callback):
         self.best_values = best_values
 
     def on_train_begin(self, logs=None):
+        """Forget the best epoch: a new phase starts."""
         if self.state is None:
             self.state = {
                 "best": self.scorer.scores()[self.metric],
@@ -105,6 +110,7 @@ class EarlyStopping(keras.callbacks.Callback):
             self.best_values = [variable.numpy() for variable in self.network.variables]
 
     def on_epoch_end(self, epoch, logs=None):
+        """Keep the weights of a better epoch; stop after ``patience`` epochs without one."""
         score = logs[f"val_{self.metric}"]
         if score > self.state["best"]:
             self.state.update(best=score, best_epoch=epoch, wait=0)
@@ -116,6 +122,7 @@ class EarlyStopping(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def restore_best(self):
+        """Put back the weights of the best epoch."""
         for variable, value in zip(self.network.variables, self.best_values, strict=True):
             variable.assign(value)
         log.info(
@@ -134,7 +141,8 @@ class CheckpointedRun(Protocol):
 
     def save_checkpoint(
         self, phase_index: int, epoch: int, optimizers: Sequence, stopper: EarlyStopping | None
-    ) -> None: ...
+    ) -> None:
+        """Write the network, optimiser and early-stopping states after an epoch."""
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -147,6 +155,7 @@ class Checkpoint(keras.callbacks.Callback):
         self.stopper = stopper
 
     def on_epoch_end(self, epoch, logs=None):
+        """Record the epoch in the history and write the checkpoint."""
         self.run.history.append(
             {
                 "phase": self.run.phases[self.phase_index].name,
