@@ -94,3 +94,17 @@ def test_negative_binomial_decoder_gives_gene_fractions_and_positive_dispersions
     np.testing.assert_allclose(outputs["reconstruction"].numpy().sum(axis=1), 1.0, rtol=1e-5)
     assert outputs["dispersion"].shape == (3, 12)
     assert (outputs["dispersion"].numpy() > 0).all()
+
+
+def test_conditional_decoder_depends_on_the_batch_and_the_latent_does_not():
+    network = ScpermutNetwork(_config(conditional_decoder=True)).build_for_inputs()
+    x = np.random.default_rng(2).random((3, 12), dtype=np.float32)
+    first = network(x, decoder_batches=np.tile([[1.0, 0.0]], (3, 1)).astype(np.float32))
+    second = network(x, decoder_batches=np.tile([[0.0, 1.0]], (3, 1)).astype(np.float32))
+    np.testing.assert_array_equal(first["latent"].numpy(), second["latent"].numpy())
+    np.testing.assert_array_equal(
+        first["class_probabilities"].numpy(), second["class_probabilities"].numpy()
+    )
+    assert not np.allclose(first["reconstruction"].numpy(), second["reconstruction"].numpy())
+    # Prediction without a batch (a batch never seen in training) still works: encoder only.
+    np.testing.assert_array_equal(network(x)["latent"].numpy(), first["latent"].numpy())

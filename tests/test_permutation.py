@@ -25,7 +25,9 @@ def test_targets_share_the_class_and_unlabelled_cells_reconstruct_themselves():
 
 def test_targets_come_from_another_batch_when_the_class_has_one():
     for epoch in range(20):
-        targets = permutation_targets(CLASSES, BATCHES, epoch_rng(0, 1, epoch), across_batches=True)
+        targets = permutation_targets(
+            CLASSES, BATCHES, epoch_rng(0, 1, epoch), across_batches=True, min_partners=1
+        )
         in_two_batches = np.isin(CLASSES, [0, 1])
         assert (BATCHES[targets[in_two_batches]] != BATCHES[in_two_batches]).all()
         np.testing.assert_array_equal(CLASSES[targets[CLASSES == 2]], 2)
@@ -84,3 +86,41 @@ def test_cell_batches_replay_an_epoch_exactly():
     for index in range(len(first)):
         for key in ("x", "target", "classes", "batches"):
             np.testing.assert_array_equal(first[index][key], second[index][key])
+
+
+def test_partner_pool_falls_back_to_the_whole_class_when_other_batches_hold_too_few():
+    # Class 0: one cell in batch 1, 30 in batch 0. Across batches only, all 30 would copy cell 0.
+    classes = np.zeros(31, dtype=np.int64)
+    batches = np.r_[1, np.zeros(30, dtype=np.int64)]
+    collapsed = permutation_targets(classes, batches, epoch_rng(0, 1, 0), min_partners=1)
+    assert set(collapsed[1:]) == {0}
+    targets = permutation_targets(classes, batches, epoch_rng(0, 1, 0), min_partners=5)
+    assert np.unique(targets[1:]).size > 10  # drawn from the whole class, same batch included
+    # The single cell of batch 1 still has 30 partners elsewhere.
+    assert batches[targets[0]] == 0
+
+
+def test_labelled_share_puts_class_balanced_labelled_cells_in_every_mini_batch():
+    codes = np.full(100, -1)
+    codes[:6] = [0, 0, 0, 0, 1, 2]  # 6 labelled cells of 3 types among 100
+    data = TrainingData(
+        expression=sp.csr_matrix(np.ones((100, 2), np.float32)),
+        counts=None,
+        genes=["G0", "G1"],
+        classes=["a", "b", "c"],
+        batches=["x"],
+        train_codes=codes,
+        validation_codes=np.full(100, -1),
+        batch_codes=np.zeros(100, dtype=np.int64),
+        preprocess={},
+    )
+    batches = CellBatches(data, batch_size=10, seed=0, phase=1, labelled_share=0.3)
+    assert batches.labelled_slots == 3 and len(batches) == 15  # 100 cells, 7 regular per batch
+    fed = np.concatenate([batches.order[i * 10 : (i + 1) * 10] for i in range(len(batches))])
+    assert set(range(100)) <= set(fed)  # every cell still fed each epoch
+    for index in range(len(batches)):
+        classes = batches[index]["classes"]
+        assert classes.sum() >= 3
+        assert (classes[:3].sum(axis=0) == 1).all()  # one of each type in the labelled slots
+    plain = CellBatches(data, batch_size=10, seed=0, phase=1)
+    assert plain.labelled_slots == 0 and len(plain) == 10

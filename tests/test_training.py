@@ -169,7 +169,8 @@ def test_classifier_without_labels_stops_clearly_and_runs_with_no_classifier():
 def test_early_stopping_restores_the_best_validation_weights():
     adata = make_prepared()
     model = Model(
-        **TINY_NETWORK, **{**TINY_TRAINING, "epochs_full": 6, "epochs_finetune": 4, "patience": 1}
+        **TINY_NETWORK,
+        **{**TINY_TRAINING, "epochs_full": 6, "epochs_finetune": 4, "patience": 1, "min_epochs": 0},
     ).fit(adata)
     history = model.record.history
     final = model.record.run["validation"]["balanced_accuracy"]
@@ -178,6 +179,89 @@ def test_early_stopping_restores_the_best_validation_weights():
     assert (
         model.record.run["epochs_run"]["full"] < 6 or model.record.run["epochs_run"]["finetune"] < 4
     )
+
+
+def test_early_stopping_never_stops_before_min_epochs():
+    model = Model(
+        **TINY_NETWORK,
+        **{**TINY_TRAINING, "epochs_full": 5, "epochs_finetune": 3, "patience": 1, "min_epochs": 5},
+    ).fit(make_prepared())
+    assert model.record.run["epochs_run"]["full"] == 5
+    assert model.record.run["epochs_run"]["finetune"] == 3
+
+
+class _Scores:
+    def __init__(self, values):
+        self.values = list(values)
+
+    def scores(self):
+        return {"balanced_accuracy": self.values.pop(0)}
+
+
+class _Weights:
+    def __init__(self):
+        import keras
+
+        self.variables = [keras.Variable(0.0)]
+
+
+def test_a_tie_keeps_the_later_weights_without_resetting_patience():
+    from scpermut.model.train.callbacks import EarlyStopping
+
+    network = _Weights()
+    stopper = EarlyStopping(network, _Scores([0.2]), "balanced_accuracy", 2, None, None, 0)
+    stopper.set_model(type("Trainer", (), {"stop_training": False})())
+    stopper.on_train_begin()
+    for epoch, score in enumerate([0.5, 0.5, 0.4]):
+        network.variables[0].assign(float(epoch + 1))
+        stopper.on_epoch_end(epoch, {"val_balanced_accuracy": score})
+    assert stopper.state["best_epoch"] == 1 and float(stopper.best_values[0]) == 2.0
+    assert stopper.state["stopped"]  # the tie and the drop used up the patience of 2
+
+
+def test_too_few_validation_cells_train_too_and_the_schedule_runs_in_full(caplog):
+    adata = make_prepared()  # 8 validation cells per type
+    with caplog.at_level(logging.WARNING):
+        model = Model(
+            **TINY_NETWORK, **{**TINY_TRAINING, "patience": 1, "min_epochs": 0, "min_validation_per_class": 9}
+        ).fit(adata)
+    assert "fewer than 9 validation cells" in caplog.text
+    run = model.record.run
+    assert run["validation_joined_training"] and run["n_validation"] == 0
+    assert run["n_labelled_train"] == int(adata.obs[_keys.SPLIT].isin(["train", "validation"]).sum())
+    assert run["epochs_run"]["full"] == TINY_TRAINING["epochs_full"]
+    assert "val_balanced_accuracy" not in model.record.history.columns
+    enough = Model(**TINY_NETWORK, **{**TINY_TRAINING, "min_validation_per_class": 8}).fit(adata)
+    assert not enough.record.run["validation_joined_training"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"adversary_objective": "confusion"},
+        {"adversary_steps": 3},
+        {"conditional_decoder": True},
+        {"align_weight": 1.0, "pseudo_label_threshold": 0.5},
+    ],
+)
+def test_batch_mixing_options_train(changes):
+    run = _train(make_prepared(), **changes)
+    history = pd.DataFrame(run.history)
+    assert np.isfinite(history["loss"]).all()
+    if "align_weight" in changes:
+        aligned = history.query("phase == 'full'")["alignment_loss"]
+        assert aligned.notna().all() and (aligned >= 0).all()
+    else:
+        assert "alignment_loss" not in history.columns
+
+
+def test_confusion_and_extra_adversary_steps_change_training_but_not_its_determinism():
+    base = _weights(_train(make_prepared()).network)
+    for changes in ({"adversary_objective": "confusion"}, {"adversary_steps": 2}):
+        first = _weights(_train(make_prepared(), **changes).network)
+        again = _weights(_train(make_prepared(), **changes).network)
+        assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+        assert not all(np.array_equal(a, b) for a, b in zip(first, base, strict=True))
 
 
 class _Interrupt(Exception):
@@ -352,3 +436,17 @@ def test_asking_for_a_missing_gpu_stops_clearly():
         pytest.skip("this machine has a GPU")
     with pytest.raises(InputError, match="`device=gpu`: TensorFlow sees no GPU"):
         select_device("gpu", mixed_precision=False)
+
+
+def test_fit_records_the_calibration_and_transform_applies_its_temperature():
+    adata = make_prepared()
+    model = Model(**TINY_NETWORK, **TINY_TRAINING).fit(adata)
+    record = model.record.run["calibration"]
+    assert {"temperature", "ece_before", "ece_after", "n_cells"} <= set(record)
+    assert record["n_cells"] == model.record.run["n_validation"]
+    assert record["nll_after"] <= record["nll_before"] + 1e-9
+    calibrated = model.transform(adata[:, model.genes].X)["class_probabilities"]
+    raw = model.network(adata[:, model.genes].X.toarray(), training=False)["class_probabilities"]
+    np.testing.assert_array_equal(calibrated.argmax(axis=1), raw.numpy().argmax(axis=1))
+    off = Model(**TINY_NETWORK, **TINY_TRAINING, calibrate=False).fit(adata)
+    assert "calibration" not in off.record.run and off.temperature == 1.0

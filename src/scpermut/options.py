@@ -21,6 +21,7 @@ from typing import Any
 DEVICES = ("auto", "cpu", "gpu")
 EARLY_STOPPING_METRICS = ("balanced_accuracy", "mcc")
 RECONSTRUCTIONS = ("mse", "nb")
+ADVERSARY_OBJECTIVES = ("reversal", "confusion")
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ TRAINING = _group(
     Option("epochs_full", 40, "Maximum epochs of the full model (permutation, classifier, DANN).", int),
     Option("epochs_finetune", 10, "Maximum epochs of classifier fine-tuning (encoder frozen).", int),
     Option("patience", 8, "Epochs without validation improvement before a phase stops early.", int),
+    Option("min_epochs", 10, "Early stopping never ends a phase before this many epochs (a tie keeps the later epoch).", int, param=False),
+    Option("min_validation_per_class", 5, "Fewer validation cells in some type: they train too, no early stopping.", int, param=False),
     Option("early_stopping_metric", "balanced_accuracy", "Validation score that picks the best epoch.", EARLY_STOPPING_METRICS),
     Option("rec_weight", 1.0, "Weight of the reconstruction loss (0: off).", float),
     Option("clf_weight", 1.0, "Weight of the focal classification loss (0: off).", float),
@@ -114,6 +117,14 @@ TRAINING = _group(
     Option("focal_gamma", 2.0, "Focal loss gamma (0: class-weighted cross-entropy).", float),
     Option("grl_lambda", 1.0, "Gradient-reversal strength.", float),
     Option("grl_ramp", True, "Ramp the gradient reversal from 0 to its strength over the adversarial epochs.", bool, negatable=True),
+    Option("adversary_objective", "reversal", "Encoder vs batch head: reversal (maximise its loss) or confusion (make it uniform).", ADVERSARY_OBJECTIVES, param=False),
+    Option("adversary_steps", 1, "Batch-head updates per mini-batch (extra ones with the encoder held still).", int, param=False),
+    Option("align_weight", 0.0, "Weight of the class-batch alignment of the latent (0: off).", float, param=False),
+    Option("align_spreads", False, "The alignment also matches per-dimension spreads of each type in each batch.", bool, negatable=True, param=False),
+    Option("pseudo_label_threshold", 0.9, "Unlabelled/query cells join the alignment under a predicted type this sure (>1: never).", float, param=False),
+    Option("conditional_decoder", False, "The decoder also gets the batch of the cell it reconstructs (prediction needs no batch).", bool, negatable=True, param=False),
+    Option("labelled_share", 0.0, "Minimum share of class-balanced labelled cells in each mini-batch of classifier phases.", float, param=False),
+    Option("calibrate", True, "Temperature-scale the class probabilities on the validation cells.", bool, negatable=True, param=False),
     Option("use_dann", True, "Domain-adversarial batch head (--no-dann: off).", bool, flag="dann", negatable=True),
     Option("use_classifier", True, "Cell-type classifier head (--no-classifier: latent space only).", bool, flag="classifier", negatable=True),
     Option("use_permutation", True, "Labelled cells reconstruct another cell of their type (--no-permutation: themselves).", bool, flag="permutation", negatable=True),
@@ -121,7 +132,7 @@ TRAINING = _group(
     Option("reconstruction", "mse", "mse on log-normalised expression, or nb (negative binomial) on raw counts.", RECONSTRUCTIONS),
 )
 # Where the model keeps each training option; device and mixed_precision only shape the run.
-NETWORK_FIELDS = ("latent_dim", "hidden_layers", "dropout", "reconstruction", "use_classifier", "use_dann", "grl_lambda")
+NETWORK_FIELDS = ("latent_dim", "hidden_layers", "dropout", "reconstruction", "use_classifier", "use_dann", "conditional_decoder", "grl_lambda")
 RUNTIME_FIELDS = ("device", "mixed_precision")
 
 PREDICTION = _group(

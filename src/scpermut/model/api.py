@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from scpermut._version import __version__
 from scpermut.errors import InputError
-from scpermut.model import persistence
+from scpermut.model import calibration, persistence
 from scpermut.model.batches import NOT_LABELLED, TrainingData, infer
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import NetworkConfig, TrainingSettings
@@ -141,17 +141,20 @@ class Model:
             callbacks=callbacks,
         )
         self.network = run.network
+        fingerprint = data.fingerprint()
+        data = run.data  # validation cells may have joined training (too few to stop early on)
         run_record = {
             "seed": self.settings.seed,
             "versions": software_versions(),
             "parameters": {"network": run.config.to_dict(), "training": self.settings.to_dict()},
             "device": describe_device(),
             "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""),
-            "input": {"name": source, "fingerprint": data.fingerprint()},
+            "input": {"name": source, "fingerprint": fingerprint},
             "n_cells": data.n_cells,
             "n_genes": len(data.genes),
             "n_labelled_train": int((data.train_codes != NOT_LABELLED).sum()),
             "n_validation": int((data.validation_codes != NOT_LABELLED).sum()),
+            "validation_joined_training": run.validation_joined_training,
             "dann": run.config.use_dann,
             "phases": [phase.name for phase in run.phases],
             "epochs_run": run.phase_epochs(),
@@ -167,6 +170,10 @@ class Model:
             run_record["validation"] = classification_scores(
                 data.validation_codes[cells], probabilities.argmax(axis=1)
             )
+            if self.settings.calibrate:
+                run_record["calibration"] = calibration.calibrate(
+                    probabilities, data.validation_codes[cells]
+                )
         self.record = persistence.ModelRecord(
             network=run.config.to_dict(),
             training=self.settings.to_dict(),
@@ -212,7 +219,18 @@ class Model:
         self._require_trained()
         outputs = infer(self.network, expression, batch_size or self.settings.batch_size * 4)
         wanted = ["latent"] + (["class_probabilities"] if self.has_classifier else [])
-        return {name: outputs[name] for name in wanted}
+        result = {name: outputs[name] for name in wanted}
+        if "class_probabilities" in result:
+            result["class_probabilities"] = calibration.apply_temperature(
+                result["class_probabilities"], self.temperature
+            )
+        return result
+
+    @property
+    def temperature(self) -> float:
+        """Temperature fitted on the validation cells (1: none), applied to every probability."""
+        self._require_trained()
+        return float((self.record.run.get("calibration") or {}).get("temperature", 1.0))
 
     def predict(self, adata, **options):
         """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate`."""

@@ -149,8 +149,9 @@ class CellBatches(keras.utils.PyDataset):
 
     Each batch is a dict: ``x`` (expression), ``target`` (expression, or raw counts for the
     negative-binomial loss, of the cell to reconstruct), ``library_size`` (with counts only),
-    ``classes`` (one-hot, zeros when the cell is not a labelled training cell) and
-    ``batches`` (one-hot).
+    ``classes`` (one-hot, zeros when the cell is not a labelled training cell),
+    ``batches`` (one-hot) and ``target_batches`` (one-hot batch of the cell to reconstruct,
+    what a conditional decoder is told).
     """
 
     def __init__(
@@ -163,6 +164,7 @@ class CellBatches(keras.utils.PyDataset):
         cells: np.ndarray | None = None,
         permute: bool = False,
         across_batches: bool = True,
+        labelled_share: float = 0.0,
     ):
         super().__init__(workers=1, use_multiprocessing=False)
         self.data = data
@@ -172,6 +174,11 @@ class CellBatches(keras.utils.PyDataset):
         self.cells = np.arange(data.n_cells) if cells is None else np.asarray(cells)
         self.permute = permute
         self.across_batches = across_batches
+        labelled = data.train_codes[self.cells] >= 0
+        # Labelled slots per mini-batch: only when there are labelled and other cells to mix.
+        self.labelled_slots = 0
+        if 0 < labelled_share and labelled.any() and not labelled.all():
+            self.labelled_slots = min(int(np.ceil(labelled_share * batch_size)), batch_size - 1)
         self.reconstruct_counts = data.counts is not None
         if self.reconstruct_counts:
             self.library_size = np.asarray(data.counts.sum(axis=1), dtype=np.float32)
@@ -181,6 +188,8 @@ class CellBatches(keras.utils.PyDataset):
         """Draw this epoch's cell order and permutation targets."""
         rng = epoch_rng(self.seed, self.phase, epoch)
         self.order = rng.permutation(self.cells)
+        if self.labelled_slots:
+            self.order = self._with_labelled_share(epoch_rng(self.seed, self.phase, epoch, 1))
         if self.permute:
             self.targets = permutation_targets(
                 self.data.train_codes, self.data.batch_codes, rng, self.across_batches
@@ -188,7 +197,32 @@ class CellBatches(keras.utils.PyDataset):
         else:
             self.targets = np.arange(self.data.n_cells)
 
+    def _with_labelled_share(self, rng: np.random.Generator) -> np.ndarray:
+        """Every cell once, in mini-batches whose first ``labelled_slots`` places hold labelled
+        cells drawn class-balanced (each type in turn, members reshuffled as they run out)."""
+        regular = self.batch_size - self.labelled_slots
+        n_batches = int(np.ceil(self.cells.size / regular))
+        codes = self.data.train_codes[self.cells]
+        types = np.unique(codes[codes >= 0])
+        n_draws = n_batches * self.labelled_slots
+        per_type = int(np.ceil(n_draws / types.size))
+        draws = []
+        for code in types:
+            members = self.cells[codes == code]
+            rounds = int(np.ceil(per_type / members.size))
+            draws.append(np.concatenate([rng.permutation(members) for _ in range(rounds)])[:per_type])
+        # Interleave the types so every mini-batch gets its share of each.
+        labelled = np.stack(draws, axis=1).ravel()[:n_draws]
+        labelled = labelled.reshape(n_batches, self.labelled_slots)
+        batches = [
+            np.concatenate([labelled[index], self.order[index * regular : (index + 1) * regular]])
+            for index in range(n_batches)
+        ]
+        return np.concatenate(batches)
+
     def __len__(self) -> int:
+        if self.labelled_slots:
+            return int(np.ceil(self.cells.size / (self.batch_size - self.labelled_slots)))
         return int(np.ceil(self.cells.size / self.batch_size))
 
     def __getitem__(self, index: int) -> dict:
@@ -198,6 +232,7 @@ class CellBatches(keras.utils.PyDataset):
             "x": self.data.expression[rows].toarray(),
             "classes": _one_hot(self.data.train_codes[rows], len(self.data.classes)),
             "batches": _one_hot(self.data.batch_codes[rows], len(self.data.batches)),
+            "target_batches": _one_hot(self.data.batch_codes[targets], len(self.data.batches)),
         }
         if self.reconstruct_counts:
             batch["target"] = self.data.counts[targets].toarray()

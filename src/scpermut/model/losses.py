@@ -85,3 +85,69 @@ def masked_mean(values, mask):
     """Mean of ``values`` over the cells where ``mask`` is 1 (0 when no cell is selected)."""
     mask = ops.cast(mask, values.dtype)
     return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def batch_confusion_per_cell(batch_probabilities):
+    """Cross-entropy of the batch head against the uniform distribution, one value per cell.
+
+    Minimal (``log n_batches``) when the head cannot tell any batch from another; unlike the
+    reversed cross-entropy it is not lowered by a head that is confidently wrong.
+    """
+    n_batches = ops.cast(ops.shape(batch_probabilities)[-1], "float32")
+    return -ops.sum(ops.log(batch_probabilities + _EPSILON), axis=-1) / n_batches
+
+
+def class_batch_alignment(latent, memberships, batch_one_hot, spreads: bool = False):
+    """How far each (cell type, batch) centroid of the latent lies from its cell type's centroid.
+
+    For every type, the mean latent of its cells in each batch is compared with the mean over
+    all its cells. The squared distances, averaged with the cells as weights, are divided by
+    the spread of the cells around their type's centroid (held constant): the share of the
+    within-type variance that the batches explain, between 0 (each type sits at the same place
+    in every batch) and 1 (the batches explain all of it). A type seen in one batch adds 0.
+
+    Parameters
+    ----------
+    latent
+        ``(cells, latent_dim)``.
+    memberships
+        ``(cells, classes)`` weights: one-hot labels, confident pseudo-labels, or zeros for a
+        cell that takes no part.
+    batch_one_hot
+        ``(cells, batches)``.
+    spreads
+        Also compare each (type, batch) standard deviation per latent dimension with the type's,
+        so that a batch cannot keep its cells apart by spreading them more or less.
+    """
+    latent = ops.cast(latent, "float32")
+    memberships = ops.cast(memberships, "float32")
+    batch_one_hot = ops.cast(batch_one_hot, "float32")
+    counts = ops.einsum("ic,ib->cb", memberships, batch_one_hot)
+    sums = ops.einsum("ic,ib,id->cbd", memberships, batch_one_hot, latent)
+    batch_means = sums / ops.maximum(counts, 1.0)[..., None]
+    class_counts = ops.sum(counts, axis=1)
+    class_means = ops.sum(sums, axis=1) / ops.maximum(class_counts, 1.0)[..., None]
+    shifts = ops.sum(counts * ops.sum(ops.square(batch_means - class_means[:, None, :]), axis=-1))
+    if spreads:
+        squares = ops.einsum("ic,ib,id->cbd", memberships, batch_one_hot, ops.square(latent))
+        batch_sd = ops.sqrt(
+            ops.maximum(squares / ops.maximum(counts, 1.0)[..., None] - ops.square(batch_means), 0.0)
+            + _EPSILON
+        )
+        class_sd = ops.sqrt(
+            ops.maximum(
+                ops.sum(squares, axis=1) / ops.maximum(class_counts, 1.0)[..., None]
+                - ops.square(class_means),
+                0.0,
+            )
+            + _EPSILON
+        )
+        # Only (type, batch) groups of two or more cells have a spread to compare.
+        groups = ops.cast(counts >= 2.0, "float32") * counts
+        shifts = shifts + ops.sum(
+            groups * ops.sum(ops.square(batch_sd - class_sd[:, None, :]), axis=-1)
+        )
+    spread = ops.sum(
+        memberships * ops.sum(ops.square(latent[:, None, :] - class_means[None, :, :]), axis=-1)
+    )
+    return shifts / ops.stop_gradient(ops.maximum(spread, _EPSILON))

@@ -143,11 +143,23 @@ class ScpermutNetwork(keras.Model):
                 cfg.adversary_layers, cfg.n_batches, cfg, cfg.seed + 300, "adversary", "batch_probabilities"
             )
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, decoder_batches=None):
+        """``decoder_batches``: one-hot batch the decoder reconstructs for (conditional decoder only).
+
+        Without it a conditional decoder gets zeros: prediction needs the encoder alone, so cells
+        of a batch never seen in training still get a latent and a label.
+        """
         latent = self.encoder(inputs, training=training)
+        decoder_input = latent
+        if self.network_config.conditional_decoder:
+            if decoder_batches is None:
+                decoder_batches = ops.zeros((ops.shape(latent)[0], self.network_config.n_batches))
+            decoder_input = ops.concatenate(
+                [latent, ops.cast(decoder_batches, latent.dtype)], axis=-1
+            )
         outputs = {
             "latent": ops.cast(latent, "float32"),
-            "reconstruction": self.decoder(latent, training=training),
+            "reconstruction": self.decoder(decoder_input, training=training),
         }
         if self.dispersion is not None:
             outputs["dispersion"] = self.dispersion(latent)

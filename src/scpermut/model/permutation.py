@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 
+MIN_PARTNERS = 5
+
+
 def epoch_rng(seed: int, *stream: int) -> np.random.Generator:
     """Return a generator that depends only on ``seed`` and the integers in ``stream`` (phase, epoch)."""
     return np.random.default_rng([seed, *stream])
@@ -19,6 +22,7 @@ def permutation_targets(
     batch_codes: np.ndarray,
     rng: np.random.Generator,
     across_batches: bool = True,
+    min_partners: int = MIN_PARTNERS,
 ) -> np.ndarray:
     """Index of the cell each cell should reconstruct.
 
@@ -32,8 +36,11 @@ def permutation_targets(
     rng
         Source of randomness (see :func:`epoch_rng`).
     across_batches
-        Draw the partner from another batch whenever the class has cells in another batch;
-        otherwise from any cell of the class (itself included).
+        Draw the partner from another batch whenever the class has at least ``min_partners``
+        cells in the other batches; otherwise from any cell of the class (itself included),
+        so a handful of cells elsewhere never become every cell's only target.
+    min_partners
+        Smallest pool of other-batch partners worth drawing from.
 
     Returns
     -------
@@ -50,6 +57,6 @@ def permutation_targets(
         for batch in np.unique(member_batches):
             in_batch = members[member_batches == batch]
             elsewhere = members[member_batches != batch]
-            pool = elsewhere if elsewhere.size else members
+            pool = elsewhere if elsewhere.size >= max(min_partners, 1) else members
             targets[in_batch] = rng.choice(pool, size=in_batch.size)
     return targets

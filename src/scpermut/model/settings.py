@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from scpermut.errors import InputError
-from scpermut.options import EARLY_STOPPING_METRICS, RECONSTRUCTIONS, default
+from scpermut.options import ADVERSARY_OBJECTIVES, EARLY_STOPPING_METRICS, RECONSTRUCTIONS, default
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class NetworkConfig:
         negative-binomial means of raw counts and learns one dispersion per gene).
     use_classifier, use_dann
         Build the classifier head and the batch head (ablation switches).
+    conditional_decoder
+        The decoder also gets the one-hot batch of the cell it reconstructs (as scVI's does), so
+        the latent need not carry the batch to reconstruct batch effects. Prediction uses the
+        encoder only, so unseen batches still map.
     grl_lambda
         Strength of the gradient reversal between the latent and the batch head.
     seed
@@ -60,6 +64,7 @@ class NetworkConfig:
     reconstruction: str = default("reconstruction")
     use_classifier: bool = default("use_classifier")
     use_dann: bool = default("use_dann")
+    conditional_decoder: bool = default("conditional_decoder")
     grl_lambda: float = default("grl_lambda")
     seed: int = 0
 
@@ -104,14 +109,46 @@ class TrainingSettings:
     patience, early_stopping_metric
         Phases that train the classifier stop after ``patience`` epochs without a better
         validation score (``"balanced_accuracy"`` or ``"mcc"``) and keep their best weights.
+    min_epochs
+        Early stopping never ends a phase before this many epochs, and an epoch that ties the
+        best score replaces it (a tiny validation set moves in coarse steps; the later weights
+        have trained longer).
+    min_validation_per_class
+        Early stopping needs at least this many validation cells in every cell type. With fewer
+        (a sparsely labelled atlas), its scores are too coarse to choose an epoch: the
+        validation cells train too and every phase runs its full schedule.
     rec_weight, clf_weight, dann_weight
         Loss weights; 0 switches a term off.
     focal_gamma
         Focal loss focusing parameter (class weights alpha are always the balanced ones).
+    adversary_objective
+        What the encoder does to the batch head: ``"reversal"`` maximises its cross-entropy
+        (classic DANN), ``"confusion"`` pushes its prediction towards uniform over the batches.
+        The batch head itself always minimises its cross-entropy.
+    adversary_steps
+        Updates of the batch head per mini-batch (the first with the encoder's step, the others
+        on the same latent with the encoder held still).
+    align_weight
+        Weight of the class-batch alignment in the phases that train the classifier: within
+        each mini-batch, each cell type's centroid in every batch is pulled to the type's
+        centroid over all batches (0: off). No adversary to out-run: it removes batch shifts
+        a lagging batch head lets through.
+    align_spreads
+        The alignment also matches each (type, batch) spread per latent dimension to the type's.
+    pseudo_label_threshold
+        Unlabelled and query cells join the alignment under the type the classifier gives them
+        with at least this probability (above 1: labelled cells only).
     grl_ramp
         Raise the gradient reversal from 0 to ``grl_lambda`` over the adversarial epochs.
     use_permutation, permute_across_batches
         Labelled cells reconstruct a same-type cell, from another batch when one exists.
+    labelled_share
+        In the phases that train the classifier, at least this share of every mini-batch is
+        labelled cells, drawn class-balanced (0: cells in plain random order). Every cell is
+        still fed once per epoch, so an epoch has ``1 / (1 - share)`` times as many cells.
+    calibrate
+        Fit a temperature on the validation cells so that ``scpermut_confidence`` matches
+        accuracy; the ECE before and after goes to the run record.
     """
 
     seed: int = default("seed")
@@ -122,20 +159,39 @@ class TrainingSettings:
     epochs_full: int = default("epochs_full")
     epochs_finetune: int = default("epochs_finetune")
     patience: int = default("patience")
+    min_epochs: int = default("min_epochs")
+    min_validation_per_class: int = default("min_validation_per_class")
     early_stopping_metric: str = default("early_stopping_metric")
     rec_weight: float = default("rec_weight")
     clf_weight: float = default("clf_weight")
     dann_weight: float = default("dann_weight")
     focal_gamma: float = default("focal_gamma")
     grl_ramp: bool = default("grl_ramp")
+    adversary_objective: str = default("adversary_objective")
+    adversary_steps: int = default("adversary_steps")
+    align_weight: float = default("align_weight")
+    align_spreads: bool = default("align_spreads")
+    pseudo_label_threshold: float = default("pseudo_label_threshold")
     use_permutation: bool = default("use_permutation")
     permute_across_batches: bool = default("permute_across_batches")
+    labelled_share: float = default("labelled_share")
+    calibrate: bool = default("calibrate")
 
     def __post_init__(self):
         if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
             raise InputError(
                 f"`early_stopping_metric` must be one of {', '.join(EARLY_STOPPING_METRICS)}, not '{self.early_stopping_metric}'."
             )
+        if self.adversary_objective not in ADVERSARY_OBJECTIVES:
+            raise InputError(
+                f"`adversary_objective` must be one of {', '.join(ADVERSARY_OBJECTIVES)}, not '{self.adversary_objective}'."
+            )
+        if self.min_epochs < 0 or self.min_validation_per_class < 0:
+            raise InputError("`min_epochs` and `min_validation_per_class` must be 0 or more.")
+        if not 0.0 <= self.labelled_share < 1.0:
+            raise InputError("`labelled_share` must be at least 0 and below 1.")
+        if self.adversary_steps < 1:
+            raise InputError("`adversary_steps` must be at least 1.")
         if self.batch_size < 2:
             raise InputError(
                 "`batch_size` must be at least 2 (batch normalisation needs two cells)."

@@ -89,12 +89,14 @@ class EarlyStopping(keras.callbacks.Callback):
         patience: int,
         state: dict | None,
         best_values: list | None,
+        min_epochs: int = 0,
     ):
         super().__init__()
         self.network = network
         self.scorer = scorer
         self.metric = metric
         self.patience = patience
+        self.min_epochs = min_epochs
         self.state = state
         self.best_values = best_values
 
@@ -112,12 +114,16 @@ class EarlyStopping(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         """Keep the weights of a better epoch; stop after ``patience`` epochs without one."""
         score = logs[f"val_{self.metric}"]
-        if score > self.state["best"]:
-            self.state.update(best=score, best_epoch=epoch, wait=0)
+        if score >= self.state["best"]:
+            # A tie keeps the later, longer-trained weights but is no progress: patience runs on.
+            improved = score > self.state["best"]
+            self.state.update(
+                best=score, best_epoch=epoch, wait=0 if improved else self.state["wait"] + 1
+            )
             self.best_values = [variable.numpy() for variable in self.network.variables]
         else:
             self.state["wait"] += 1
-        if self.state["wait"] >= self.patience:
+        if self.state["wait"] >= self.patience and epoch + 1 >= self.min_epochs:
             self.state["stopped"] = True
             self.model.stop_training = True
 

@@ -9,8 +9,12 @@ Phases (each skipped when it has 0 epochs or nothing to train):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
+from scpermut.model.batches import NOT_LABELLED, TrainingData
 from scpermut.model.settings import NetworkConfig, TrainingSettings
 
 
@@ -58,3 +62,22 @@ def plan_phases(settings: TrainingSettings, config: NetworkConfig, has_labels: b
         for phase in candidates
         if phase.epochs > 0 and (phase.reconstruction or phase.classifier or phase.adversary)
     ]
+
+
+def too_few_validation_cells(data: TrainingData, minimum: int) -> bool:
+    """True when some cell type with training cells has fewer than ``minimum`` validation cells
+    (and validation cells exist at all): too few for early stopping to choose an epoch."""
+    validation = data.validation_codes[data.validation_codes != NOT_LABELLED]
+    if validation.size == 0:
+        return False
+    types = np.unique(data.train_codes[data.train_codes != NOT_LABELLED])
+    counts = np.bincount(validation, minlength=len(data.classes))
+    return bool((counts[types] < minimum).any())
+
+
+def join_validation_to_training(data: TrainingData) -> TrainingData:
+    """The same data with every validation cell labelled for training."""
+    joined = np.where(data.validation_codes != NOT_LABELLED, data.validation_codes, data.train_codes)
+    return dataclasses.replace(
+        data, train_codes=joined, validation_codes=np.full_like(data.validation_codes, NOT_LABELLED)
+    )

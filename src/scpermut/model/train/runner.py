@@ -28,7 +28,12 @@ from scpermut.model.train.callbacks import (
     ReversalRamp,
     ValidationScores,
 )
-from scpermut.model.train.plan import Phase, plan_phases
+from scpermut.model.train.plan import (
+    Phase,
+    join_validation_to_training,
+    plan_phases,
+    too_few_validation_cells,
+)
 from scpermut.model.train.runtime import seed_everything
 from scpermut.model.train.trainer import PhaseTrainer
 
@@ -74,6 +79,15 @@ class TrainingRun:
             raise InputError(
                 f"prepared data: only one cell type ({', '.join(data.classes)}); the classifier needs two or more (or pass `use_classifier=False`)."
             )
+        self.validation_joined_training = False
+        if too_few_validation_cells(data, settings.min_validation_per_class):
+            log.warning(
+                "fewer than %d validation cells in some cell type: early stopping is off, the "
+                "validation cells train too and every phase runs its full epochs",
+                settings.min_validation_per_class,
+            )
+            data = join_validation_to_training(data)
+            self.validation_joined_training = True
         self.data = data
         self.config = config
         self.settings = settings
@@ -197,6 +211,7 @@ class TrainingRun:
             cells=cells,
             permute=phase.permute,
             across_batches=self.settings.permute_across_batches,
+            labelled_share=self.settings.labelled_share if phase.classifier else 0.0,
         )
         trainer = PhaseTrainer(self.network, phase, self.settings, self.class_weights)
         adversary_optimizer = None
@@ -233,6 +248,7 @@ class TrainingRun:
                 self.settings.patience,
                 early_state,
                 saved[1].get("best") if saved else None,
+                self.settings.min_epochs,
             )
             callbacks += [scorer, stopper]
         elif phase.classifier:

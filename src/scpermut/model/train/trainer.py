@@ -34,6 +34,12 @@ class PhaseTrainer(keras.Model):
             self.focal = losses.focal_loss(settings.focal_gamma, class_weights)
         if phase.adversary:
             self.term_weights["adversary_loss"] = settings.dann_weight
+        self.confusion = settings.adversary_objective == "confusion"
+        self.pseudo_threshold = settings.pseudo_label_threshold
+        self.align_spreads = settings.align_spreads
+        if phase.classifier and settings.align_weight > 0:
+            self.term_weights["alignment_loss"] = settings.align_weight
+        self.adversary_steps = settings.adversary_steps
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in ["loss", *self.term_weights]
         }
@@ -79,6 +85,13 @@ class PhaseTrainer(keras.Model):
             labelled = ops.sum(batch["classes"], axis=-1)
             per_cell = self.focal(batch["classes"], outputs["class_probabilities"])
             terms["classifier_loss"] = losses.masked_mean(per_cell, labelled)
+        if "alignment_loss" in self.term_weights:
+            terms["alignment_loss"] = losses.class_batch_alignment(
+                outputs["latent"],
+                self.memberships(batch, outputs),
+                batch["batches"],
+                spreads=self.align_spreads,
+            )
         if self.phase.adversary:
             terms["adversary_loss"] = ops.mean(
                 losses.batch_cross_entropy_per_cell(
@@ -86,6 +99,46 @@ class PhaseTrainer(keras.Model):
                 )
             )
         return terms
+
+    def memberships(self, batch: dict, outputs: dict):
+        """Cell-type weights for the alignment: the label of labelled training cells, and for the
+        other cells a one-hot pseudo-label where the classifier is at least ``pseudo_label_threshold``
+        sure (no gradient through it); zeros otherwise (a threshold above 1 uses labels only)."""
+        labels = ops.cast(batch["classes"], "float32")
+        probabilities = ops.stop_gradient(outputs["class_probabilities"])
+        n_classes = ops.shape(probabilities)[-1]
+        confident = ops.cast(ops.max(probabilities, axis=-1) >= self.pseudo_threshold, "float32")
+        unlabelled = 1.0 - ops.sum(labels, axis=-1)
+        pseudo = ops.one_hot(ops.argmax(probabilities, axis=-1), n_classes) * (
+            confident * unlabelled
+        )[:, None]
+        return labels + pseudo
+
+    def encoder_adversary_term(self, outputs):
+        """The adversarial term of the main loss, written so that the reversed gradient moves the
+        encoder the intended way: the batch head's cross-entropy (maximised through the reversal),
+        or minus its confusion (so the encoder minimises the confusion)."""
+        probabilities = outputs["batch_probabilities"]
+        return -ops.mean(losses.batch_confusion_per_cell(probabilities))
+
+    def extra_adversary_steps(self, batch: dict, latent, variables: list) -> None:
+        """``adversary_steps - 1`` more updates of the batch head on this mini-batch's latent.
+
+        The encoder is held still meanwhile, so the head catches up with the latent it has to
+        judge: a head that lags behind only teaches the encoder to fool it, not to drop the batch.
+        The head is tiny next to the encoder and decoder, so the extra steps cost little.
+        """
+        latent = tf.stop_gradient(latent)
+        weight = self.term_weights["adversary_loss"]
+        for _ in range(self.adversary_steps - 1):
+            with tf.GradientTape() as tape:
+                probabilities = self.network.adversary(latent, training=True)
+                loss = weight * ops.mean(
+                    losses.batch_cross_entropy_per_cell(batch["batches"], probabilities)
+                )
+                scaled = self.adversary_optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled, variables)
+            self.adversary_optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
     def compile(self, optimizer, adversary_optimizer=None, **kwargs):
         """Like ``keras.Model.compile``, plus the batch head's own optimiser (GAN style).
@@ -102,10 +155,17 @@ class PhaseTrainer(keras.Model):
             self.network.adversary.trainable_variables if self.phase.adversary else []
         )
         with tf.GradientTape(persistent=bool(adversary_variables)) as tape:
-            outputs = self.network(batch["x"], training=True)
+            outputs = self.network(
+                batch["x"], training=True, decoder_batches=batch["target_batches"]
+            )
             terms = self.loss_terms(batch, outputs)
             total = sum(self.term_weights[name] * value for name, value in terms.items())
-            scaled = self.optimizer.scale_loss(total)
+            main_total = total
+            if self.phase.adversary and self.confusion:
+                main_total = total + self.term_weights["adversary_loss"] * (
+                    self.encoder_adversary_term(outputs) - terms["adversary_loss"]
+                )
+            scaled = self.optimizer.scale_loss(main_total)
             adversary_scaled = (
                 self.adversary_optimizer.scale_loss(total) if adversary_variables else None
             )
@@ -118,6 +178,8 @@ class PhaseTrainer(keras.Model):
                 zip(gradients, adversary_variables, strict=True)
             )
         del tape
+        if adversary_variables:
+            self.extra_adversary_steps(batch, outputs["latent"], adversary_variables)
         self.trackers["loss"].update_state(total)
         for name, value in terms.items():
             self.trackers[name].update_state(value)
