@@ -238,19 +238,21 @@ def test_too_few_validation_cells_train_too_and_the_schedule_runs_in_full(caplog
 @pytest.mark.parametrize(
     "changes",
     [
-        {"adversary_objective": "confusion"},
-        {"adversary_steps": 3},
-        {"conditional_decoder": True},
-        {"align_weight": 1.0, "pseudo_label_threshold": 0.5},
+        {"adversary_objective": "confusion", "align_weight": 0.0},
+        {"adversary_steps": 3, "align_weight": 0.0},
+        {"conditional_decoder": True, "align_weight": 0.0},
+        {"align_weight": 1.0, "pseudo_label_threshold": 0.5, "align_spreads": True},
     ],
 )
 def test_batch_mixing_options_train(changes):
     run = _train(make_prepared(), **changes)
     history = pd.DataFrame(run.history)
     assert np.isfinite(history["loss"]).all()
-    if "align_weight" in changes:
+    if changes["align_weight"] > 0:
         aligned = history.query("phase == 'full'")["alignment_loss"]
         assert aligned.notna().all() and (aligned >= 0).all()
+        # Only the phase that trains the classifier and the encoder aligns.
+        assert history.query("phase != 'full'")["alignment_loss"].isna().all()
     else:
         assert "alignment_loss" not in history.columns
 

@@ -129,7 +129,7 @@ class TrainingSettings:
         Updates of the batch head per mini-batch (the first with the encoder's step, the others
         on the same latent with the encoder held still).
     align_weight
-        Weight of the class-batch alignment in the phases that train the classifier: within
+        Weight of the class-batch alignment in the phase that trains classifier and encoder: within
         each mini-batch, each cell type's centroid in every batch is pulled to the type's
         centroid over all batches (0: off). No adversary to out-run: it removes batch shifts
         a lagging batch head lets through.

@@ -37,7 +37,7 @@ class PhaseTrainer(keras.Model):
         self.confusion = settings.adversary_objective == "confusion"
         self.pseudo_threshold = settings.pseudo_label_threshold
         self.align_spreads = settings.align_spreads
-        if phase.classifier and settings.align_weight > 0:
+        if phase.classifier and not phase.freeze_encoder and settings.align_weight > 0:
             self.term_weights["alignment_loss"] = settings.align_weight
         self.adversary_steps = settings.adversary_steps
         self.trackers = {
