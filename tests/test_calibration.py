@@ -37,3 +37,18 @@ def test_a_calibrated_model_keeps_temperature_one_and_the_fit_is_deterministic()
     first = calibration.calibrate(probabilities, codes)
     assert first == calibration.calibrate(probabilities, codes)
     assert first["temperature"] == pytest.approx(1.0, abs=0.2)
+
+
+def test_a_validation_set_without_enough_errors_leaves_the_probabilities_alone():
+    """All-correct validation cells would drive the fitted T towards 0 (false certainty)."""
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 3, 200)
+    probabilities = np.full((200, 3), 0.2, dtype=np.float32)
+    probabilities[np.arange(200), codes] = 0.6
+    probabilities[:3] = np.roll(probabilities[:3], 1, axis=1)  # 3 errors: below MIN_ERRORS
+    result = calibration.calibrate(probabilities, codes)
+    assert result["n_errors"] == 3
+    assert result["temperature"] == 1.0
+    assert "too few" in result["skipped"]
+    assert result["ece_after"] == result["ece_before"]
+    assert calibration.fit_temperature(probabilities, codes) < 0.5  # what an unguarded fit would do

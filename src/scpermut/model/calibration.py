@@ -12,6 +12,10 @@ import numpy as np
 
 _EPSILON = 1e-12
 _LOG_T_RANGE = (-3.0, 3.0)  # T between 0.05 and 20
+# With (almost) every validation cell right, the likelihood keeps falling as T -> 0: the fit
+# would announce near-certainty for every query cell on no evidence. Below this many
+# misclassified validation cells the probabilities are left as they are.
+MIN_ERRORS = 5
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -64,11 +68,23 @@ def fit_temperature(probabilities: np.ndarray, codes: np.ndarray, iterations: in
 
 
 def calibrate(probabilities: np.ndarray, codes: np.ndarray) -> dict:
-    """Fit the temperature on labelled cells; return it with the ECE and NLL before and after."""
-    temperature = fit_temperature(probabilities, codes)
+    """Fit the temperature on labelled cells; return it with the ECE and NLL before and after.
+
+    Fewer than :data:`MIN_ERRORS` misclassified cells give no evidence of over- or
+    under-confidence: the temperature stays 1 and ``"skipped"`` says why.
+    """
+    n_errors = int((probabilities.argmax(axis=1) != codes).sum())
+    skipped = None
+    if n_errors < MIN_ERRORS:
+        temperature = 1.0
+        skipped = f"{n_errors} misclassified validation cells (fewer than {MIN_ERRORS}): too few to fit a temperature"
+    else:
+        temperature = fit_temperature(probabilities, codes)
     scaled = apply_temperature(probabilities, temperature)
     return {
         "method": "temperature scaling on the validation cells",
+        "skipped": skipped,
+        "n_errors": n_errors,
         "temperature": round(temperature, 6),
         "n_cells": int(codes.size),
         "ece_before": expected_calibration_error(probabilities, codes),
