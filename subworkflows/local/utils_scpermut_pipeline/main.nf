@@ -52,12 +52,10 @@ workflow PIPELINE_COMPLETION {
     main:
     multiqc_report.view { report -> "MultiQC report: ${report.name} (published to ${outdir}/multiqc)" }
 
+    // Inside the handler `workflow` is not the run's metadata (it reads as null), so the
+    // message is built by a script-level function, where it is.
     workflow.onComplete {
-        if (workflow.success) {
-            log.info("scpermut finished: results in ${outdir} (${workflow.duration}).")
-        } else {
-            log.error("scpermut failed: see the error above and ${outdir}/pipeline_info; fix it and rerun with -resume.")
-        }
+        completionLog(outdir)
     }
 }
 
@@ -74,6 +72,15 @@ def checkProfiles(String profile) {
     def conda = profiles.intersect(['conda', 'mamba'])
     if ('gpu' in profiles && conda) {
         error("-profile ${profile}: the gpu profile needs a container profile (docker, podman, singularity or apptainer); the ${conda[0]} environment has the CPU build of TensorFlow only.")
+    }
+}
+
+// One closing line: where the results are, or where to look after a failure.
+def completionLog(outdir) {
+    if (workflow.success) {
+        log.info("scpermut finished: results in ${outdir} (${workflow.duration}).")
+    } else {
+        log.error("scpermut failed: see the error above and ${outdir}/pipeline_info; fix it and rerun with -resume.")
     }
 }
 
