@@ -35,6 +35,7 @@ workflow PIPELINE_INITIALISATION {
 
     def samplesheet = file(input, checkIfExists: true)
     def rows = samplesheetToList(samplesheet, "${projectDir}/assets/schema_input.json")
+        .collect { meta, h5ad -> textMeta(samplesheet, meta, h5ad) }
         .collect { meta, h5ad -> [meta, resolveSampleFile(samplesheet, h5ad, meta.id)] }
 
     emit:
@@ -84,6 +85,17 @@ def completionLog(outdir) {
     }
 }
 
+// nf-schema reads a cell that looks like a number (sample `101`, unknown_label `-1`) as a
+// number: schema_input.json accepts numbers for those columns, and here they become text
+// again, as the `scpermut` flags, file names and joins expect.
+def textMeta(samplesheet, Map meta, h5ad) {
+    def text = meta.collectEntries { key, value -> [key, value instanceof Number ? value.toString() : value] }
+    if (!(text.id ==~ /^[A-Za-z0-9][A-Za-z0-9._-]*$/)) {
+        error("${samplesheet}: sample '${text.id}' must use only letters, digits, '.', '_' and '-'.")
+    }
+    return [text, h5ad.toString()]
+}
+
 // A samplesheet path is absolute, a URL (s3://, gs://, https://), or relative to the
 // samplesheet's own folder, as in `scpermut run`.
 def resolveSampleFile(samplesheet, String value, String sample) {
@@ -104,7 +116,7 @@ def writeParams(outdir) {
 
 // The non-default parameters of the run as a MultiQC custom-content section.
 def workflowSummaryMultiqc(summary) {
-    def rows = summary.collect { group, values ->
+    def rows = summary.collect { _group, values ->
         values.collect { name, value -> "        <dt>${name}</dt><dd><samp>${value}</samp></dd>" }.join('\n')
     }.join('\n')
     return [
