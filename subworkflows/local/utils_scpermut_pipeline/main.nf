@@ -31,6 +31,7 @@ workflow PIPELINE_INITIALISATION {
         validateParameters()
     }
     log.info(paramsSummaryLog(workflow))
+    def summary = paramsSummaryMap(workflow, parameters_schema: 'nextflow_schema.json')
     writeParams(outdir)
 
     def samplesheet = file(input, checkIfExists: true)
@@ -41,7 +42,7 @@ workflow PIPELINE_INITIALISATION {
     emit:
     samples              = channel.fromList(rows)
     extra_multiqc_config = channel.value(multiqc_config ? file(multiqc_config, checkIfExists: true) : [])
-    workflow_summary     = channel.value(workflowSummaryMultiqc(paramsSummaryMap(workflow, parameters_schema: 'nextflow_schema.json')))
+    workflow_summary     = channel.value(workflowSummaryMultiqc(summary))
 }
 
 workflow PIPELINE_COMPLETION {
