@@ -121,7 +121,7 @@ def workflowSummaryMultiqc(summary) {
         values.collect { name, value -> "        <dt>${name}</dt><dd><samp>${value}</samp></dd>" }.join('\n')
     }.join('\n')
     return [
-        "id: 'scpermut-summary'",
+        "id: 'scpermut-scpermut-summary'",
         "description: 'parameters of this run (those that differ from the defaults).'",
         "section_name: 'scpermut workflow summary'",
         "plot_type: 'html'",
