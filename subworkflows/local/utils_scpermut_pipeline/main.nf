@@ -115,10 +115,15 @@ def writeParams(outdir) {
     info.resolve("params_${params.trace_report_suffix}.json").text = groovy.json.JsonOutput.prettyPrint(groovy.json.JsonOutput.toJson(params))
 }
 
-// The non-default parameters of the run as a MultiQC custom-content section.
+// The non-default parameters of the run as a MultiQC custom-content section. What changes
+// on every launch (run name, report suffix) is left out: the section feeds MULTIQC, which
+// must stay cached on -resume when nothing else changed.
 def workflowSummaryMultiqc(summary) {
+    def perLaunch = ['runName', 'trace_report_suffix']
     def rows = summary.collect { _group, values ->
-        values.collect { name, value -> "        <dt>${name}</dt><dd><samp>${value}</samp></dd>" }.join('\n')
+        values.findAll { name, _value -> !(name in perLaunch) }
+            .collect { name, value -> "        <dt>${name}</dt><dd><samp>${value}</samp></dd>" }
+            .join('\n')
     }.join('\n')
     return [
         "id: 'scpermut-scpermut-summary'",
