@@ -14,6 +14,7 @@ messages, numeric-looking cells) skip with that reason.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -360,3 +361,70 @@ def test_stub_resume_reruns_nothing_with_a_new_report_suffix(pipeline, tmp_path)
         )
         assert result.returncode == 0, explain(result, tmp_path)
     assert [row["name"] for row in trace_rows(outdir, "two") if row["status"] != "CACHED"] == []
+
+
+FAKE_DOCKER = """#!/usr/bin/env python3
+# Stands in for `docker`: records each call, then runs the task's command on the host.
+import json, os, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if not args or args[0] != "run":
+    sys.exit(0)
+workdir = args[args.index("-w") + 1] if "-w" in args else os.getcwd()
+start = max(i for i, arg in enumerate(args) if arg in ("/bin/bash", "bash"))
+sys.exit(subprocess.call(args[start:], cwd=workdir))
+"""
+
+
+@pytest.mark.parametrize(("visible", "device"), [(None, "0"), ("1", "1")])
+def test_gpu_profile_gives_train_one_gpu_with_docker(pipeline, tmp_path, visible, device):
+    """-profile test,docker,gpu on the local executor, Docker replaced by a recorder."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    log = tmp_path / "docker.log"
+    outdir = tmp_path / "results"
+    env_before = dict(os.environ)
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    os.environ["FAKE_DOCKER_LOG"] = str(log)
+    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    if visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    try:
+        result = nextflow(
+            ["run", str(pipeline), "-profile", "test,docker,gpu", "-stub", "--outdir", str(outdir)], tmp_path
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    assert result.returncode == 0, explain(result, tmp_path)
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    runs = [args for args in runs if args and args[0] == "run"]
+    train = [args for args in runs if any(a.endswith("scpermut:0.1.0-gpu") for a in args)]
+    others = [args for args in runs if args not in train]
+    assert len(train) == 1 and others, runs
+    (args,) = train
+    assert args[args.index("--gpus") + 1] == f'"device={device}"'
+    # The config's env scope is exported inside the container, before the task runs.
+    assert any('export TF_FORCE_GPU_ALLOW_GROWTH="true"' in a for a in args), args
+    for args in others:
+        assert "--gpus" not in args, args
+
+
+def test_gpu_profile_accelerator_is_ignored_by_the_local_executor(pipeline, tmp_path):
+    """accelerator = 1 on the local executor, no container, no GPU: TRAIN still runs."""
+    outdir = tmp_path / "results"
+    result = nextflow(
+        ["run", str(pipeline), "-profile", "test,gpu", "-stub", "--outdir", str(outdir), "--trace_report_suffix", "gpu"],
+        tmp_path,
+    )
+    assert result.returncode == 0, explain(result, tmp_path)
+    assert "SCPERMUT_TRAIN" in {process_of(row) for row in trace_rows(outdir, "gpu")}
+
+
+def test_gpu_profile_cluster_options_reach_a_grid_executor(pipeline, tmp_path):
+    flat = _flat_config(pipeline, "slurm,gpu", tmp_path)
+    assert "params.gpu_cluster_options = '--gres=gpu:1'" in flat
+    assert "process.'withLabel:process_gpu'.clusterOptions = { params.gpu_cluster_options" in flat
