@@ -291,6 +291,12 @@ def test_nf_schema_rejects_bad_samplesheets(pipeline, tmp_path, sheet, column):
     assert "Validation of file failed" in output or "validation failed" in output.lower(), output
     errors = [line for line in output.splitlines() if line.strip().startswith("->")]
     assert any(column in line for line in errors), output
+    # The sentence assets/schema_input.json gives for the column (nf-schema's own for an
+    # unknown column, a missing required one or a repeated sample).
+    schema = json.loads((REPO / "assets" / "schema_input.json").read_text())
+    message = schema["items"]["properties"].get(column, {}).get("errorMessage")
+    if message and sheet not in {"duplicate_sample.csv", "missing_h5ad.csv"}:
+        assert any(message in line for line in errors), output
 
 
 @needs_nf_schema
