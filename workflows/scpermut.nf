@@ -38,15 +38,16 @@ workflow SCPERMUT {
         .toSortedList { a, b -> a[2] <=> b[2] }
         .map { rows -> [[id: 'merged'], rows.collect { row -> row[1] }] }
     SCPERMUT_PREPARE(ch_qc_h5ads)
-    // One merged dataset and one model per run: as value channels, every later step
-    // reads them, however many tasks it runs.
-    ch_prepared = SCPERMUT_PREPARE.out.h5ad.first()
+    // One merged dataset and one model per run. ch_qc_h5ads is a value channel (one
+    // sorted list), so PREPARE's and TRAIN's outputs are value channels too: every later
+    // step reads them however many tasks it runs, with no `.first()` (which would warn).
+    ch_prepared = SCPERMUT_PREPARE.out.h5ad
 
     // Map onto a given model without retraining, or train one on the prepared cells.
     ch_model = model_dir ? channel.value(model_dir) : channel.empty()
     if (!model_dir) {
         SCPERMUT_TRAIN(ch_prepared)
-        ch_model = SCPERMUT_TRAIN.out.model.map { _meta, model -> model }.first()
+        ch_model = SCPERMUT_TRAIN.out.model.map { _meta, model -> model }
     }
 
     SCPERMUT_PREDICT(ch_prepared, ch_model)

@@ -258,7 +258,8 @@ class _Parser:
 
 
 def call_method(value, name, args):
-    """Call ``list.join(sep)``, ``str.trim()``, ``x.toString()``, ``str.toBoolean()`` or a
+    """Call ``list.join(sep)``, ``str.trim()``, ``x.toString()``, ``str.toBoolean()``,
+    ``str.replace(a, b)`` or a
     function the scope provides (a map of callables, e.g. ``System.getenv``)."""
     if name == "join" and isinstance(value, list):
         return (args[0] if args else "").join(to_groovy_string(item) for item in value)
@@ -266,6 +267,8 @@ def call_method(value, name, args):
         return value.strip()
     if name == "toString" and not args:
         return to_groovy_string(value)
+    if name == "replace" and isinstance(value, str) and len(args) == 2:
+        return value.replace(args[0], args[1])  # String.replace(CharSequence, CharSequence)
     if name == "toBoolean" and isinstance(value, str) and not args:
         # Groovy's String.toBoolean(): only "true", "y" and "1" (any case, trimmed) are true.
         return value.strip().lower() in ("true", "y", "1")

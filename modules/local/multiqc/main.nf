@@ -8,8 +8,10 @@ process MULTIQC {
 
     input:
     path multiqc_files, stageAs: '?/*'
-    path multiqc_config
-    path extra_multiqc_config
+    // Each config in a folder of its own: the pipeline's and the user's (--multiqc_config)
+    // may have the same name (multiqc_config.yml) and must not collide in the task folder.
+    path multiqc_config, stageAs: 'pipeline_config/*'
+    path extra_multiqc_config, stageAs: 'user_config/*'
 
     output:
     path '*multiqc_report.html', emit: report

@@ -31,16 +31,18 @@ workflow PIPELINE_INITIALISATION {
         validateParameters()
     }
     log.info(paramsSummaryLog(workflow))
+    def summary = paramsSummaryMap(workflow, parameters_schema: 'nextflow_schema.json')
     writeParams(outdir)
 
     def samplesheet = file(input, checkIfExists: true)
     def rows = samplesheetToList(samplesheet, "${projectDir}/assets/schema_input.json")
+        .collect { meta, h5ad -> textMeta(samplesheet, meta, h5ad) }
         .collect { meta, h5ad -> [meta, resolveSampleFile(samplesheet, h5ad, meta.id)] }
 
     emit:
     samples              = channel.fromList(rows)
     extra_multiqc_config = channel.value(multiqc_config ? file(multiqc_config, checkIfExists: true) : [])
-    workflow_summary     = channel.value(workflowSummaryMultiqc(paramsSummaryMap(workflow, parameters_schema: 'nextflow_schema.json')))
+    workflow_summary     = channel.value(workflowSummaryMultiqc(summary))
 }
 
 workflow PIPELINE_COMPLETION {
@@ -52,12 +54,10 @@ workflow PIPELINE_COMPLETION {
     main:
     multiqc_report.view { report -> "MultiQC report: ${report.name} (published to ${outdir}/multiqc)" }
 
+    // Inside the handler `workflow` is not the run's metadata (it reads as null), so the
+    // message is built by a script-level function, where it is.
     workflow.onComplete {
-        if (workflow.success) {
-            log.info("scpermut finished: results in ${outdir} (${workflow.duration}).")
-        } else {
-            log.error("scpermut failed: see the error above and ${outdir}/pipeline_info; fix it and rerun with -resume.")
-        }
+        completionLog(outdir)
     }
 }
 
@@ -75,6 +75,26 @@ def checkProfiles(String profile) {
     if ('gpu' in profiles && conda) {
         error("-profile ${profile}: the gpu profile needs a container profile (docker, podman, singularity or apptainer); the ${conda[0]} environment has the CPU build of TensorFlow only.")
     }
+}
+
+// One closing line: where the results are, or where to look after a failure.
+def completionLog(outdir) {
+    if (workflow.success) {
+        log.info("scpermut finished: results in ${outdir} (${workflow.duration}).")
+    } else {
+        log.error("scpermut failed: see the error above and ${outdir}/pipeline_info; fix it and rerun with -resume.")
+    }
+}
+
+// nf-schema reads a cell that looks like a number (sample `101`, unknown_label `-1`) as a
+// number: schema_input.json accepts numbers for those columns, and here they become text
+// again, as the `scpermut` flags, file names and joins expect.
+def textMeta(samplesheet, Map meta, h5ad) {
+    def text = meta.collectEntries { key, value -> [key, value instanceof Number ? value.toString() : value] }
+    if (!(text.id ==~ /^[A-Za-z0-9][A-Za-z0-9._-]*$/)) {
+        error("${samplesheet}: sample '${text.id}' must use only letters, digits, '.', '_' and '-'.")
+    }
+    return [text, h5ad.toString()]
 }
 
 // A samplesheet path is absolute, a URL (s3://, gs://, https://), or relative to the
@@ -95,13 +115,18 @@ def writeParams(outdir) {
     info.resolve("params_${params.trace_report_suffix}.json").text = groovy.json.JsonOutput.prettyPrint(groovy.json.JsonOutput.toJson(params))
 }
 
-// The non-default parameters of the run as a MultiQC custom-content section.
+// The non-default parameters of the run as a MultiQC custom-content section. What changes
+// on every launch (run name, report suffix) is left out: the section feeds MULTIQC, which
+// must stay cached on -resume when nothing else changed.
 def workflowSummaryMultiqc(summary) {
-    def rows = summary.collect { group, values ->
-        values.collect { name, value -> "        <dt>${name}</dt><dd><samp>${value}</samp></dd>" }.join('\n')
+    def perLaunch = ['runName', 'trace_report_suffix']
+    def rows = summary.collect { _group, values ->
+        values.findAll { name, _value -> !(name in perLaunch) }
+            .collect { name, value -> "        <dt>${name}</dt><dd><samp>${value}</samp></dd>" }
+            .join('\n')
     }.join('\n')
     return [
-        "id: 'scpermut-summary'",
+        "id: 'scpermut-scpermut-summary'",
         "description: 'parameters of this run (those that differ from the defaults).'",
         "section_name: 'scpermut workflow summary'",
         "plot_type: 'html'",
