@@ -208,7 +208,7 @@ def test_a_raw_query_file_is_normalised_exactly_as_prepare_did(trained, prepared
     record = trained[0].record
     raw = ad.read_h5ad(assets_dir / "test_data" / "kang_stim101.h5ad")
     expression = log_normalised_expression(raw, record.preprocess, "kang_stim101.h5ad")
-    rows = prepared[prepared.obs["sample"] == "stim101"]
+    rows = prepared[prepared.obs["scpermut_sample"] == "stim101"]
     genes = list(rows.var_names)
     from_raw = expression[:, raw.var_names.get_indexer(genes)].toarray()
     np.testing.assert_allclose(from_raw, rows.X.toarray(), rtol=1e-5, atol=1e-5)

@@ -60,7 +60,7 @@ def synthetic_annotated(seed: int = 0) -> ad.AnnData:
 
     obs = pd.DataFrame(
         {
-            "sample": pd.Categorical(batches),
+            _keys.SAMPLE: pd.Categorical(batches),
             "batch": pd.Categorical(batches),
             "cell_type": pd.Categorical(truth),
             _keys.ROLE: pd.Categorical(role),

@@ -110,7 +110,7 @@ def test_run_maps_a_new_query_onto_the_saved_model_without_retraining(
 
     mapped = ad.read_h5ad(tmp_path / "mapped" / "annotated" / "annotated.h5ad")
     first = ad.read_h5ad(outdir / "annotated" / "annotated.h5ad")
-    first = first[first.obs["sample"] == "stim107"]
+    first = first[first.obs["scpermut_sample"] == "stim107"]
     shared = mapped.obs_names.intersection(first.obs_names)
     assert len(shared) == mapped.n_obs
     # Only the gene set the library size is computed over differs: predictions barely move.

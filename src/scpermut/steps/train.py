@@ -67,6 +67,11 @@ def train_file(
         adata = read_prepared(prepared_path, with_counts=with_counts)
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
+    if _keys.QC_PASS in adata.obs and not adata.obs[_keys.QC_PASS].all():
+        # Cells to annotate that failed QC are annotated, never trained on.
+        passed = adata.obs[_keys.QC_PASS].to_numpy(bool)
+        log.info("training leaves out %d cells that failed QC", int((~passed).sum()))
+        adata = adata[passed].copy()
     checkpoint_dir = model_dir / persistence.CHECKPOINT
     if not resume:
         persistence.remove_checkpoint(checkpoint_dir)
