@@ -49,6 +49,11 @@ def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") 
         in_library = None if normalisation_genes is None else adata.var_names.isin(normalisation_genes)
         return normalise_counts(counts, target_sum, in_library)
     matrix = sp.csr_matrix(adata.X, dtype=np.float32)
+    if matrix.nnz and not np.isfinite(matrix.data).all():
+        raise InputError(
+            f"{source}: X holds {int((~np.isfinite(matrix.data)).sum())} NaN or infinite values; "
+            f"give raw counts in X or layers['{_keys.COUNTS_LAYER}']."
+        )
     if matrix.nnz and (matrix.data.min() < 0 or matrix.data.max() > _MAX_LOG_NORMALISED):
         raise InputError(
             f"{source}: X is neither raw counts nor log-normalised (values from {matrix.data.min():.2g} "
@@ -118,6 +123,11 @@ def align_genes(
     present = np.flatnonzero(positions >= 0)
     n_missing = len(genes) - present.size
     fraction = n_missing / len(genes)
+    if present.size == 0:
+        raise InputError(
+            f"{source}: none of the model's {len(genes)} genes is in the data (model genes e.g. "
+            f"{', '.join(genes[:3])}; data genes e.g. {', '.join(names[:3])}); gene names must use the training data's identifiers."
+        )
     if fraction > max_missing_genes:
         example = ", ".join(
             [gene for gene, position in zip(genes, positions, strict=True) if position < 0][:3]

@@ -59,6 +59,14 @@ def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
     else:
         labels = np.full(adata.n_obs, unlabeled_category, dtype=object)
 
+    for value, count in unlabelled_lookalikes(labels, unlabeled_category).items():
+        log.warning(
+            "%s: %d cells have the label '%s', which looks like 'unlabelled' but is not the unlabelled "
+            "category '%s': they are trained as a cell type of their own; set --unlabeled_category '%s' "
+            "if they are cells to annotate",
+            source, count, value, unlabeled_category, value,
+        )
+
     if batch_key != spec.batch_col and batch_key in adata.obs:
         adata.obs[f"original_{batch_key}"] = adata.obs[batch_key]
     adata.obs[batch_key] = pd.Categorical(batches)
@@ -67,6 +75,17 @@ def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
     adata.obs[class_key] = pd.Categorical(labels)
     adata.obs[_keys.SAMPLE] = pd.Categorical([spec.sample] * adata.n_obs)
     adata.obs[_keys.ROLE] = pd.Categorical([spec.role] * adata.n_obs, categories=["reference", "query"])
+
+
+# Label values that usually mean "no label" (compared lower-case, stripped).
+UNLABELLED_LOOKALIKES = ("unassigned", "unknown", "na", "n/a", "nan", "none", "", "unlabelled", "unlabeled", "?")
+
+
+def unlabelled_lookalikes(labels, unlabeled_category: str) -> dict[str, int]:
+    """Label values (and their cell counts) that look like "no label" but are not ``unlabeled_category``."""
+    values = pd.Series(np.asarray(labels, dtype=str))
+    looks = values.str.strip().str.lower().isin(UNLABELLED_LOOKALIKES) & (values != unlabeled_category)
+    return {str(value): int(count) for value, count in values[looks].value_counts().items()}
 
 
 def compute_qc_metrics(adata: ad.AnnData) -> pd.DataFrame:

@@ -23,6 +23,7 @@ def write_report(
     model_dir: str | Path,
     outdir: str | Path,
     settings: metrics.MetricSettings | None = None,
+    recorded_paths: dict[str, str] | None = None,
 ) -> dict:
     """Score an annotated AnnData and write the report, metrics and MultiQC files to ``outdir``.
 
@@ -41,6 +42,9 @@ def write_report(
         Folder for ``report.html``, ``metrics.json``, ``metrics.tsv`` and ``*_mqc.tsv``.
     settings
         How the latent space is scored; default: the default settings with the run's seed.
+    recorded_paths
+        The paths to record for ``annotated`` and ``model`` when they differ from where they
+        are read now (``scpermut run`` builds in a temporary folder).
 
     Returns
     -------
@@ -57,7 +61,7 @@ def write_report(
     if settings is None:
         settings = metrics.MetricSettings(seed=int(model.training.get("seed", 0)))
     texts, headline = report_texts(
-        adata, model, keys, settings, inputs={"annotated": source, "model": str(model_dir)}, source=source
+        adata, model, keys, settings, inputs={"annotated": source, "model": str(model_dir), **(recorded_paths or {})}, source=source
     )
     outputs = report_outputs(outdir)
     written = {}
