@@ -178,3 +178,16 @@ def test_prepare_anndata_in_memory_matches_the_contract():
     assert "scpermut_split" not in adata.obs  # the input is left alone
     with pytest.raises(InputError, match="column 'donor' does not exist in obs"):
         prepare_anndata(adata, keys=Keys(batch_key="donor"))
+
+
+def test_prepare_writes_its_two_files_as_one_set(tmp_path, monkeypatch):
+    paths = [qc_sample(tmp_path, "a", make_counts())]
+
+    def fail(*args, **kwargs):
+        raise TypeError("cannot write")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", fail)
+    with pytest.raises(TypeError):
+        prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
+    assert not (tmp_path / "out" / "prepare_summary.json").exists()
+    assert not any((tmp_path / "out").iterdir())

@@ -4,6 +4,7 @@
 LATENT = "X_scpermut"
 PREDICTION = "scpermut_prediction"
 CONFIDENCE = "scpermut_confidence"
+LABEL = "scpermut_label"  # obs column: the given label where known, else the prediction
 PROBABILITIES = "scpermut_probabilities"
 UMAP = "X_umap"
 UNS = "scpermut"  # uns["scpermut"]: parameters, seed, versions, class names

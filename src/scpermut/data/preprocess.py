@@ -173,13 +173,9 @@ def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSet
         if n_lost:
             log.info("sample %s: %d of its genes are not among the reference's genes", name, n_lost)
 
-    aligned = []
-    for adata in samples:
-        part = on_genes(adata, genes)
-        if _keys.QC_PASS not in part.obs:
-            part.obs[_keys.QC_PASS] = True
-        aligned.append(part)
-    merged = ad.concat(aligned, join="inner", merge="same")
+    merged = ad.concat([on_genes(adata, genes) for adata in samples], join="inner", merge="same")
+    if _keys.QC_PASS not in merged.obs:  # samples that went through no QC (prepare_anndata)
+        merged.obs[_keys.QC_PASS] = True
     merged.obs[_keys.QC_PASS] = merged.obs[_keys.QC_PASS].astype(bool)
     for column in uniform_obs_types(merged.obs):
         log.warning("obs column '%s' holds values of different types across the samples; it is written as text", column)

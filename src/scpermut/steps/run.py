@@ -89,6 +89,18 @@ def summary_text(result: dict) -> str:
     steps = ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items() if name != "total")
     headline = result["headline"]
     lines = [f"scpermut: finished in {seconds['total']:.0f} s ({steps})"]
+    if headline.get("n_cells_annotated"):
+        flagged = headline.get("n_annotated_failed_qc") or 0
+        confidence = headline.get("annotated_mean_confidence")
+        lines.append(
+            f"  annotated {headline['n_cells_annotated']} cells"
+            + (f" ({flagged} failed QC: annotated, flagged obs['scpermut_qc_pass'])" if flagged else "")
+            + (f", mean confidence {confidence:.2f}" if confidence is not None else "")
+        )
+    elif headline.get("n_cells_annotated") == 0:
+        lines.append("  no cell to annotate: the scores below are on held-out reference cells")
+    if result.get("warnings"):
+        lines.append(f"  {len(result['warnings'])} warnings: see the top of the report")
     if headline["evaluation_set"]:
         lines.append(
             f"  label transfer on {headline['n_cells_evaluated']} labelled {headline['evaluation_set']} cells: "
@@ -137,8 +149,10 @@ def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions) 
     created_outdir = not outdir.exists()
     partial = _open_partial(outdir, options)
     folders = {name: partial / name for name in STEP_FOLDERS}
+    warnings = _WarningCollector()
+    logging.getLogger("scpermut").addHandler(warnings)
     try:
-        result = _run(specs, folders, options, partial)
+        result = _run(specs, folders, options, partial, warnings.messages)
     except ScpermutError:
         # The input is at fault: rerunning needs a fix, not --resume.
         _remove_partial(outdir, partial, created_outdir)
@@ -150,6 +164,8 @@ def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions) 
             partial,
         )
         raise
+    finally:
+        logging.getLogger("scpermut").removeHandler(warnings)
     _publish(partial, final, options)
     return _relocated(result, partial, outdir)
 
@@ -275,7 +291,20 @@ def _claim(outdir: Path, folders: dict[str, Path], options: RunOptions) -> None:
         )
 
 
-def _run(specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions, partial: Path) -> dict:
+class _WarningCollector(logging.Handler):
+    """Keeps the text of every warning logged during a run, for its report."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _run(
+    specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions, partial: Path, warnings: list[str]
+) -> dict:
     outdir = partial.parent
 
     def published(path: Path) -> Path:
@@ -355,6 +384,7 @@ def _run(specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions,
         model_dir,
         folders["report"],
         recorded_paths={"annotated": str(published(annotated)), "model": str(published(model_dir))},
+        warnings=warnings,
     )
     progress.done("report", "report.html")
 
@@ -365,7 +395,7 @@ def _run(specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions,
         "annotated": annotated,
         "report": report["outputs"]["html"],
     }
-    return {"outputs": outputs, "seconds": progress.seconds, "headline": report["headline"]}
+    return {"outputs": outputs, "seconds": progress.seconds, "headline": report["headline"], "warnings": list(warnings)}
 
 
 class _Progress:
