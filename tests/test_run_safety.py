@@ -74,6 +74,26 @@ def test_help_is_grouped_in_sections_with_an_example():
     assert "scpermut label" in invoke("--help").output
 
 
+def test_every_query_cell_of_a_targeted_panel_is_annotated(tmp_path, atlas, assets_dir):
+    """A query measuring 300 of the genes, most of its cells below --min_genes: all annotated, flagged."""
+    full = ad.read_h5ad(assets_dir / "test_data" / "cellbench_3cl_3tech.h5ad")
+    reference = ad.read_h5ad(atlas)
+    others = full[~full.obs_names.isin(reference.obs_names)]
+    query = others[:120, :300].copy()
+    query.write_h5ad(tmp_path / "panel.h5ad")
+    result = invoke("label", atlas, "--query", tmp_path / "panel.h5ad", "--outdir", tmp_path / "out", *TINY, "--min_genes", "200")
+    assert result.exit_code == 0, result.output
+    annotated = _annotated(tmp_path / "out")
+    is_query = annotated.obs[_keys.ROLE] == "query"
+    assert is_query.sum() == 120  # not one query cell dropped
+    failed = ~annotated.obs.loc[is_query, _keys.QC_PASS].astype(bool)
+    assert failed.sum() > 60  # about 128 of the 300 genes detected per cell: most fail --min_genes 200
+    assert annotated.obs.loc[is_query, _keys.PREDICTION].notna().all()
+    assert annotated.uns["scpermut"]["genes_used"] == 200  # the reference's HVGs, not the panel's
+    assert "cells to annotate in sample 'panel' fail QC" in result.output
+    assert f"annotated {120 + int((reference.obs['cell_line'] == 'Unknown').sum())} cells" in result.output
+
+
 def _annotated(outdir):
     return ad.read_h5ad(outdir / "annotated" / "annotated.h5ad")
 
