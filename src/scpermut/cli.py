@@ -196,7 +196,7 @@ def report(annotated, model, outdir):
 @click.argument("prepared", metavar="PREPARED.h5ad", type=click.Path(path_type=Path))
 @option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model folder to write (refused if it exists, unless --overwrite).")
 @seed_option
-@option("resume", is_flag=True, help="Continue the training checkpointed in MODEL_DIR/checkpoint/.")
+@declared_options(options.TRAIN_RESUME)
 @option("overwrite", is_flag=True, help="Replace an existing model folder.")
 @training_options
 @reports_errors
@@ -238,7 +238,7 @@ class SectionedCommand(click.Command):
     """A command whose ``--help`` lists its options in the sections of ``HELP_SECTIONS``."""
 
     def format_options(self, ctx, formatter):
-        records = {param.name: param.get_help_record(ctx) for param in self.get_params(ctx)}
+        records = {param.name: param.get_help_record(ctx) for param in self.get_params(ctx) if isinstance(param, click.Option)}
         placed = set()
         for title, names in HELP_SECTIONS.items():
             rows = [records[name] for name in names if records.get(name) and name not in placed]
@@ -252,14 +252,18 @@ class SectionedCommand(click.Command):
                 formatter.write_dl(rest)
 
 
-def run_options(func):
+def run_options(umap: Option):
     """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting, resuming."""
-    func = declared_options(options.RESUME)(func)
-    func = option("overwrite", is_flag=True, help="Replace the results of an earlier run in --outdir (kept until the new run succeeds).")(func)
-    func = declared_options(options.PREDICTION, options.UMAP)(func)
-    func = option("model", default=None, type=click.Path(file_okay=False, path_type=Path), help="Annotate with this trained model folder instead of training one.")(func)
-    func = declared_options(options.LAYER)(func)
-    return option("outdir", required=True, type=click.Path(path_type=Path), help="Folder for qc/, prepare/, model/, annotated/ and report/.")(func)
+
+    def decorate(func):
+        func = declared_options(options.RESUME)(func)
+        func = option("overwrite", is_flag=True, help="Replace the results of an earlier run in --outdir (kept until the new run succeeds).")(func)
+        func = declared_options(options.PREDICTION, umap)(func)
+        func = option("model", default=None, type=click.Path(file_okay=False, path_type=Path), help="Annotate with this trained model folder instead of training one.")(func)
+        func = declared_options(options.LAYER)(func)
+        return option("outdir", required=True, type=click.Path(path_type=Path), help="Folder for qc/, prepare/, model/, annotated/ and report/.")(func)
+
+    return decorate
 
 
 RUN_EXAMPLE = """\b
@@ -273,14 +277,14 @@ Examples:
   scpermut label ref.h5ad --query query.h5ad --class_key cell_type --batch_key batch --outdir out
   # complete an atlas whose unlabelled cells have cell_type 'Unknown'
   scpermut label atlas.h5ad --class_key cell_type --batch_key batch --outdir out
-  # a first result in seconds: fewer epochs, no UMAP
-  scpermut label ref.h5ad --query query.h5ad --epochs_full 10 --no_umap --outdir out
+  # with a UMAP of the latent space in the report (slower)
+  scpermut label ref.h5ad --query query.h5ad --umap --outdir out
 """
 
 
 @main.command(cls=SectionedCommand, epilog=RUN_EXAMPLE)
 @option("input", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Samplesheet CSV: sample,h5ad[,role,batch_col,label_col,unknown_label,layer].")
-@run_options
+@run_options(options.UMAP)
 @key_options
 @qc_options
 @prepare_options
@@ -308,7 +312,7 @@ def run(outdir, model, layer, **flags):
 @main.command(cls=SectionedCommand, epilog=LABEL_EXAMPLE)
 @click.argument("atlas", metavar="ATLAS.h5ad", type=click.Path(dir_okay=False, path_type=Path))
 @option("query", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Annotate this file instead of the atlas's unlabelled cells (its labels, if any, only score the result).")
-@run_options
+@run_options(options.LABEL_UMAP)
 @key_options
 @qc_options
 @prepare_options

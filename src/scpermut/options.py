@@ -139,6 +139,15 @@ RESUME = Option(
     "resume", False, "Continue the interrupted run in --outdir: finished steps are reused, training continues from its checkpoint.", bool, param=False
 )
 
+# `label` is the quick first result: its UMAP (a few seconds, plus ~20 s of numba compilation
+# the first time in a process) is asked for with --umap.
+LABEL_UMAP = Option(
+    "umap", False, "Compute a UMAP of the latent space (adds numba's start-up, ~20 s on 2 cores).", bool, negatable=True, param=False
+)
+# Options only the command line has (no pipeline param), beside those in ALL.
+TRAIN_RESUME = Option("resume", False, "Continue the training checkpointed in MODEL_DIR/checkpoint/.", bool, param=False)
+CLI_ONLY = (LAYER, RESUME, TRAIN_RESUME, LABEL_UMAP, INFERENCE_BATCH_SIZE)
+
 ALL = {**KEYS, **QC, **PREPARE, "seed": SEED, **TRAINING, **PREDICTION, "umap": UMAP}
 
 
