@@ -61,3 +61,33 @@ def test_no_shared_gene_is_an_error_whatever_max_missing_genes_says(max_missing_
     matrix = sp.csr_matrix(np.ones((3, 2), dtype=np.float32))
     with pytest.raises(InputError, match="none of the model's 3 genes is in the data"):
         align_genes(matrix, ["X1", "X2"], ["G1", "G2", "G3"], max_missing_genes=max_missing_genes)
+
+
+def test_label_advises_its_own_layer_flag_for_normalised_data(tmp_path):
+    adata = make_counts()
+    adata.X = sp.csr_matrix(np.log1p(adata.X.toarray()) + 0.5)
+    adata.obs["cell_type"] = ["A", "Unknown"] * 30
+    adata.write_h5ad(tmp_path / "atlas.h5ad")
+    result = invoke("label", tmp_path / "atlas.h5ad", "--outdir", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "point --layer at the raw counts" in result.output
+    assert "--layer" in invoke("label", "--help").output
+    assert "Traceback" not in result.output
+
+
+def test_a_file_system_fault_is_one_sentence_not_a_traceback(tmp_path, monkeypatch):
+    import scpermut.steps.qc as qc_step
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "x.h5ad"))
+
+    monkeypatch.setattr(qc_step, "run_qc", full_disk)
+    import scpermut.steps.run as run_step
+
+    monkeypatch.setattr(run_step, "run_qc", full_disk)
+    adata = make_counts(labels=("A", "Unknown"))
+    adata.write_h5ad(tmp_path / "atlas.h5ad")
+    result = invoke("label", tmp_path / "atlas.h5ad", "--outdir", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "x.h5ad: No space left on device; check the path" in result.output
+    assert "Traceback" not in result.output
