@@ -71,6 +71,12 @@ def test_annotation_writes_every_documented_field(annotated, trained, tmp_path):
         annotated.obs[_keys.CONFIDENCE], annotated.obsm[_keys.PROBABILITIES].max(axis=1)
     )
     assert list(annotated.obs[_keys.PREDICTION].cat.categories) == classes
+    # The final label: given where the reference is labelled, else the prediction (query cells too).
+    split = annotated.obs[_keys.SPLIT].astype(str)
+    given = split.isin(["train", "validation"])
+    final = annotated.obs[_keys.LABEL].astype(str)
+    assert (final[given] == annotated.obs.loc[given, "cell_type"].astype(str)).all()
+    assert (final[~given] == annotated.obs.loc[~given, _keys.PREDICTION].astype(str)).all()
     assert annotated.obsm[_keys.UMAP].shape == (n_cells, 2)
     assert list(annotated.uns[_keys.UNS]["classes"]) == classes
     assert annotated.uns[_keys.UNS]["seed"] == 0
@@ -208,7 +214,7 @@ def test_a_raw_query_file_is_normalised_exactly_as_prepare_did(trained, prepared
     record = trained[0].record
     raw = ad.read_h5ad(assets_dir / "test_data" / "kang_stim101.h5ad")
     expression = log_normalised_expression(raw, record.preprocess, "kang_stim101.h5ad")
-    rows = prepared[prepared.obs["sample"] == "stim101"]
+    rows = prepared[prepared.obs["scpermut_sample"] == "stim101"]
     genes = list(rows.var_names)
     from_raw = expression[:, raw.var_names.get_indexer(genes)].toarray()
     np.testing.assert_allclose(from_raw, rows.X.toarray(), rtol=1e-5, atol=1e-5)

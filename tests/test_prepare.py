@@ -80,26 +80,50 @@ def test_split_is_seeded():
     assert first[labels == "C"].sum() == 4
 
 
-def test_gene_alignment_reports_losses(tmp_path):
+def test_the_model_genes_come_from_the_reference_and_a_query_is_zero_filled(tmp_path, caplog):
     a = make_counts(n_genes=30, prefix="a")
     b = make_counts(n_genes=30, prefix="b", seed=1)
     b.var_names = [f"G{j}" for j in range(5, 35)]
     paths = [qc_sample(tmp_path, "a", a), qc_sample(tmp_path, "b", b, role="query")]
     summary = prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
-    assert summary["n_genes"] == 25
-    assert summary["genes_lost_per_sample"] == {"a": 5, "b": 5}
+    assert summary["n_genes"] == 30  # the reference's genes, not the intersection
+    assert summary["genes_lost_per_sample"] == {"a": 0, "b": 5}
     written = json.loads((tmp_path / "out" / "prepare_summary.json").read_text())
-    assert written["genes_lost_per_sample"] == {"a": 5, "b": 5}
+    assert written["genes_lost_per_sample"] == {"a": 0, "b": 5}
+    prepared = ad.read_h5ad(tmp_path / "out" / "prepared.h5ad")
+    query = prepared[prepared.obs["scpermut_role"] == "query"]
+    assert query[:, ["G0", "G4"]].layers["counts"].sum() == 0  # missing in the query: zeros
+    assert "sample b lacks 5 of the reference's 30 genes" in caplog.text
 
 
-def test_too_few_shared_genes_stop_clearly(tmp_path):
+def test_reference_samples_sharing_too_few_genes_stop_clearly(tmp_path):
+    a = make_counts(prefix="a")
+    b = make_counts(prefix="b")
+    b.var_names = [f"ENSG{j:05d}" for j in range(b.n_vars)]
+    paths = [qc_sample(tmp_path, "a", a), qc_sample(tmp_path, "b", b)]
+    with pytest.raises(InputError, match="share only 0 genes.*'b' has 40 genes, e.g. ENSG00000"):
+        prepare_files(paths, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_query_sharing_no_gene_with_the_reference_stops_clearly(tmp_path):
     a = make_counts(prefix="a")
     b = make_counts(prefix="b")
     b.var_names = [f"ENSG{j:05d}" for j in range(b.n_vars)]
     paths = [qc_sample(tmp_path, "a", a), qc_sample(tmp_path, "b", b, role="query")]
-    with pytest.raises(InputError, match="share only 0 genes.*'b' has 40 genes, e.g. ENSG00000"):
-        prepare_files(paths, tmp_path / "out")
+    with pytest.raises(InputError, match="sample 'b' shares no gene with the reference"):
+        prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
     assert not (tmp_path / "out").exists()
+
+
+def test_an_obs_column_of_different_types_across_samples_is_merged_as_text(tmp_path):
+    a, b = make_counts(prefix="a"), make_counts(prefix="b", seed=2)
+    a.obs["donor"] = 7
+    b.obs["donor"] = "d8"
+    paths = [qc_sample(tmp_path, "a", a), qc_sample(tmp_path, "b", b, role="query")]
+    prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
+    prepared = ad.read_h5ad(tmp_path / "out" / "prepared.h5ad")
+    assert set(prepared.obs["donor"].astype(str)) == {"7", "d8"}
 
 
 def test_duplicate_barcodes_across_samples_are_prefixed(tmp_path):
@@ -107,7 +131,7 @@ def test_duplicate_barcodes_across_samples_are_prefixed(tmp_path):
     merged, _ = prepare([ad.read_h5ad(p) for p in paths], Keys(), PrepareSettings(min_shared_genes=10))
     assert merged.obs_names.is_unique
     assert merged.obs.loc["b_cell0", "barcode"] == "cell0"
-    assert merged.obs.loc["b_cell0", "sample"] == "b"
+    assert merged.obs.loc["b_cell0", "scpermut_sample"] == "b"
 
 
 def test_no_labelled_reference_cell_is_an_error(tmp_path):
@@ -154,3 +178,16 @@ def test_prepare_anndata_in_memory_matches_the_contract():
     assert "scpermut_split" not in adata.obs  # the input is left alone
     with pytest.raises(InputError, match="column 'donor' does not exist in obs"):
         prepare_anndata(adata, keys=Keys(batch_key="donor"))
+
+
+def test_prepare_writes_its_two_files_as_one_set(tmp_path, monkeypatch):
+    paths = [qc_sample(tmp_path, "a", make_counts())]
+
+    def fail(*args, **kwargs):
+        raise TypeError("cannot write")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", fail)
+    with pytest.raises(TypeError):
+        prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
+    assert not (tmp_path / "out" / "prepare_summary.json").exists()
+    assert not any((tmp_path / "out").iterdir())

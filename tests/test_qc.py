@@ -51,6 +51,23 @@ def test_filters_use_the_exact_thresholds(tmp_path):
     assert "MT-CO1" not in kept.var_names and kept.n_vars == 10
 
 
+def test_cells_to_annotate_that_fail_qc_are_kept_and_flagged(tmp_path, caplog):
+    path = sample_with_known_metrics(tmp_path)
+    thresholds = QCThresholds(min_genes=7, max_pct_mito=20, min_cells=2)
+    # c5 (6 genes, label Unknown) is a cell to annotate: kept, flagged, counted, warned about.
+    summary = run_qc(SampleSpec("s1", path), tmp_path / "qc", thresholds)
+    kept = ad.read_h5ad(qc_outputs(tmp_path / "qc", "s1")["h5ad"])
+    assert list(kept.obs_names) == ["c0", "c3", "c4", "c5"]
+    assert list(kept.obs["scpermut_qc_pass"]) == [True, True, True, False]
+    assert summary["n_cells_flagged"] == 1 and summary["n_cells_failed_qc"] == 3
+    assert "1 of the 1 cells to annotate in sample 's1' fail QC (1 below min_genes 7)" in caplog.text
+    # A query sample keeps every cell and every gene (gene filters apply to the reference only).
+    summary = run_qc(SampleSpec("q1", path, role="query"), tmp_path / "qc", thresholds)
+    query = ad.read_h5ad(qc_outputs(tmp_path / "qc", "q1")["h5ad"])
+    assert query.n_obs == 6 and query.n_vars == 12
+    assert int((~query.obs["scpermut_qc_pass"]).sum()) == 3 == summary["n_cells_flagged"]
+
+
 def test_max_genes_and_min_counts():
     metrics = pd.DataFrame({"n_genes_by_counts": [5, 50, 500], "total_counts": [10, 100, 1000], "pct_counts_mt": [0, 0, 0]})
     keep = cell_filter(metrics, QCThresholds(min_genes=0, max_genes=100, min_counts=50, max_pct_mito=100))
@@ -65,7 +82,7 @@ def test_obs_is_standardised(tmp_path):
     adata = ad.read_h5ad(tmp_path / "s1.qc.h5ad")
     assert list(adata.obs["batch"]) == ["d1", "d1", "d2", "d2", "d2", "d1"]
     assert list(adata.obs["label"]) == ["T", "T", "B", "B", "NK", "Unknown"]
-    assert set(adata.obs["sample"]) == {"s1"} and set(adata.obs["scpermut_role"]) == {"reference"}
+    assert set(adata.obs["scpermut_sample"]) == {"s1"} and set(adata.obs["scpermut_role"]) == {"reference"}
     assert adata.uns["scpermut_qc"]["n_labelled"] == 5
 
 

@@ -22,7 +22,7 @@ from scpermut.steps.report import write_report
 CLASSES = ["B cells", "Monocytes", "NK cells", "T cells", "pDC"]
 CLASS_SIZES = [300, 500, 150, 1030, 20]  # pDC is rare: 20 of 2000 cells = 1 %
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["summary", "qc", "training", "umap", "confusion", "per_class", "metrics", "unknown"]
+SECTIONS = ["annotated", "summary", "qc", "training", "umap", "confusion", "markers", "per_class", "metrics", "unknown"]
 FIGURES = [
     "training_curves",
     "umap_batch",
@@ -30,6 +30,7 @@ FIGURES = [
     "umap_prediction",
     "umap_confidence",
     "confusion_matrix",
+    "marker_dotplot",
     "f1_vs_size",
 ]
 
@@ -60,7 +61,7 @@ def synthetic_annotated(seed: int = 0) -> ad.AnnData:
 
     obs = pd.DataFrame(
         {
-            "sample": pd.Categorical(batches),
+            _keys.SAMPLE: pd.Categorical(batches),
             "batch": pd.Categorical(batches),
             "cell_type": pd.Categorical(truth),
             _keys.ROLE: pd.Categorical(role),
@@ -215,6 +216,9 @@ def test_report_has_every_section_and_embedded_figure(rendered):
         "unknown_by_batch",
         "unknown_by_true_label",
         "prediction_counts",
+        "composition",
+        "confidence",
+        "per_batch",
     ):
         assert table in parser.tables
 
@@ -323,3 +327,30 @@ def test_report_samples_cells_with_the_runs_seed_and_takes_the_keys_from_the_mod
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert record["settings"]["seed"] == 7
     assert record["settings"]["class_key"] == "cell_type"
+
+
+def test_the_annotated_cells_are_summarised_for_the_user(tmp_path):
+    from scpermut import metrics
+
+    adata = synthetic_annotated()
+    adata.obs[_keys.QC_PASS] = True
+    adata.obs.iloc[:5, adata.obs.columns.get_loc(_keys.QC_PASS)] = False
+    result = metrics.evaluate(adata)
+    annotated = result["annotated"]
+    chosen = adata.obs[_keys.SPLIT].astype(str).isin(["query", "unlabelled"])
+    assert annotated["n_cells"] == int(chosen.sum())
+    assert annotated["n_failed_qc"] == int((chosen & ~adata.obs[_keys.QC_PASS]).sum())
+    assert sum(annotated["composition"].values()) == annotated["n_cells"]
+    assert 0 < annotated["confidence"]["q10"] <= annotated["confidence"]["q50"] <= annotated["confidence"]["q90"] <= 1
+    query = chosen & (adata.obs["batch"] == "query1")
+    truth = adata.obs.loc[query, "cell_type"].astype(str)
+    accuracy = float((truth == adata.obs.loc[query, _keys.PREDICTION].astype(str)).mean())
+    assert annotated["per_batch"]["query1"]["accuracy"] == pytest.approx(accuracy)
+    assert "accuracy" not in annotated["per_batch"]["ref1"]  # unlabelled reference cells: no truth
+    assert metrics.headline(result)["n_cells_annotated"] == annotated["n_cells"]
+
+
+def test_the_confusion_caption_says_rows_are_normalised(rendered):
+    text = (rendered / "report.html").read_text()
+    assert "Each row sums to 1" in text and "column-normalised" not in text
+    assert (rendered / "scpermut_annotated_mqc.tsv").is_file()

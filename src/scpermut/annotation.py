@@ -49,6 +49,11 @@ def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") 
         in_library = None if normalisation_genes is None else adata.var_names.isin(normalisation_genes)
         return normalise_counts(counts, target_sum, in_library)
     matrix = sp.csr_matrix(adata.X, dtype=np.float32)
+    if matrix.nnz and not np.isfinite(matrix.data).all():
+        raise InputError(
+            f"{source}: X holds {int((~np.isfinite(matrix.data)).sum())} NaN or infinite values; "
+            f"give raw counts in X or layers['{_keys.COUNTS_LAYER}']."
+        )
     if matrix.nnz and (matrix.data.min() < 0 or matrix.data.max() > _MAX_LOG_NORMALISED):
         raise InputError(
             f"{source}: X is neither raw counts nor log-normalised (values from {matrix.data.min():.2g} "
@@ -118,6 +123,11 @@ def align_genes(
     present = np.flatnonzero(positions >= 0)
     n_missing = len(genes) - present.size
     fraction = n_missing / len(genes)
+    if present.size == 0:
+        raise InputError(
+            f"{source}: none of the model's {len(genes)} genes is in the data (model genes e.g. "
+            f"{', '.join(genes[:3])}; data genes e.g. {', '.join(names[:3])}); gene names must use the training data's identifiers."
+        )
     if fraction > max_missing_genes:
         example = ", ".join(
             [gene for gene, position in zip(genes, positions, strict=True) if position < 0][:3]
@@ -179,6 +189,8 @@ def annotate(
         The integrated latent space.
     ``adata.obs["scpermut_prediction"]`` : categorical
         Predicted cell type (or "Unknown"); with a classifier only.
+    ``adata.obs["scpermut_label"]`` : categorical
+        The final label: the given label of labelled reference cells, else the prediction.
     ``adata.obs["scpermut_confidence"]`` : float32
         Highest class probability; with a classifier only.
     ``adata.obsm["scpermut_probabilities"]`` : ndarray (float32, cells x classes)
@@ -212,6 +224,7 @@ def annotate(
             labels[confidence < unknown_threshold] = unknown_label
             categories.append(unknown_label)
         adata.obs[_keys.PREDICTION] = pd.Categorical(labels, categories=categories)
+        adata.obs[_keys.LABEL] = final_labels(adata, keys.class_key)
         adata.obs[_keys.CONFIDENCE] = confidence.astype(np.float32)
         adata.obsm[_keys.PROBABILITIES] = probabilities
     else:
@@ -249,6 +262,20 @@ def annotate(
         none="",
     )
     return adata if copy else None
+
+
+def final_labels(adata, class_key: str) -> pd.Categorical:
+    """The label to use for each cell: the given one for the labelled reference cells, else the prediction.
+
+    The labelled reference cells are those ``prepare`` put in the train or validation split;
+    a query cell's label is evidence for scoring, not a given label, so it gets the prediction.
+    """
+    labels = adata.obs[_keys.PREDICTION].astype(str).to_numpy(dtype=object)
+    if _keys.SPLIT in adata.obs and class_key in adata.obs:
+        split = adata.obs[_keys.SPLIT].astype(str).to_numpy()
+        given = np.isin(split, [_keys.SPLIT_TRAIN, _keys.SPLIT_VALIDATION])
+        labels[given] = adata.obs[class_key].astype(str).to_numpy()[given]
+    return pd.Categorical(labels)
 
 
 def compute_umap(adata, seed: int) -> None:

@@ -27,14 +27,16 @@ def option(name: str, python_name: str | None = None, **kwargs):
     if "_" in name:
         flags.append(f"--{name.replace('_', '-')}")
     if kwargs.get("is_flag") and kwargs.pop("negatable", False):
-        flags = [f"{flag}/--no-{flag[2:]}" for flag in flags]
+        flags = [f"{flag}/--no-{flag[2:]}" for flag in flags] + [f" /--no_{name}"]
     return click.option(*flags, python_name or name, **kwargs)
 
 
 def reports_errors(func):
-    """Turn a ``ScpermutError`` into one logged sentence in the CLI's words, and exit status 1.
+    """Turn failures into one logged sentence in the CLI's words and a non-zero exit status.
 
-    Library messages name Python arguments (```batch_size```); the sentence names flags (``--batch_size``).
+    A ``ScpermutError`` exits 1; library messages name Python arguments (```batch_size```), the
+    sentence names flags (``--batch_size``). A file-system fault (``OSError``) exits 1 naming
+    the file. Ctrl-C (SIGINT) exits 130, saying how to resume when the command can.
     """
 
     @functools.wraps(func)
@@ -43,6 +45,17 @@ def reports_errors(func):
             return func(*args, **kwargs)
         except ScpermutError as error:
             log.error(flag_text(str(error)))
+            sys.exit(1)
+        except KeyboardInterrupt:
+            resumable = "resume" in kwargs
+            log.error(
+                "interrupted%s",
+                "; rerun the same command with --resume to continue where it stopped" if resumable else "",
+            )
+            sys.exit(130)
+        except OSError as error:
+            where = error.filename or "a file"
+            log.error("%s: %s; check the path, its permissions and the free disk space.", where, error.strerror or error)
             sys.exit(1)
 
     return wrapper
@@ -100,7 +113,11 @@ training_options = declared_options(options.TRAINING)
 def main(verbose: bool, quiet: bool, log_file: Path | None):
     """scpermut: cell-type annotation and batch correction for single-cell RNA-seq atlases.
 
-    Steps: qc -> prepare -> train -> predict -> report, or all of them with `scpermut run`.
+    \b
+    Start here:
+      scpermut label REF.h5ad --query QUERY.h5ad --class_key cell_type --batch_key batch --outdir out
+    (see `scpermut label --help`). Several samples: `scpermut run --input samplesheet.csv`.
+    The single steps: qc -> prepare -> train -> predict -> report.
     """
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     # TensorFlow's C++ start-up chatter (CPU features, absl) is noise unless debugging.
@@ -119,7 +136,7 @@ def main(verbose: bool, quiet: bool, log_file: Path | None):
 @option("batch_col", default=None, help="obs column with the batch in this file (default: the sample id is the batch).")
 @option("label_col", default=None, help="obs column with the labels in this file (default: --class_key; absent means unlabelled).")
 @option("unknown_label", default=None, help="Label value meaning unlabelled in this file (default: --unlabeled_category).")
-@option("layer", default=None, help="Layer holding raw counts ('raw' for .raw); default: detect.")
+@declared_options(options.LAYER)
 @key_options
 @qc_options
 @reports_errors
@@ -179,7 +196,7 @@ def report(annotated, model, outdir):
 @click.argument("prepared", metavar="PREPARED.h5ad", type=click.Path(path_type=Path))
 @option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model folder to write (refused if it exists, unless --overwrite).")
 @seed_option
-@option("resume", is_flag=True, help="Continue the training checkpointed in MODEL_DIR/checkpoint/.")
+@declared_options(options.TRAIN_RESUME)
 @option("overwrite", is_flag=True, help="Replace an existing model folder.")
 @training_options
 @reports_errors
@@ -206,55 +223,113 @@ def predict(input_file, model, out, **options):
     log.info("predict: %d cells, %d model genes missing, predicted %s -> %s", summary["n_cells"], summary["genes_missing"], summary.get("predicted", "n/a"), out)
 
 
-def run_options(func):
-    """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting."""
-    func = option("overwrite", is_flag=True, help="Replace the results of an earlier run in --outdir.")(func)
-    func = declared_options(options.PREDICTION)(func)
-    func = option("model", default=None, type=click.Path(file_okay=False, path_type=Path), help="Annotate with this trained model folder instead of training one.")(func)
-    return option("outdir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for qc/, prepare/, model/, annotated/ and report/.")(func)
+# The sections of `run --help` and `label --help`, in order: section title -> parameter names.
+_MODEL_NAMES = (*options.NETWORK_FIELDS, "use_permutation", "permute_across_batches", "rec_weight", "clf_weight", "dann_weight", "focal_gamma", "grl_ramp")
+HELP_SECTIONS = {
+    "Input": ("input", "query", "layer", *options.KEYS, "model"),
+    "Quality control and genes": (*options.QC, *options.PREPARE),
+    "Model": _MODEL_NAMES,
+    "Training": ("seed", "resume", *(name for name in options.TRAINING if name not in _MODEL_NAMES)),
+    "Output": ("outdir", "overwrite", *options.PREDICTION, "umap"),
+}
 
 
-@main.command()
+class SectionedCommand(click.Command):
+    """A command whose ``--help`` lists its options in the sections of ``HELP_SECTIONS``."""
+
+    def format_options(self, ctx, formatter):
+        records = {param.name: param.get_help_record(ctx) for param in self.get_params(ctx) if isinstance(param, click.Option)}
+        placed = set()
+        for title, names in HELP_SECTIONS.items():
+            rows = [records[name] for name in names if records.get(name) and name not in placed]
+            placed.update(names)
+            if rows:
+                with formatter.section(f"{title} options"):
+                    formatter.write_dl(rows)
+        rest = [record for name, record in records.items() if record and name not in placed]
+        if rest:
+            with formatter.section("Other options"):
+                formatter.write_dl(rest)
+
+
+def run_options(umap: Option):
+    """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting, resuming."""
+
+    def decorate(func):
+        func = declared_options(options.RESUME)(func)
+        func = option("overwrite", is_flag=True, help="Replace the results of an earlier run in --outdir (kept until the new run succeeds).")(func)
+        func = declared_options(options.PREDICTION, umap)(func)
+        func = option("model", default=None, type=click.Path(file_okay=False, path_type=Path), help="Annotate with this trained model folder instead of training one.")(func)
+        func = declared_options(options.LAYER)(func)
+        return option("outdir", required=True, type=click.Path(path_type=Path), help="Folder for qc/, prepare/, model/, annotated/ and report/.")(func)
+
+    return decorate
+
+
+RUN_EXAMPLE = """\b
+Example:
+  scpermut run --input samplesheet.csv --outdir results --class_key cell_type --batch_key batch
+"""
+
+LABEL_EXAMPLE = """\b
+Examples:
+  # annotate query.h5ad from the labelled reference atlas ref.h5ad
+  scpermut label ref.h5ad --query query.h5ad --class_key cell_type --batch_key batch --outdir out
+  # complete an atlas whose unlabelled cells have cell_type 'Unknown'
+  scpermut label atlas.h5ad --class_key cell_type --batch_key batch --outdir out
+  # with a UMAP of the latent space in the report (slower)
+  scpermut label ref.h5ad --query query.h5ad --umap --outdir out
+"""
+
+
+@main.command(cls=SectionedCommand, epilog=RUN_EXAMPLE)
 @option("input", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Samplesheet CSV: sample,h5ad[,role,batch_col,label_col,unknown_label,layer].")
-@run_options
+@run_options(options.UMAP)
 @key_options
 @qc_options
 @prepare_options
 @seed_option
 @training_options
 @reports_errors
-def run(outdir, model, **flags):
+def run(outdir, model, layer, **flags):
     """Run qc -> prepare -> train -> predict -> report on a samplesheet, in one process.
 
     Writes OUTDIR/qc/, prepare/, model/ (unless --model), annotated/annotated.h5ad and report/.
+    --layer applies to the samples whose samplesheet row names no layer.
     """
-    from scpermut.steps.run import options_from_flags, run_samplesheet, summary_text
+    from dataclasses import replace
 
-    samplesheet = flags.pop("input")
-    result = run_samplesheet(samplesheet, outdir, options_from_flags(flags, model_dir=model))
+    from scpermut.data.samplesheet import read_samplesheet
+    from scpermut.steps.run import options_from_flags, run_steps, summary_text
+
+    specs = read_samplesheet(flags.pop("input"))
+    if layer is not None:
+        specs = [spec if spec.layer else replace(spec, layer=layer) for spec in specs]
+    result = run_steps(specs, outdir, options_from_flags(flags, model_dir=model))
     click.echo(summary_text(result))
 
 
-@main.command()
+@main.command(cls=SectionedCommand, epilog=LABEL_EXAMPLE)
 @click.argument("atlas", metavar="ATLAS.h5ad", type=click.Path(dir_okay=False, path_type=Path))
 @option("query", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Annotate this file instead of the atlas's unlabelled cells (its labels, if any, only score the result).")
-@run_options
+@run_options(options.LABEL_UMAP)
 @key_options
 @qc_options
 @prepare_options
 @seed_option
 @training_options
 @reports_errors
-def label(atlas, query, outdir, model, **flags):
+def label(atlas, query, outdir, model, layer, **flags):
     """Annotate the unlabelled cells of ATLAS.h5ad (or of --query) and write the annotated h5ad and a report.
 
     ATLAS.h5ad holds raw counts; --class_key names its label column (--unlabeled_category marks
-    the cells to annotate) and --batch_key its batch column.
+    the cells to annotate) and --batch_key its batch column. Every cell to annotate gets a
+    prediction: QC only chooses the cells that train the model.
     """
     from scpermut.steps.label import label_atlas
     from scpermut.steps.run import options_from_flags, summary_text
 
-    result = label_atlas(atlas, outdir, options_from_flags(flags, model_dir=model), query=query)
+    result = label_atlas(atlas, outdir, options_from_flags(flags, model_dir=model), query=query, layer=layer)
     click.echo(summary_text(result))
 
 

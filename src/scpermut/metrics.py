@@ -280,6 +280,7 @@ def evaluate(
         JSON-ready: ``evaluation_set`` (the headline set: ``query``, ``validation`` or None
         when no scored cell has a label), ``sets`` (per set: ``scores`` from
         :func:`classification_scores`, ``per_class`` and ``by_rarity`` as lists of records),
+        ``annotated`` (see :func:`annotated_cells`; None without a classifier),
         ``predictions`` (counts of every predicted class and of ``unknown`` predictions over
         all cells; None, like ``sets``, for a model without a classifier), ``latent`` (:func:`batch_mixing`, :func:`batch_silhouette` and :func:`label_silhouette` results, or None
         without a latent) and ``settings``.
@@ -328,6 +329,7 @@ def evaluate(
     return {
         "evaluation_set": next((name for name in HEADLINE_SETS if name in sets), None),
         "sets": sets,
+        "annotated": annotated_cells(adata, truth, predictions, split, batch_key) if has_predictions else None,
         "predictions": _prediction_counts(adata, predictions, unlabeled_category)
         if has_predictions
         else None,
@@ -339,6 +341,56 @@ def evaluate(
             "unlabeled_category": unlabeled_category,
         },
     }
+
+
+# Quantiles of the confidence of the annotated cells that summaries show.
+CONFIDENCE_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def annotated_cells(adata, truth: pd.Series, predictions: np.ndarray, split: np.ndarray, batch_key: str) -> dict:
+    """What a user asked for: the cells to annotate (query and unlabelled reference cells).
+
+    Returns
+    -------
+    dict
+        ``n_cells``, ``n_failed_qc`` (annotated though failing QC), ``composition`` (cells per
+        predicted type, most first), ``confidence`` (mean, quantiles, share below 0.5) and
+        ``per_batch`` (per batch: cells, and where true labels are known, ``n_labelled``,
+        ``accuracy`` and ``balanced_accuracy``).
+    """
+    chosen = np.isin(split, [_keys.SPLIT_QUERY, _keys.SPLIT_UNLABELLED])
+    result = {"n_cells": int(chosen.sum()), "n_failed_qc": 0, "composition": {}, "confidence": None, "per_batch": {}}
+    if not chosen.any():
+        return result
+    if _keys.QC_PASS in adata.obs:
+        result["n_failed_qc"] = int((~adata.obs[_keys.QC_PASS].to_numpy(bool) & chosen).sum())
+    chosen_predictions = predictions[chosen]
+    result["composition"] = {str(k): int(v) for k, v in pd.Series(chosen_predictions).value_counts().items()}
+    if _keys.CONFIDENCE in adata.obs:
+        confidence = adata.obs[_keys.CONFIDENCE].to_numpy(dtype=float)[chosen]
+        result["confidence"] = {
+            "mean": float(confidence.mean()),
+            **{f"q{int(q * 100)}": float(np.quantile(confidence, q)) for q in CONFIDENCE_QUANTILES},
+            "fraction_below_0.5": float(np.mean(confidence < 0.5)),
+        }
+    batches = adata.obs[batch_key].astype(str).to_numpy() if batch_key in adata.obs else np.full(adata.n_obs, "all")
+    known = truth.notna().to_numpy()
+    for batch in sorted(set(batches[chosen])):
+        cells = chosen & (batches == batch)
+        entry = {"n_cells": int(cells.sum())}
+        labelled = cells & known
+        if labelled.any():
+            y_true = truth.to_numpy()[labelled].astype(str)
+            y_pred = predictions[labelled]
+            entry.update(
+                n_labelled=int(labelled.sum()),
+                accuracy=float(np.mean(y_true == y_pred)),
+                balanced_accuracy=float(
+                    np.mean([np.mean(y_pred[y_true == label] == label) for label in np.unique(y_true)])
+                ),
+            )
+        result["per_batch"][batch] = entry
+    return result
 
 
 def _prediction_counts(adata, predictions: np.ndarray, unlabeled_category: str) -> dict:
@@ -369,6 +421,9 @@ def headline(result: dict) -> dict:
             for name in LABEL_SCORES
         },
         "fraction_unknown": (result["predictions"] or {}).get("fraction_unknown"),
+        "n_cells_annotated": (result.get("annotated") or {}).get("n_cells"),
+        "n_annotated_failed_qc": (result.get("annotated") or {}).get("n_failed_qc"),
+        "annotated_mean_confidence": ((result.get("annotated") or {}).get("confidence") or {}).get("mean"),
         "batch_entropy": latent.get("batch_mixing", {}).get("batch_entropy"),
         "batch_silhouette": latent.get("batch_silhouette", {}).get("value"),
         "label_silhouette": latent.get("label_silhouette", {}).get("value"),

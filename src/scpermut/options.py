@@ -79,11 +79,11 @@ KEYS = _group(
 )
 
 QC = _group(
-    Option("min_genes", 200, "Remove cells with fewer detected genes.", int),
-    Option("max_genes", 0, "Remove cells with more detected genes (0: no limit).", int),
-    Option("min_counts", 0, "Remove cells with fewer total counts.", int),
-    Option("max_pct_mito", 20.0, "Remove cells with a higher % of mitochondrial counts (100: off).", float),
-    Option("min_cells", 3, "Remove genes detected in fewer cells.", int),
+    Option("min_genes", 200, "Cells with fewer detected genes fail QC: they do not train (cells to annotate are kept, flagged).", int),
+    Option("max_genes", 0, "Cells with more detected genes fail QC (0: no limit).", int),
+    Option("min_counts", 0, "Cells with fewer total counts fail QC.", int),
+    Option("max_pct_mito", 20.0, "Cells with a higher % of mitochondrial counts fail QC (100: off).", float),
+    Option("min_cells", 3, "Drop reference genes detected in fewer cells (query genes are never dropped).", int),
 )
 
 PREPARE = _group(
@@ -143,6 +143,21 @@ UMAP = Option("umap", True, "Compute a UMAP of the latent space.", bool, negatab
 INFERENCE_BATCH_SIZE = Option(
     "batch_size", None, "Cells per inference batch [default: 4 x the training batch size].", int, param=False
 )
+
+# CLI-only options of the chained commands (`run`, `label`); not pipeline params.
+LAYER = Option("layer", None, "Layer holding raw counts ('raw' for .raw); default: X if it holds counts, else layers['counts'], else .raw.", param=False)
+RESUME = Option(
+    "resume", False, "Continue the interrupted run in --outdir: finished steps are reused, training continues from its checkpoint.", bool, param=False
+)
+
+# `label` is the quick first result: its UMAP (a few seconds, plus ~20 s of numba compilation
+# the first time in a process) is asked for with --umap.
+LABEL_UMAP = Option(
+    "umap", False, "Compute a UMAP of the latent space (adds numba's start-up, ~20 s on 2 cores).", bool, negatable=True, param=False
+)
+# Options only the command line has (no pipeline param), beside those in ALL.
+TRAIN_RESUME = Option("resume", False, "Continue the training checkpointed in MODEL_DIR/checkpoint/.", bool, param=False)
+CLI_ONLY = (LAYER, RESUME, TRAIN_RESUME, LABEL_UMAP, INFERENCE_BATCH_SIZE)
 
 ALL = {**KEYS, **QC, **PREPARE, "seed": SEED, **TRAINING, **PREDICTION, "umap": UMAP}
 

@@ -185,7 +185,7 @@ def test_every_cli_option_comes_from_the_declaration():
     """The click options of every step are generated from ``scpermut.options``: same default and help."""
     from scpermut import options
 
-    declared = [*options.ALL.values(), options.INFERENCE_BATCH_SIZE]
+    declared = [*options.ALL.values(), *options.CLI_ONLY]
     for command in cli_commands().values():
         for parameter in command.params:
             if not isinstance(parameter, click.Option):

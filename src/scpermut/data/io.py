@@ -24,6 +24,11 @@ def count_problem(matrix) -> str | None:
     values = np.asarray(values[:_VALUES_CHECKED])
     if values.size == 0:
         return None
+    if not (finite := np.isfinite(values)).all():
+        n_nan = int(np.isnan(values).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        found = [f"{n_nan} NaN" if n_nan else "", f"{n_inf} infinite" if n_inf else ""]
+        return " and ".join(part for part in found if part) + " values"
     if values.min() < 0:
         return "negative values"
     if not np.all(np.equal(np.mod(values, 1), 0)):
@@ -59,7 +64,7 @@ def _counts_from_h5ad(adata: ad.AnnData, path: Path, layer: str | None) -> ad.An
         else:
             raise InputError(
                 f"{path}: X holds {problem}, so it is not raw counts, and neither layers['{COUNTS_LAYER}'] "
-                "nor .raw holds counts; point --layer (samplesheet column 'layer') at the raw counts."
+                "nor .raw holds counts; point --layer at the raw counts (in a samplesheet: its column 'layer')."
             )
         layer = None
     if layer is not None and (problem := count_problem(counts.X)) is not None:

@@ -34,22 +34,83 @@ class PrepareSettings:
     seed: int = default("seed")
 
 
+def _role(adata: ad.AnnData) -> str:
+    roles = set(adata.obs[_keys.ROLE].astype(str)) if _keys.ROLE in adata.obs else {"reference"}
+    return "reference" if "reference" in roles else "query"
+
+
 def shared_genes(samples: list[ad.AnnData], names: list[str], min_shared: int) -> tuple[pd.Index, dict[str, int]]:
-    """Genes present in every sample (in the first sample's order) and how many each sample (named by ``names``) loses."""
-    shared = samples[0].var_names
-    for adata in samples[1:]:
+    """The model's gene universe: genes present in every reference sample (in the first one's order).
+
+    Query samples do not narrow it (their missing genes are zero-filled), but each must share
+    at least one gene with it. Returns the genes and, per sample (named by ``names``), how many
+    of its genes are dropped (reference and query) or, for a query, how many reference genes it lacks
+    (``-n``). When every sample is a query, all samples decide.
+    """
+    references = [adata for adata in samples if _role(adata) == "reference"] or samples
+    shared = references[0].var_names
+    for adata in references[1:]:
         shared = shared[shared.isin(adata.var_names)]
-    lost = {name: int(adata.n_vars - len(shared)) for name, adata in zip(names, samples)}
     if len(shared) < min_shared:
         details = "; ".join(
             f"'{name}' has {adata.n_vars} genes, e.g. {', '.join(adata.var_names[:3])}"
             for name, adata in zip(names, samples)
+            if any(adata is reference for reference in references)
         )
         raise InputError(
-            f"the samples share only {len(shared)} genes (`min_shared_genes` is {min_shared}): {details}; "
+            f"the reference samples share only {len(shared)} genes (`min_shared_genes` is {min_shared}): {details}; "
             "check that every file names genes the same way (symbols or Ensembl ids)."
         )
+    lost = {}
+    for name, adata in zip(names, samples):
+        n_present = int(shared.isin(adata.var_names).sum())
+        if n_present == 0:
+            raise InputError(
+                f"sample '{name}' shares no gene with the reference (its genes e.g. {', '.join(adata.var_names[:3])}; "
+                f"the reference's e.g. {', '.join(shared[:3])}); gene names must use the same identifiers."
+            )
+        lost[name] = int(adata.n_vars - n_present)
+        if n_present < len(shared):
+            log.warning(
+                "sample %s lacks %d of the reference's %d genes; they are set to 0 for its cells",
+                name, len(shared) - n_present, len(shared),
+            )
     return shared, lost
+
+
+def on_genes(adata: ad.AnnData, genes: pd.Index) -> ad.AnnData:
+    """``adata`` restricted to ``genes`` in that order; genes it lacks are zero columns."""
+    if genes.isin(adata.var_names).all():
+        return adata[:, genes]
+    positions = adata.var_names.get_indexer(genes)
+    present = np.flatnonzero(positions >= 0)
+    selector = sp.csr_matrix(
+        (np.ones(present.size, np.float32), (positions[present], present)), shape=(adata.n_vars, len(genes))
+    )
+    matrix = sp.csr_matrix(sp.csr_matrix(adata.X, dtype=np.float32) @ selector, dtype=np.float32)
+    return ad.AnnData(X=matrix, obs=adata.obs.copy(), var=pd.DataFrame(index=genes))
+
+
+def uniform_obs_types(obs: pd.DataFrame) -> list[str]:
+    """Cast in place the obs columns holding values of several types (int in one file, str in another) to str.
+
+    Returns the names of the columns cast.
+    """
+    cast = []
+    for column in obs.columns:
+        values = obs[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            mixed = pd.api.types.infer_dtype(values.cat.categories, skipna=True).startswith("mixed")
+        elif values.dtype == object:
+            mixed = pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty")
+        else:
+            continue
+        if mixed:
+            missing = values.isna().to_numpy()
+            text = values.astype(object).where(~missing, None)
+            obs[column] = pd.Categorical([None if m else str(v) for v, m in zip(text, missing)])
+            cast.append(column)
+    return cast
 
 
 def stratified_split(labels: pd.Series, eligible: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -110,9 +171,14 @@ def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSet
     genes, lost = shared_genes(samples, names, settings.min_shared_genes)
     for name, n_lost in lost.items():
         if n_lost:
-            log.info("sample %s loses %d of its genes in the alignment", name, n_lost)
+            log.info("sample %s: %d of its genes are not among the reference's genes", name, n_lost)
 
-    merged = ad.concat([adata[:, genes] for adata in samples], join="inner", merge="same")
+    merged = ad.concat([on_genes(adata, genes) for adata in samples], join="inner", merge="same")
+    if _keys.QC_PASS not in merged.obs:  # samples that went through no QC (prepare_anndata)
+        merged.obs[_keys.QC_PASS] = True
+    merged.obs[_keys.QC_PASS] = merged.obs[_keys.QC_PASS].astype(bool)
+    for column in uniform_obs_types(merged.obs):
+        log.warning("obs column '%s' holds values of different types across the samples; it is written as text", column)
     if not merged.obs_names.is_unique:
         n_duplicated = int(merged.obs_names.duplicated().sum())
         log.warning("%d cell barcodes occur in more than one sample: they are prefixed with the sample id", n_duplicated)

@@ -59,6 +59,14 @@ def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
     else:
         labels = np.full(adata.n_obs, unlabeled_category, dtype=object)
 
+    for value, count in unlabelled_lookalikes(labels, unlabeled_category).items():
+        log.warning(
+            "%s: %d cells have the label '%s', which looks like 'unlabelled' but is not the unlabelled "
+            "category '%s': they are trained as a cell type of their own; set --unlabeled_category '%s' "
+            "if they are cells to annotate",
+            source, count, value, unlabeled_category, value,
+        )
+
     if batch_key != spec.batch_col and batch_key in adata.obs:
         adata.obs[f"original_{batch_key}"] = adata.obs[batch_key]
     adata.obs[batch_key] = pd.Categorical(batches)
@@ -67,6 +75,17 @@ def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
     adata.obs[class_key] = pd.Categorical(labels)
     adata.obs[_keys.SAMPLE] = pd.Categorical([spec.sample] * adata.n_obs)
     adata.obs[_keys.ROLE] = pd.Categorical([spec.role] * adata.n_obs, categories=["reference", "query"])
+
+
+# Label values that usually mean "no label" (compared lower-case, stripped).
+UNLABELLED_LOOKALIKES = ("unassigned", "unknown", "na", "n/a", "nan", "none", "", "unlabelled", "unlabeled", "?")
+
+
+def unlabelled_lookalikes(labels, unlabeled_category: str) -> dict[str, int]:
+    """Label values (and their cell counts) that look like "no label" but are not ``unlabeled_category``."""
+    values = pd.Series(np.asarray(labels, dtype=str))
+    looks = values.str.strip().str.lower().isin(UNLABELLED_LOOKALIKES) & (values != unlabeled_category)
+    return {str(value): int(count) for value, count in values[looks].value_counts().items()}
 
 
 def compute_qc_metrics(adata: ad.AnnData) -> pd.DataFrame:
@@ -89,15 +108,39 @@ def cell_filter(metrics: pd.DataFrame, thresholds: QCThresholds) -> pd.Series:
     return keep
 
 
+def cells_to_annotate(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> np.ndarray:
+    """True for the cells the user asked to annotate: every query cell, and unlabelled reference cells."""
+    if spec.role == "query":
+        return np.ones(adata.n_obs, dtype=bool)
+    return (adata.obs[keys.class_key].astype(str) == keys.unlabeled_category).to_numpy()
+
+
+def _failed_text(metrics: pd.DataFrame, thresholds: QCThresholds, among: np.ndarray) -> str:
+    """Which filters the cells ``among`` fail, with counts (e.g. "32 below --min_genes 200")."""
+    part = metrics[among]
+    checks = [
+        ("below min_genes", thresholds.min_genes, part["n_genes_by_counts"] < thresholds.min_genes),
+        ("below min_counts", thresholds.min_counts, part["total_counts"] < thresholds.min_counts),
+    ]
+    if thresholds.max_genes > 0:
+        checks.append(("above max_genes", thresholds.max_genes, part["n_genes_by_counts"] > thresholds.max_genes))
+    if thresholds.max_pct_mito < 100:
+        checks.append(("above max_pct_mito", thresholds.max_pct_mito, part["pct_counts_mt"] > thresholds.max_pct_mito))
+    return ", ".join(f"{int(mask.sum())} {text} {limit:g}" for text, limit, mask in checks if mask.any())
+
+
 def filter_sample(adata: ad.AnnData, spec: SampleSpec, thresholds: QCThresholds, keys: Keys) -> tuple[ad.AnnData, pd.DataFrame, dict]:
     """QC one sample's raw counts: standard ``obs`` columns, then the cell and gene filters.
 
     Returns
     -------
     The filtered AnnData, the per-cell metrics of every input cell (``passed_qc`` column) and
-    the summary: cells and genes before and after, cells removed by each filter, median
-    metrics, thresholds and keys. Sets in the filtered AnnData: ``obs`` columns ``sample``,
-    ``<batch_key>``, ``<class_key>``, ``scpermut_role`` and the QC metrics;
+    the summary: cells and genes before and after, cells failing each filter, cells kept though
+    failing (``n_cells_flagged``: cells to annotate are never removed), median metrics,
+    thresholds and keys. Only labelled reference cells are removed by the cell filters, and
+    only reference samples are gene-filtered (``min_cells``). Sets in the filtered AnnData:
+    ``obs`` columns ``scpermut_sample``, ``<batch_key>``, ``<class_key>``, ``scpermut_role``,
+    ``scpermut_qc_pass`` and the QC metrics;
     ``uns["scpermut_qc"]`` (the summary).
     """
     standardise_obs(adata, spec, keys)
@@ -109,15 +152,30 @@ def filter_sample(adata: ad.AnnData, spec: SampleSpec, thresholds: QCThresholds,
     if not adata.var["mt"].any() and thresholds.max_pct_mito < 100:
         log.warning("%s: no mitochondrial gene (names starting with MT-), so the %% mito filter removes nothing", spec.path)
     metrics["passed_qc"] = cell_filter(metrics, thresholds)
+    passed = metrics["passed_qc"].to_numpy()
+    # QC decides which cells train the model; a cell to annotate is kept and flagged instead.
+    to_annotate = cells_to_annotate(adata, spec, keys)
+    keep = passed | to_annotate
     n_cells_before, n_genes_before = adata.shape
-    if not metrics["passed_qc"].any():
+    if not keep.any():
         raise InputError(
             f"{spec.path}: no cell of sample '{spec.sample}' passes QC ({asdict(thresholds)}); "
             f"median detected genes is {metrics['n_genes_by_counts'].median():.0f}, so lower the thresholds."
         )
-    filtered = adata[metrics["passed_qc"].to_numpy()].copy()
-    genes_detected = np.asarray((filtered.X > 0).sum(axis=0)).ravel()
-    filtered = filtered[:, genes_detected >= thresholds.min_cells].copy()
+    n_flagged = int((to_annotate & ~passed).sum())
+    if n_flagged:
+        log.warning(
+            "%s: %d of the %d cells to annotate in sample '%s' fail QC (%s); they are kept, annotated "
+            "and flagged obs['%s'] = False, and do not train the model",
+            spec.path, n_flagged, int(to_annotate.sum()), spec.sample, _failed_text(metrics, thresholds, to_annotate), _keys.QC_PASS,
+        )
+    adata.obs[_keys.QC_PASS] = passed
+    filtered = adata[keep].copy()
+    if spec.role == "reference":
+        # Gene filter on the reference only: a small or sparse query never shrinks the model's genes.
+        training = filtered.obs[_keys.QC_PASS].to_numpy(bool)
+        genes_detected = np.asarray((filtered.X[training] > 0).sum(axis=0)).ravel()
+        filtered = filtered[:, genes_detected >= thresholds.min_cells].copy()
     if filtered.n_vars == 0:
         raise InputError(f"{spec.path}: no gene of sample '{spec.sample}' is detected in {thresholds.min_cells} cells after QC.")
 
@@ -127,7 +185,7 @@ def filter_sample(adata: ad.AnnData, spec: SampleSpec, thresholds: QCThresholds,
         "min_counts": int((metrics["total_counts"] < thresholds.min_counts).sum()),
         "max_pct_mito": int((metrics["pct_counts_mt"] > thresholds.max_pct_mito).sum()),
     }
-    kept = metrics[metrics["passed_qc"]]
+    kept = metrics[metrics["passed_qc"]] if metrics["passed_qc"].any() else metrics
     summary = {
         "sample": spec.sample,
         "source": str(spec.path),
@@ -137,6 +195,8 @@ def filter_sample(adata: ad.AnnData, spec: SampleSpec, thresholds: QCThresholds,
         "n_genes_before": int(n_genes_before),
         "n_genes_after": int(filtered.n_vars),
         "cells_removed_by": removed,
+        "n_cells_failed_qc": int((~passed).sum()),
+        "n_cells_flagged": n_flagged,
         "n_labelled": int((filtered.obs[keys.class_key] != keys.unlabeled_category).sum()),
         "median_genes": float(kept["n_genes_by_counts"].median()),
         "median_counts": float(kept["total_counts"].median()),

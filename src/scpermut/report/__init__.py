@@ -27,6 +27,7 @@ METRICS_TSV = "metrics.tsv"
 MQC_METRICS = "scpermut_metrics_mqc.tsv"
 MQC_PER_CLASS = "scpermut_per_class_mqc.tsv"
 MQC_QC = "scpermut_qc_mqc.tsv"
+MQC_ANNOTATED = "scpermut_annotated_mqc.tsv"
 
 
 def report_outputs(outdir: str | Path) -> dict[str, Path]:
@@ -39,17 +40,24 @@ def report_outputs(outdir: str | Path) -> dict[str, Path]:
         "mqc_metrics": MQC_METRICS,
         "mqc_per_class": MQC_PER_CLASS,
         "mqc_qc": MQC_QC,
+        "mqc_annotated": MQC_ANNOTATED,
     }
     return {key: outdir / name for key, name in names.items()}
 
 
 def report_texts(
-    adata: ad.AnnData, model: ModelRecord, keys: Keys, settings: metrics.MetricSettings, inputs: dict, source: str
+    adata: ad.AnnData,
+    model: ModelRecord,
+    keys: Keys,
+    settings: metrics.MetricSettings,
+    inputs: dict,
+    source: str,
+    warnings: list[str] = (),
 ) -> tuple[dict[str, str | None], dict]:
     """Score an annotated AnnData and build the text of every report file (None: not written).
 
     ``settings.seed`` should be the run's seed: it draws every sample of cells the scores and
-    plots use.
+    plots use. ``warnings`` (the run's) open the report and are listed in ``metrics.json``.
 
     Returns
     -------
@@ -62,6 +70,7 @@ def report_texts(
         "headline": headline,
         **result,
         "inputs": inputs,
+        "warnings": list(warnings),
         "scpermut_version": __version__,
         "created": now(),
     }
@@ -71,7 +80,8 @@ def report_texts(
         "mqc_metrics": multiqc.metrics_table(result),
         "mqc_per_class": multiqc.per_class_table(result),
         "mqc_qc": multiqc.qc_table(qc_summaries(adata)),
-        "html": render(adata, model, keys, result, source, settings.seed),
+        "mqc_annotated": multiqc.annotated_table(result),
+        "html": render(adata, model, keys, result, source, settings.seed, list(warnings)),
     }
     return texts, headline
 

@@ -171,3 +171,22 @@ def qc_table(qc_summaries: dict) -> str | None:
         "Cells and genes before and after the per-sample QC filters.",
         "Sample",
     )
+
+
+def annotated_table(metric_result: dict) -> str | None:
+    """The annotated cells per batch: cells, cells failing QC, accuracy where truth is known (None when none)."""
+    annotated = metric_result.get("annotated")
+    if not annotated or not annotated["n_cells"]:
+        return None
+    frame = pd.DataFrame.from_dict(annotated["per_batch"], orient="index")
+    confidence = annotated["confidence"] or {}
+    frame.loc["all annotated cells", "n_cells"] = annotated["n_cells"]
+    if confidence:
+        frame.loc["all annotated cells", "median_confidence"] = confidence["q50"]
+    for name, count in annotated["composition"].items():
+        frame.loc["all annotated cells", f"predicted {name}"] = count
+    description = (
+        "The cells to annotate (query and unlabelled reference cells): cells per batch and, where "
+        "their true label is known, accuracy; composition and median confidence over all of them."
+    )
+    return custom_content(frame, "scpermut_annotated", "Annotated cells", description, "Batch")

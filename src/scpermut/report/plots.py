@@ -214,3 +214,32 @@ def f1_against_size(per_class: pd.DataFrame, title: str) -> bytes:
     axis.legend(fontsize=8, title="class rarity", title_fontsize=8, loc="lower right")
     axis.set_title(title)
     return _png(fig)
+
+
+def marker_dotplot(fraction: pd.DataFrame, mean: pd.DataFrame, title: str) -> bytes:
+    """Dot plot: predicted types down, marker genes across; dot size = share of cells expressing,
+    colour = mean expression scaled to 0-1 per gene."""
+    n_rows, n_columns = fraction.shape
+    scaled = mean / mean.max(axis=0).replace(0, 1)
+    fig, axis = plt.subplots(figsize=(2.4 + 0.32 * n_columns, 1.4 + 0.36 * n_rows))
+    rows, columns = np.meshgrid(np.arange(n_rows), np.arange(n_columns), indexing="ij")
+    points = axis.scatter(
+        columns.ravel(),
+        rows.ravel(),
+        s=(fraction.to_numpy().ravel() * 120) + 0.5,
+        c=scaled.to_numpy().ravel(),
+        cmap="Reds",
+        vmin=0,
+        vmax=1,
+        edgecolors="grey",
+        linewidths=0.3,
+    )
+    axis.set_xticks(range(n_columns), fraction.columns, rotation=90, fontsize=7)
+    axis.set_yticks(range(n_rows), fraction.index, fontsize=8)
+    axis.set_xlim(-0.6, n_columns - 0.4)
+    axis.set_ylim(n_rows - 0.4, -0.6)
+    axis.set_xlabel("marker genes (ranked on the labelled reference cells)")
+    axis.set_ylabel("predicted type")
+    fig.colorbar(points, ax=axis, fraction=0.046, label="mean expression (scaled per gene)")
+    axis.set_title(title)
+    return _png(fig)

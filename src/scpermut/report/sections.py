@@ -33,24 +33,91 @@ QC_COLUMNS = {
 MAX_PLOTTED_CELLS = 50_000  # UMAP panels show a seeded sample beyond this
 
 
-def render(adata: ad.AnnData, model: ModelRecord, keys: Keys, result: dict, source: str, seed: int) -> str:
+def render(
+    adata: ad.AnnData, model: ModelRecord, keys: Keys, result: dict, source: str, seed: int, warnings: list[str] = ()
+) -> str:
     """The report as one HTML string.
 
     ``model`` is the model folder's record (possibly partial), ``seed`` the run's seed, which
-    draws the cells a UMAP panel shows when there are too many.
+    draws the cells a UMAP panel shows when there are too many; ``warnings`` are the run's
+    warnings, shown first.
     """
     sections = [
+        *([_warnings_section(warnings)] if warnings else []),
+        _annotated_section(keys, result),
         _summary_section(adata, model, keys, result),
         _qc_section(adata),
         _training_section(model.history),
         _embedding_section(adata, keys, result, seed),
         _confusion_section(adata, keys, result),
+        _marker_section(adata, keys, seed),
         _per_class_section(result),
         _metrics_section(result),
         _unknown_section(adata, keys, result),
     ]
     subtitle = f"{source} — {adata.n_obs:,} cells — scpermut {__version__} — {now()}"
     return html.page("scpermut report", subtitle, sections)
+
+
+def _warnings_section(warnings: list[str]) -> html.Section:
+    section = html.Section("warnings", f"Warnings of this run ({len(warnings)})")
+    for message in warnings:
+        section.add(html.text(message, "note"))
+    return section
+
+
+def _annotated_section(keys, result) -> html.Section:
+    """The cells the user asked to annotate: how many, what they were called, how sure, how right per batch."""
+    section = html.Section("annotated", "Annotated cells")
+    annotated = result.get("annotated")
+    if not annotated or not annotated["n_cells"]:
+        return section.add(
+            html.text(
+                "No cell to annotate: no query cell and no reference cell labelled "
+                f"'{keys.unlabeled_category}'. The scores below are on held-out reference cells.",
+                "note",
+            )
+        )
+    flagged = annotated["n_failed_qc"]
+    section.add(
+        html.text(
+            f"{annotated['n_cells']:,} cells annotated (query cells and reference cells labelled "
+            f"'{keys.unlabeled_category}'); obs['scpermut_label'] holds their predicted type."
+            + (
+                f" {flagged:,} of them failed QC: they are annotated but did not train the model, and are "
+                "flagged obs['scpermut_qc_pass'] = False."
+                if flagged
+                else ""
+            )
+        )
+    )
+    confidence = annotated["confidence"] or {}
+    cards = {"cells annotated": f"{annotated['n_cells']:,}", "failed QC (kept)": f"{flagged:,}"}
+    if confidence:
+        cards["median confidence"] = html.format_value(confidence["q50"])
+        cards["confidence < 0.5"] = f"{confidence['fraction_below_0.5']:.1%}"
+    section.add(html.cards(cards))
+    total = max(annotated["n_cells"], 1)
+    composition = pd.DataFrame(
+        [(name, count, count / total) for name, count in annotated["composition"].items()],
+        columns=["predicted type", "cells", "share"],
+    )
+    blocks = [html.block(html.heading("Composition"), html.table(composition, "composition"))]
+    if confidence:
+        quantiles = pd.DataFrame(
+            [(name, value) for name, value in confidence.items()], columns=["confidence", "value"]
+        )
+        blocks.append(html.block(html.heading("Confidence (top class probability)"), html.table(quantiles, "confidence")))
+    per_batch = pd.DataFrame.from_dict(annotated["per_batch"], orient="index")
+    if not per_batch.empty:
+        blocks.append(
+            html.block(
+                html.heading(f"Per batch ({keys.batch_key}); accuracy where the true label is known"),
+                html.table(per_batch.rename_axis("batch"), "per_batch", index=True),
+            )
+        )
+    section.add(html.grid(blocks))
+    return section
 
 
 def _summary_section(adata, model, keys, result) -> html.Section:
@@ -317,6 +384,69 @@ def _confusion_section(adata, keys, result) -> html.Section:
             plots.confusion_matrix(table, f"{name} cells, normalised per true class"),
             "Each row sums to 1: the share of a true cell type given each prediction.",
             "confusion_matrix",
+        )
+    )
+    return section
+
+
+# Markers per reference type, and at most this many labelled reference cells to rank them on.
+_MARKERS_PER_TYPE = 3
+_MAX_MARKER_CELLS = 5_000
+
+
+def marker_genes(adata, keys, seed: int) -> dict[str, list[str]]:
+    """Top marker genes of each reference cell type (Wilcoxon rank sums on the labelled reference cells).
+
+    Empty when there are fewer than two labelled types, or no labelled reference cell.
+    """
+    import scanpy as sc
+
+    if _keys.SPLIT not in adata.obs or keys.class_key not in adata.obs:
+        return {}
+    labelled = adata.obs[_keys.SPLIT].astype(str).isin([_keys.SPLIT_TRAIN, _keys.SPLIT_VALIDATION]).to_numpy()
+    cells = np.flatnonzero(labelled)
+    if cells.size > _MAX_MARKER_CELLS:
+        cells = np.sort(np.random.default_rng(seed).choice(cells, _MAX_MARKER_CELLS, replace=False))
+    reference = ad.AnnData(X=adata.X[cells], obs=pd.DataFrame(index=adata.obs_names[cells]), var=pd.DataFrame(index=adata.var_names))
+    reference.obs["type"] = adata.obs[keys.class_key].astype(str).to_numpy()[cells]
+    counts = reference.obs["type"].value_counts()
+    types = sorted(counts.index[counts >= 2])
+    if len(types) < 2:
+        return {}
+    reference = reference[reference.obs["type"].isin(types)].copy()
+    sc.tl.rank_genes_groups(reference, "type", method="wilcoxon", n_genes=_MARKERS_PER_TYPE, use_raw=False)
+    names = reference.uns["rank_genes_groups"]["names"]
+    return {name: [str(gene) for gene in names[name]] for name in names.dtype.names}
+
+
+def _marker_section(adata, keys, seed: int) -> html.Section:
+    section = html.Section("markers", "Marker genes of the predicted types")
+    if _keys.PREDICTION not in adata.obs:
+        return section.add(html.text("The model has no classifier: no predicted types.", "note"))
+    markers = marker_genes(adata, keys, seed)
+    split = adata.obs[_keys.SPLIT].astype(str).to_numpy() if _keys.SPLIT in adata.obs else np.full(adata.n_obs, _keys.SPLIT_QUERY)
+    annotated = np.isin(split, [_keys.SPLIT_QUERY, _keys.SPLIT_UNLABELLED])
+    if not markers or not annotated.any():
+        return section.add(
+            html.text("Needs labelled reference cells of two or more types and cells to annotate in the same file.", "note")
+        )
+    genes = list(dict.fromkeys(gene for name in sorted(markers) for gene in markers[name]))
+    predicted = adata.obs[_keys.PREDICTION].astype(str).to_numpy()[annotated]
+    expression = adata[np.flatnonzero(annotated), genes].X
+    expression = expression.toarray() if hasattr(expression, "toarray") else np.asarray(expression)
+    types = [name for name in sorted(markers) if (predicted == name).any()]
+    types += sorted(set(predicted) - set(types))
+    if not types:
+        return section
+    fraction = pd.DataFrame([(expression[predicted == t] > 0).mean(axis=0) for t in types], index=types, columns=genes)
+    mean = pd.DataFrame([expression[predicted == t].mean(axis=0) for t in types], index=types, columns=genes)
+    section.add(
+        html.image(
+            plots.marker_dotplot(fraction, mean, "annotated cells by predicted type"),
+            f"The top {_MARKERS_PER_TYPE} marker genes of each reference type (Wilcoxon test on the labelled "
+            "reference cells), as expressed in the annotated cells grouped by prediction: a correct "
+            "prediction shows its type's markers.",
+            "marker_dotplot",
         )
     )
     return section

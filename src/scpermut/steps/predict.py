@@ -11,13 +11,20 @@ from scpermut.model.api import Model
 
 
 def predict_file(
-    input_path: str | Path, model_dir: str | Path, out_path: str | Path, **options
+    input_path: str | Path,
+    model_dir: str | Path,
+    out_path: str | Path,
+    *,
+    recorded_model: str | Path | None = None,
+    **options,
 ) -> dict:
     """``scpermut predict``: annotate an .h5ad (or 10x .h5) file with a model folder and write the result.
 
     Returns
     -------
     A short summary: cells, missing genes, cells per predicted type, mean confidence.
+    ``recorded_model`` is the model path written to ``uns["scpermut"]["model"]`` (default:
+    ``model_dir``; ``scpermut run`` names the published folder).
     """
     input_path, out_path = Path(input_path), Path(out_path)
     model = Model.load(model_dir)
@@ -26,7 +33,7 @@ def predict_file(
     else:
         adata = read_h5ad(input_path)
     annotate(adata, model, source=str(input_path), **options)
-    adata.uns[_keys.UNS]["model"] = str(Path(model_dir).resolve())
+    adata.uns[_keys.UNS]["model"] = str(Path(recorded_model or model_dir).resolve())
     _atomic.write_h5ad(adata, out_path)
     summary = {"n_cells": adata.n_obs, "genes_missing": int(adata.uns[_keys.UNS]["genes_missing"])}
     if _keys.PREDICTION in adata.obs:

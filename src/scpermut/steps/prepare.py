@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import anndata as ad
 import pandas as pd
 
 from scpermut import _keys
-from scpermut._atomic import write_h5ad, write_json
+from scpermut._atomic import atomic_path
 from scpermut.data.io import read_h5ad
 from scpermut.data.preprocess import PrepareSettings, prepare
 from scpermut.errors import InputError
@@ -47,6 +48,9 @@ def prepare_files(paths: list[str | Path], outdir: str | Path, settings: Prepare
     samples, keys = read_qc_outputs(paths)
     prepared, summary = prepare(samples, keys, settings)
     outdir = Path(outdir)
-    write_json(outdir / SUMMARY_FILE, {**summary, "settings": asdict(settings), "inputs": [str(p) for p in paths]})
-    write_h5ad(prepared, outdir / PREPARED_FILE)
+    record = {**summary, "settings": asdict(settings), "inputs": [str(p) for p in paths]}
+    # One set: both files are written to temporary names and renamed only when both are complete.
+    with atomic_path(outdir / PREPARED_FILE) as h5ad_tmp, atomic_path(outdir / SUMMARY_FILE) as json_tmp:
+        prepared.write_h5ad(h5ad_tmp, compression="gzip")
+        json_tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return summary

@@ -80,11 +80,11 @@ def _plot_qc(metrics: pd.DataFrame, thresholds: QCThresholds, sample: str, violi
         metrics["total_counts"], metrics["n_genes_by_counts"], c=metrics["pct_counts_mt"], s=4, cmap="viridis", vmin=0
     )
     failed = ~metrics["passed_qc"]
-    axis.scatter(metrics.loc[failed, "total_counts"], metrics.loc[failed, "n_genes_by_counts"], s=12, facecolors="none", edgecolors="firebrick", linewidths=0.6, label=f"removed ({int(failed.sum())})")
+    axis.scatter(metrics.loc[failed, "total_counts"], metrics.loc[failed, "n_genes_by_counts"], s=12, facecolors="none", edgecolors="firebrick", linewidths=0.6, label=f"failed QC ({int(failed.sum())})")
     fig.colorbar(points, label="% mitochondrial")
     axis.set_xlabel("total counts")
     axis.set_ylabel("detected genes")
-    axis.set_title(f"{sample}: {int((~failed).sum())} of {len(metrics)} cells kept")
+    axis.set_title(f"{sample}: {int((~failed).sum())} of {len(metrics)} cells pass QC")
     axis.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     with atomic_path(scatter_path) as tmp:

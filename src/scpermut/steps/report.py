@@ -23,6 +23,8 @@ def write_report(
     model_dir: str | Path,
     outdir: str | Path,
     settings: metrics.MetricSettings | None = None,
+    recorded_paths: dict[str, str] | None = None,
+    warnings: list[str] = (),
 ) -> dict:
     """Score an annotated AnnData and write the report, metrics and MultiQC files to ``outdir``.
 
@@ -41,6 +43,11 @@ def write_report(
         Folder for ``report.html``, ``metrics.json``, ``metrics.tsv`` and ``*_mqc.tsv``.
     settings
         How the latent space is scored; default: the default settings with the run's seed.
+    recorded_paths
+        The paths to record for ``annotated`` and ``model`` when they differ from where they
+        are read now (``scpermut run`` builds in a temporary folder).
+    warnings
+        The run's warnings, shown at the top of the report and listed in ``metrics.json``.
 
     Returns
     -------
@@ -57,7 +64,9 @@ def write_report(
     if settings is None:
         settings = metrics.MetricSettings(seed=int(model.training.get("seed", 0)))
     texts, headline = report_texts(
-        adata, model, keys, settings, inputs={"annotated": source, "model": str(model_dir)}, source=source
+        adata, model, keys, settings, inputs={"annotated": source, "model": str(model_dir), **(recorded_paths or {})},
+        source=source,
+        warnings=warnings,
     )
     outputs = report_outputs(outdir)
     written = {}

@@ -8,13 +8,18 @@ The outputs follow the layout the Nextflow pipeline publishes::
     OUTDIR/annotated/annotated.h5ad     latent, predictions, UMAP
     OUTDIR/report/report.html           report, metrics and MultiQC files
 
-A run either completes or leaves nothing of itself behind: when a step fails, the step
-folders this run wrote are removed.
+A run builds its folders in ``OUTDIR/.scpermut-partial/`` and moves them into place only when
+every step succeeded, so a failed run (``--overwrite`` or not) never destroys earlier results.
+When the input is at fault the partial folder is removed; when the run is interrupted (SIGINT,
+SIGKILL, a crash) it is kept, and ``--resume`` continues it: finished steps are reused and
+training continues from its last epoch checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,7 +28,7 @@ from pathlib import Path
 from scpermut.data.preprocess import PrepareSettings
 from scpermut.data.qc import QCThresholds
 from scpermut.data.samplesheet import SampleSpec
-from scpermut.errors import InputError
+from scpermut.errors import InputError, ScpermutError
 from scpermut.keys import Keys
 from scpermut.steps.predict import predict_file
 from scpermut.steps.prepare import PREPARED_FILE, prepare_files
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 
 STEP_FOLDERS = ("qc", "prepare", "model", "annotated", "report")
 ANNOTATED_FILE = "annotated.h5ad"
+PARTIAL = ".scpermut-partial"  # the folder a run builds in, inside OUTDIR
+_DONE_FILE = "done.json"  # in PARTIAL: the finished steps and the options they ran with
 
 
 @dataclass
@@ -52,6 +59,7 @@ class RunOptions:
     prediction: dict = field(default_factory=dict)
     model_dir: Path | None = None  # an already trained model: skip training
     overwrite: bool = False
+    resume: bool = False  # continue the interrupted run in OUTDIR
 
 
 def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions:
@@ -68,8 +76,11 @@ def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions
 
     keys, qc = Keys(**take(declared.KEYS)), QCThresholds(**take(declared.QC))
     prepare = PrepareSettings(**take(declared.PREPARE), seed=flags["seed"])
-    prediction, overwrite = take(declared.PREDICTION), bool(flags.pop("overwrite", False))
-    return RunOptions(keys, qc, prepare, flags, prediction, model_dir, overwrite)
+    prediction = take(declared.PREDICTION)
+    if "umap" in flags:
+        prediction["umap"] = flags.pop("umap")
+    overwrite, resume = bool(flags.pop("overwrite", False)), bool(flags.pop("resume", False))
+    return RunOptions(keys, qc, prepare, flags, prediction, model_dir, overwrite, resume)
 
 
 def summary_text(result: dict) -> str:
@@ -78,6 +89,18 @@ def summary_text(result: dict) -> str:
     steps = ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items() if name != "total")
     headline = result["headline"]
     lines = [f"scpermut: finished in {seconds['total']:.0f} s ({steps})"]
+    if headline.get("n_cells_annotated"):
+        flagged = headline.get("n_annotated_failed_qc") or 0
+        confidence = headline.get("annotated_mean_confidence")
+        lines.append(
+            f"  annotated {headline['n_cells_annotated']} cells"
+            + (f" ({flagged} failed QC: annotated, flagged obs['scpermut_qc_pass'])" if flagged else "")
+            + (f", mean confidence {confidence:.2f}" if confidence is not None else "")
+        )
+    elif headline.get("n_cells_annotated") == 0:
+        lines.append("  no cell to annotate: the scores below are on held-out reference cells")
+    if result.get("warnings"):
+        lines.append(f"  {len(result['warnings'])} warnings: see the top of the report")
     if headline["evaluation_set"]:
         lines.append(
             f"  label transfer on {headline['n_cells_evaluated']} labelled {headline['evaluation_set']} cells: "
@@ -121,19 +144,129 @@ def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions) 
         raise InputError(
             f"{options.model_dir}: model folder not found; train one with `scpermut train` or drop --model."
         )
-    folders = {name: outdir / name for name in STEP_FOLDERS}
-    _claim(outdir, folders, options)
+    final = {name: outdir / name for name in STEP_FOLDERS}
+    _claim(outdir, final, options)
     created_outdir = not outdir.exists()
+    partial = _open_partial(outdir, options)
+    folders = {name: partial / name for name in STEP_FOLDERS}
+    warnings = _WarningCollector()
+    logging.getLogger("scpermut").addHandler(warnings)
     try:
-        return _run(specs, folders, options)
-    except BaseException:
-        for folder in folders.values():
-            if folder.exists() and not _is_model_input(folder, options):
-                shutil.rmtree(folder)
-        if created_outdir and outdir.is_dir() and not any(outdir.iterdir()):
-            outdir.rmdir()
-        log.info("run stopped: the outputs of this run were removed from %s", outdir)
+        result = _run(specs, folders, options, partial, warnings.messages)
+    except ScpermutError:
+        # The input is at fault: rerunning needs a fix, not --resume.
+        _remove_partial(outdir, partial, created_outdir)
+        log.info("run stopped: the outputs of this run were removed; earlier results in %s are untouched", outdir)
         raise
+    except BaseException:
+        log.warning(
+            "run interrupted: its finished steps are kept in %s; rerun the same command with --resume to continue",
+            partial,
+        )
+        raise
+    finally:
+        logging.getLogger("scpermut").removeHandler(warnings)
+    _publish(partial, final, options)
+    return _relocated(result, partial, outdir)
+
+
+def _check_writable(outdir: Path) -> None:
+    """Stop before any work when ``outdir`` cannot be created or written (one sentence)."""
+    existing = outdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{outdir}: cannot be created, {existing} is a file; choose another --outdir.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{outdir}: cannot write into {existing} (permission denied); choose another --outdir.")
+
+
+def _open_partial(outdir: Path, options: RunOptions) -> Path:
+    """The folder this run builds in: reused with ``resume``, otherwise fresh."""
+    partial = outdir / PARTIAL
+    fingerprint = _fingerprint(options)
+    if partial.exists():
+        done = _read_done(partial)
+        if options.resume and done.get("options") == fingerprint:
+            log.info("resuming the interrupted run in %s (finished: %s)", outdir, ", ".join(done.get("steps", [])) or "none")
+            return partial
+        if options.resume:
+            log.warning("the interrupted run in %s used other options; starting again", outdir)
+        else:
+            log.warning("discarding the interrupted run in %s (pass --resume to continue one)", outdir)
+        shutil.rmtree(partial)
+    elif options.resume:
+        log.info("no interrupted run in %s: starting a new one", outdir)
+    try:
+        partial.mkdir(parents=True)
+    except OSError as error:
+        raise InputError(f"{outdir}: cannot create the output folder ({error.strerror}); choose another --outdir.") from error
+    _write_done(partial, {"options": fingerprint, "steps": []})
+    return partial
+
+
+def _fingerprint(options: RunOptions) -> str:
+    """The options that shape results, as text: a resumed run must use the same ones."""
+    from dataclasses import asdict
+
+    record = {
+        "keys": options.keys.to_dict(),
+        "qc": asdict(options.qc),
+        "prepare": asdict(options.prepare),
+        "training": options.training,
+        "prediction": options.prediction,
+        "model": str(options.model_dir),
+    }
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _read_done(partial: Path) -> dict:
+    try:
+        return json.loads((partial / _DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_done(partial: Path, done: dict) -> None:
+    from scpermut._atomic import write_json
+
+    write_json(partial / _DONE_FILE, done)
+
+
+def _mark_done(partial: Path, step: str) -> None:
+    done = _read_done(partial)
+    done["steps"] = [*done.get("steps", []), step]
+    _write_done(partial, done)
+
+
+def _remove_partial(outdir: Path, partial: Path, created_outdir: bool) -> None:
+    shutil.rmtree(partial, ignore_errors=True)
+    if created_outdir and outdir.is_dir() and not any(outdir.iterdir()):
+        outdir.rmdir()
+
+
+def _publish(partial: Path, final: dict[str, Path], options: RunOptions) -> None:
+    """Move the finished step folders into place, each replacing the earlier one, then drop ``partial``."""
+    for name, target in final.items():
+        built = partial / name
+        if not built.exists():
+            continue
+        if target.exists() and not _is_model_input(target, options):
+            old = partial / f"{name}.replaced"
+            os.replace(target, old)
+        os.replace(built, target)
+    shutil.rmtree(partial)
+
+
+def _relocated(result: dict, partial: Path, outdir: Path) -> dict:
+    """``result`` with its paths under ``partial`` pointing to their published place in ``outdir``."""
+
+    def move(path):
+        path = Path(path)
+        return outdir / path.relative_to(partial) if path.is_relative_to(partial) else path
+
+    result["outputs"] = {name: move(path) for name, path in result["outputs"].items()}
+    return result
 
 
 def _is_model_input(folder: Path, options: RunOptions) -> bool:
@@ -141,7 +274,11 @@ def _is_model_input(folder: Path, options: RunOptions) -> bool:
 
 
 def _claim(outdir: Path, folders: dict[str, Path], options: RunOptions) -> None:
-    """Refuse to mix results with an earlier run's unless ``overwrite``; then clear the earlier ones."""
+    """Check ``outdir`` can be written, and refuse to replace an earlier run's results unless ``overwrite``.
+
+    The earlier results stay in place until this run has succeeded.
+    """
+    _check_writable(outdir)
     earlier = [
         name
         for name, folder in folders.items()
@@ -149,66 +286,107 @@ def _claim(outdir: Path, folders: dict[str, Path], options: RunOptions) -> None:
     ]
     if earlier and not options.overwrite:
         raise InputError(
-            f"{outdir}: already holds results of an earlier run ({', '.join(earlier)}); pass --overwrite to replace them or choose another --outdir."
+            f"{outdir}: already holds results of an earlier run ({', '.join(earlier)}); pass --overwrite to replace them "
+            "(they are kept until the new run succeeds) or choose another --outdir."
         )
-    for name in earlier:
-        shutil.rmtree(folders[name])
 
 
-def _run(specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions) -> dict:
+class _WarningCollector(logging.Handler):
+    """Keeps the text of every warning logged during a run, for its report."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _run(
+    specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions, partial: Path, warnings: list[str]
+) -> dict:
+    outdir = partial.parent
+
+    def published(path: Path) -> Path:
+        """Where ``path``, built in ``partial``, will be once the run succeeded."""
+        return outdir / Path(path).relative_to(partial) if Path(path).is_relative_to(partial) else Path(path)
+
     train = options.model_dir is None
     steps = ["qc", "prepare"] + (["train"] if train else []) + ["predict", "report"]
     progress = _Progress(steps)
+    finished = set(_read_done(partial).get("steps", []))
 
-    progress.start("qc")
-    for spec in specs:
-        summary = run_qc(spec, folders["qc"], options.qc, options.keys)
-        log.info(
-            "  %s (%s): kept %d of %d cells, %d of %d genes",
-            spec.sample,
-            spec.role,
-            summary["n_cells_after"],
-            summary["n_cells_before"],
-            summary["n_genes_after"],
-            summary["n_genes_before"],
-        )
-    progress.done("qc", f"{len(specs)} samples -> {folders['qc']}")
+    def step(name: str) -> bool:
+        """Start step ``name``; False when a resumed run finished it already."""
+        if name in finished:
+            log.info("[%d/%d] %s: reused from the interrupted run", steps.index(name) + 1, len(steps), name)
+            return False
+        progress.start(name)
+        return True
 
-    progress.start("prepare")
-    summary = prepare_files(
-        [qc_outputs(folders["qc"], spec.sample)["h5ad"] for spec in specs],
-        folders["prepare"],
-        options.prepare,
-    )
+    if step("qc"):
+        for spec in specs:
+            summary = run_qc(spec, folders["qc"], options.qc, options.keys)
+            flagged = f", {summary['n_cells_flagged']} failing QC kept to annotate" if summary.get("n_cells_flagged") else ""
+            log.info(
+                "  %s (%s): kept %d of %d cells%s, %d of %d genes",
+                spec.sample,
+                spec.role,
+                summary["n_cells_after"],
+                summary["n_cells_before"],
+                flagged,
+                summary["n_genes_after"],
+                summary["n_genes_before"],
+            )
+        _mark_done(partial, "qc")
+        progress.done("qc", f"{len(specs)} samples")
+
     prepared = folders["prepare"] / PREPARED_FILE
-    splits = ", ".join(f"{n} {name}" for name, n in summary["cells_per_split"].items() if n)
-    progress.done(
-        "prepare",
-        f"{summary['n_cells']} cells ({splits}) x {summary['n_genes']} genes, {summary['n_highly_variable']} highly variable",
-    )
+    if step("prepare"):
+        summary = prepare_files(
+            [qc_outputs(folders["qc"], spec.sample)["h5ad"] for spec in specs],
+            folders["prepare"],
+            options.prepare,
+        )
+        splits = ", ".join(f"{n} {name}" for name, n in summary["cells_per_split"].items() if n)
+        _mark_done(partial, "prepare")
+        progress.done(
+            "prepare",
+            f"{summary['n_cells']} cells ({splits}) x {summary['n_genes']} genes, {summary['n_highly_variable']} highly variable",
+        )
 
     model_dir = Path(options.model_dir) if options.model_dir is not None else folders["model"]
-    if train:
+    if train and step("train"):
+        from scpermut.model import persistence
         from scpermut.steps.train import train_file  # loads TensorFlow
 
-        progress.start("train")
-        model = train_file(prepared, model_dir, **options.training)
+        resume = options.resume and (model_dir / persistence.CHECKPOINT).is_dir()
+        if resume:
+            log.info("training continues from its checkpoint in %s", model_dir / persistence.CHECKPOINT)
+        model = train_file(prepared, model_dir, resume=resume, recorded_input=published(prepared), **options.training)
+        _mark_done(partial, "train")
         progress.done(
             "train",
-            f"{model.record.run.get('device', '')}, epochs {model.record.run.get('epochs_run', {})} -> {model_dir}",
+            f"{model.record.run.get('device', '')}, epochs {model.record.run.get('epochs_run', {})}",
         )
 
-    progress.start("predict")
     annotated = folders["annotated"] / ANNOTATED_FILE
-    prediction = predict_file(prepared, model_dir, annotated, **options.prediction)
-    progress.done(
-        "predict",
-        f"{prediction['n_cells']} cells, {prediction['genes_missing']} model genes missing -> {annotated}",
-    )
+    if step("predict"):
+        prediction = predict_file(
+            prepared, model_dir, annotated, recorded_model=published(model_dir), **options.prediction
+        )
+        _mark_done(partial, "predict")
+        progress.done("predict", f"{prediction['n_cells']} cells, {prediction['genes_missing']} model genes missing")
 
-    progress.start("report")
-    report = write_report(annotated, model_dir, folders["report"])
-    progress.done("report", str(report["outputs"]["html"]))
+    step("report")  # always rerun: it is quick and names the published paths
+    report = write_report(
+        annotated,
+        model_dir,
+        folders["report"],
+        recorded_paths={"annotated": str(published(annotated)), "model": str(published(model_dir))},
+        warnings=warnings,
+    )
+    progress.done("report", "report.html")
 
     outputs = {
         "qc": folders["qc"],
@@ -217,7 +395,7 @@ def _run(specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions)
         "annotated": annotated,
         "report": report["outputs"]["html"],
     }
-    return {"outputs": outputs, "seconds": progress.seconds, "headline": report["headline"]}
+    return {"outputs": outputs, "seconds": progress.seconds, "headline": report["headline"], "warnings": list(warnings)}
 
 
 class _Progress:
@@ -231,6 +409,7 @@ class _Progress:
 
     def start(self, step: str) -> None:
         self._step_started = time.time()
+        self.seconds.setdefault("total", 0.0)
         log.info("[%d/%d] %s ...", self.steps.index(step) + 1, len(self.steps), step)
 
     def done(self, step: str, message: str) -> None:

@@ -49,12 +49,14 @@ def train_file(
     mixed_precision: bool = False,
     resume: bool = False,
     overwrite: bool = False,
+    recorded_input: str | Path | None = None,
     **options,
 ) -> Model:
     """``scpermut train``: train on a ``prepared.h5ad`` and write the model folder.
 
     Checkpoints go to ``MODEL_DIR/checkpoint/`` after every epoch; the finished folder replaces
-    them in one rename.
+    them in one rename. ``recorded_input`` is the input path the model folder records (default:
+    ``prepared_path``; ``scpermut run`` names the published file).
     """
     prepared_path, model_dir = Path(prepared_path), Path(model_dir)
     persistence.check_model_dir_free(model_dir, overwrite=overwrite, resume=resume)
@@ -67,6 +69,11 @@ def train_file(
         adata = read_prepared(prepared_path, with_counts=with_counts)
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
+    if _keys.QC_PASS in adata.obs and not adata.obs[_keys.QC_PASS].all():
+        # Cells to annotate that failed QC are annotated, never trained on.
+        passed = adata.obs[_keys.QC_PASS].to_numpy(bool)
+        log.info("training leaves out %d cells that failed QC", int((~passed).sum()))
+        adata = adata[passed].copy()
     checkpoint_dir = model_dir / persistence.CHECKPOINT
     if not resume:
         persistence.remove_checkpoint(checkpoint_dir)
@@ -75,7 +82,7 @@ def train_file(
     )
     model.record.run["device"] = device_name
     model.record.run["input"].update(
-        file=str(prepared_path.resolve()), sha256=file_sha256(prepared_path)
+        file=str(Path(recorded_input or prepared_path).resolve()), sha256=file_sha256(prepared_path)
     )
     persistence.save_model(model_dir, model.network, model.record)
     return model
