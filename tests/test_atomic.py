@@ -138,3 +138,74 @@ def test_qc_killed_while_rewriting_keeps_the_previous_h5ad_intact(tmp_path):
     import anndata as ad
 
     assert ad.read_h5ad(h5ad).n_obs > 0
+
+
+def prepare_args(qc_dir: Path, outdir: Path, *extra: str) -> list[str]:
+    inputs = [str(path) for path in sorted(qc_dir.glob("*.qc.h5ad"))]
+    return ["prepare", *inputs, "--outdir", str(outdir), "--n_top_genes", "300", *extra]
+
+
+def finished_files(folder: Path) -> dict[str, str]:
+    """Digest of every file under its final name (a SIGKILL can leave a hidden ``.*.tmp.*`` file: no result)."""
+    return {path.name: digest(path) for path in folder.iterdir() if ".tmp" not in path.name}
+
+
+def test_prepare_killed_while_writing_its_h5ad_leaves_no_h5ad(tmp_path, qc_dir):
+    killed = run_cli(*prepare_args(qc_dir, tmp_path), kill_during_write=True)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (tmp_path / "prepared.h5ad").exists()
+    assert all(name.startswith(".") for name in leftovers(tmp_path))
+
+
+def test_prepare_killed_while_rewriting_keeps_the_previous_h5ad_intact(tmp_path, qc_dir):
+    first = run_cli(*prepare_args(qc_dir, tmp_path), kill_during_write=False)
+    assert first.returncode == 0, first.stderr
+    before = digest(tmp_path / "prepared.h5ad")
+
+    killed = run_cli(*prepare_args(qc_dir, tmp_path, "--n_top_genes", "200"), kill_during_write=True)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert digest(tmp_path / "prepared.h5ad") == before
+    import anndata as ad
+
+    assert ad.read_h5ad(tmp_path / "prepared.h5ad").n_obs > 0
+
+
+# steps/prepare.py and steps/qc.py write their summary JSON (and qc its metrics TSV) *before*
+# the h5ad, each atomically but not as one set: killed while writing the h5ad, a step leaves a new
+# summary beside no h5ad, or beside the previous run's h5ad. Strict xfail: fixing the write order
+# (or writing the set into one folder renamed at once) turns these into failures to unmark.
+SET_NOT_ATOMIC = pytest.mark.xfail(strict=True, reason="summary written before the h5ad: the output set is not replaced as a whole")
+
+
+@SET_NOT_ATOMIC
+def test_prepare_killed_while_writing_leaves_no_summary_of_a_missing_h5ad(tmp_path, qc_dir):
+    killed = run_cli(*prepare_args(qc_dir, tmp_path), kill_during_write=True)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert finished_files(tmp_path) == {}
+
+
+@SET_NOT_ATOMIC
+def test_prepare_killed_while_rewriting_keeps_every_previous_output(tmp_path, qc_dir):
+    first = run_cli(*prepare_args(qc_dir, tmp_path), kill_during_write=False)
+    assert first.returncode == 0, first.stderr
+    before = finished_files(tmp_path)
+
+    killed = run_cli(*prepare_args(qc_dir, tmp_path, "--n_top_genes", "200"), kill_during_write=True)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert finished_files(tmp_path) == before
+
+
+@SET_NOT_ATOMIC
+def test_qc_killed_while_rewriting_keeps_every_previous_output(tmp_path):
+    first = run_cli(*qc_args(tmp_path), kill_during_write=False)
+    assert first.returncode == 0, first.stderr
+    before = finished_files(tmp_path)
+
+    killed = run_cli(*qc_args(tmp_path, "--min_genes", "150"), kill_during_write=True)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert finished_files(tmp_path) == before
