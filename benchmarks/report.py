@@ -187,7 +187,7 @@ def targets(scores: pd.DataFrame) -> list[str]:
             musk = verdict.compare(frame, metric, "scpermut", ["scmusketeers"])
             against_musk = f"; against scMusketeers {_fmt_summary(musk['best'])}: **{musk['verdict']}**" if musk else ""
             lines.append(
-                f"- {TASK_TITLES[task]}, {dataset}, {metric.replace('_', ' ')} over {frame['split'].nunique()} split(s): "
+                f"- {TASK_TITLES[task]}, {dataset}, {metric.replace('_', ' ')} over {frame['setting'].nunique()} split setting(s) × seeds: "
                 f"scpermut {_fmt_summary(best['ours'])}; best peer {best['best_peer']} {_fmt_summary(best['best'])}: **{best['verdict']}**{against_musk}."
             )
     return lines
@@ -393,7 +393,7 @@ def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: li
         lines += ["<details><summary>Per held-out batch (mean ± sd over seeds)</summary>", "", markdown_table(per_split.rename(columns={"setting": "query batch"})), "", "</details>", ""]
         by_rarity = [c for c in peers.columns if c.startswith("f1 ")]
         if by_rarity:
-            lines += ["F1 by reference rarity (mean over splits):", "", markdown_table(summary_table(peers, by_rarity, ["method"])), ""]
+            lines += ["F1 by reference rarity (mean ± sd over seeds):", "", markdown_table(summary_table(peers, by_rarity, ["method"])), ""]
 
     partial = ok[ok["task"] == "partial"]
     if not partial.empty:

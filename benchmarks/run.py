@@ -159,10 +159,11 @@ def git_state(repo: Path = HERE.parent) -> dict:
     import subprocess
 
     def git(*args):
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False).stdout
 
+    # Porcelain lines are "XY path": the status columns may be blank, so the text is not stripped first.
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=normal").splitlines() if line.strip()]
-    return {"commit": git("rev-parse", "HEAD") or "unknown", "clean": not changed, "changed": changed}
+    return {"commit": git("rev-parse", "HEAD").strip() or "unknown", "clean": not changed, "changed": changed}
 
 
 def main(argv=None) -> None:

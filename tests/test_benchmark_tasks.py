@@ -233,3 +233,23 @@ def test_seed_spread_averages_splits_within_a_seed_first_and_picks_the_best_peer
     assert summary.loc["scpermut", "n_seeds"] == 3
     result = verdict.compare(frame, "m", "scpermut", ["peer", "weak"])
     assert result["best_peer"] == "peer" and result["verdict"] == "met"
+
+
+def test_git_state_names_the_commit_and_every_changed_path(tmp_path):
+    import subprocess
+
+    import run
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "tracked.py").write_text("a = 1\n")
+    git("add", "tracked.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    clean = run.git_state(tmp_path)
+    assert clean["clean"] and len(clean["commit"]) == 40
+    (tmp_path / "tracked.py").write_text("a = 2\n")  # " M tracked.py": a leading blank column
+    (tmp_path / "new.py").write_text("")
+    dirty = run.git_state(tmp_path)
+    assert not dirty["clean"] and sorted(dirty["changed"]) == ["new.py", "tracked.py"]
