@@ -26,6 +26,11 @@ UNKNOWN = "Unknown"
 WORKER = Path(__file__).resolve().parent / "worker.py"
 
 
+def run_name(split_id: str, seed: int) -> str:
+    """File stem of one method run: a split and the seed the method ran with."""
+    return f"{split_id}__seed{seed}"
+
+
 def threads() -> int:
     """Threads every library may use in this process (set by the parent through ``OMP_NUM_THREADS``)."""
     return int(os.environ.get("OMP_NUM_THREADS", "1"))

@@ -236,31 +236,49 @@ def matmul_reference(shapes: list[list[int]], batch_size: int, repeats: int = 20
     }
 
 
-def _run(name: str, function: str, kwargs: dict, folder: Path, n_threads: int) -> dict:
-    """Run ``function(**kwargs)`` in its own process (reusing an earlier result)."""
+# The files whose change can change a cost measure (scpermut's package is keyed as well).
+COST_CODE = ("common.py", "worker.py", "cost.py", "synthetic.py")
+
+
+def measure_key(function: str, kwargs: dict, n_threads: int, code: dict, versions: dict) -> str:
+    """Key of one cost measure: what it runs, with which settings, threads, code and library versions."""
+    import cache
+
+    return cache.key_digest(
+        {"function": function, "kwargs": kwargs, "threads": n_threads, "code": {"cost": cache.files_fingerprint(COST_CODE), "scpermut_package": code["scpermut_package"]}, "versions": versions}
+    )
+
+
+def _run(name: str, function: str, kwargs: dict, folder: Path, n_threads: int, code: dict, versions: dict) -> dict:
+    """Run ``function(**kwargs)`` in its own process, reusing a stored result only under the same key."""
     result_file = folder / f"{name}.json"
+    key = measure_key(function, kwargs, n_threads, code, versions)
     if result_file.exists():
-        return json.loads(result_file.read_text())
+        stored = json.loads(result_file.read_text())
+        if stored.get("key") == key:
+            return {**stored, "computed_now": False}
+        print(f"  stale cost measure {name} deleted (other code, settings or versions)", flush=True)
+        result_file.unlink()
     print(f"[{time.strftime('%H:%M:%S')}] cost: {name}", flush=True)
     process = run_job({"cost": function, "kwargs": kwargs, "out": str(folder / f"{name}.result.json")}, folder / f"{name}.job.json", folder / f"{name}.log.txt", n_threads)
     result = {"name": name, **process}
     if process["exit_code"] == 0:
         result.update(json.loads((folder / f"{name}.result.json").read_text()))
+        result_file.write_text(json.dumps({**result, "key": key}, indent=2))  # only a finished measure is stored
     else:
         result["error"] = f"failed (exit {process['exit_code']}); see {folder / f'{name}.log.txt'}"
         print(f"  {result['error']}", flush=True)
-    result_file.write_text(json.dumps(result, indent=2))
-    return result
+    return {**result, "key": key, "computed_now": True}
 
 
-def run_all(settings: dict, folder: Path, n_threads: int) -> dict:
+def run_all(settings: dict, folder: Path, n_threads: int, code: dict, versions: dict) -> dict:
     """Head-to-head against scMusketeers, the scaling curve and the GFLOP/s comparison."""
     folder.mkdir(parents=True, exist_ok=True)
     cells, epochs = settings["compare_cells"], settings["compare_epochs"]
     shared = {**SHARED_ARCHITECTURE, "classifier_layers": [64], "adversary_layers": [64]}
     compare = {
-        "scpermut": _run(f"compare_scpermut_{cells}", "scpermut_training", {"n_cells": cells, "epochs": epochs, "options": shared}, folder, n_threads),
-        "scmusketeers": _run(f"compare_scmusketeers_{cells}", "scmusketeers_training", {"n_cells": cells, "epochs": epochs}, folder, n_threads),
+        "scpermut": _run(f"compare_scpermut_{cells}", "scpermut_training", {"n_cells": cells, "epochs": epochs, "options": shared}, folder, n_threads, code, versions),
+        "scmusketeers": _run(f"compare_scmusketeers_{cells}", "scmusketeers_training", {"n_cells": cells, "epochs": epochs}, folder, n_threads, code, versions),
     }
     scaling = []
     for n_cells in settings["scaling_cells"]:
@@ -268,11 +286,11 @@ def run_all(settings: dict, folder: Path, n_threads: int) -> dict:
         if limited and available_gib() < settings["min_free_gib_1m"] and not (folder / f"scaling_{n_cells}.json").exists():
             scaling.append({"name": f"scaling_{n_cells}", "n_cells": n_cells, "error": f"skipped: only {available_gib():.1f} GiB available (need {settings['min_free_gib_1m']})"})
             continue
-        scaling.append(_run(f"scaling_{n_cells}", "scpermut_training", {"n_cells": n_cells, "epochs": 1, "max_steps": settings["scaling_max_steps"] if limited else None}, folder, n_threads))
+        scaling.append(_run(f"scaling_{n_cells}", "scpermut_training", {"n_cells": n_cells, "epochs": 1, "max_steps": settings["scaling_max_steps"] if limited else None}, folder, n_threads, code, versions))
     measured = next((run for run in reversed(scaling) if "layer_shapes" in run and not run.get("epoch_seconds_extrapolated")), None)
     reference = None
     if measured:
-        reference = _run("matmul_reference", "matmul_reference", {"shapes": measured["layer_shapes"], "batch_size": measured["batch_size"]}, folder, n_threads)
+        reference = _run("matmul_reference", "matmul_reference", {"shapes": measured["layer_shapes"], "batch_size": measured["batch_size"]}, folder, n_threads, code, versions)
         reference["compared_with"] = measured["name"]
     return {"compare": compare, "scaling": scaling, "matmul": reference, "machine": machine(), "threads": n_threads}
 

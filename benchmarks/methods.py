@@ -101,6 +101,7 @@ def celltypist_method(adata, seed: int, settings: dict) -> Prediction:
 
 
 def scanvi(adata, seed: int, settings: dict) -> Prediction:
+    """scVI pre-training, then scANVI; epochs are scvi-tools' own defaults when the settings say None."""
     import scvi
     import torch
 
@@ -112,10 +113,20 @@ def scanvi(adata, seed: int, settings: dict) -> Prediction:
     vae = scvi.model.SCVI(data, n_latent=settings["n_latent"])
     vae.train(max_epochs=settings["scvi_epochs"], accelerator="cpu", devices=1, enable_progress_bar=False)
     model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=UNKNOWN)
-    model.train(max_epochs=settings["scanvi_epochs"], n_samples_per_label=100, accelerator="cpu", devices=1, enable_progress_bar=False)
+    model.train(max_epochs=settings["scanvi_epochs"], accelerator="cpu", devices=1, enable_progress_bar=False)
     labels = np.asarray(model.predict(), dtype=str)
     latent = np.asarray(model.get_latent_representation(), dtype=np.float32)
-    return Prediction(labels, latent, {key: settings[key] for key in ("n_latent", "scvi_epochs", "scanvi_epochs")} | {"n_top_genes": 2000})
+    epochs_run = {"scvi": _epochs_run(vae), "scanvi": _epochs_run(model)}
+    return Prediction(labels, latent, {key: settings[key] for key in ("n_latent", "scvi_epochs", "scanvi_epochs")} | {"epochs_run": epochs_run, "n_top_genes": 2000})
+
+
+def _epochs_run(model) -> int | None:
+    """Epochs a scvi-tools model trained for, read from its training history."""
+    history = getattr(model, "history", None) or {}
+    for name in ("elbo_train", "train_loss_epoch"):
+        if name in history:
+            return int(len(history[name]))
+    return None
 
 
 def scmusketeers(adata, seed: int, settings: dict) -> Prediction:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import profiles
+import verdict
 
 PACKAGES = ("scpermut", "sc-musketeers", "scvi-tools", "torch", "celltypist", "harmonypy", "tensorflow-cpu", "keras", "scanpy", "anndata", "scikit-learn", "numpy")
 TASK_TITLES = {
@@ -61,25 +62,26 @@ def mean_sd(values: pd.Series) -> str:
     values = values.dropna()
     if values.empty:
         return "–"
-    return f"{values.mean():.3f} ± {values.std(ddof=0):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
 
 
 def summary_table(frame: pd.DataFrame, columns: list[str], by: list[str]) -> pd.DataFrame:
-    """Mean ± sd of ``columns`` per ``by`` group, methods in a fixed order."""
+    """Mean ± sd over seeds of ``columns`` per ``by`` group (each seed's value averaged over the group's splits first)."""
     rows = []
     for keys, group in frame.groupby(by, sort=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
         row = dict(zip(by, keys, strict=True))
-        row["splits"] = len(group)
+        row["splits"] = group["split"].nunique()
+        row["seeds"] = group["seed"].nunique()
         for column in columns:
             if column not in group:
                 row[column] = "–"
             elif column == "seconds":  # the first split of a process also pays for imports and JIT
-                row["median s per split"] = f"{group[column].median():.1f}"
+                row["median s per run"] = f"{group[column].median():.1f}"
             elif column == "peak_rss_mib":
                 row["peak RSS (MiB)"] = f"{group[column].max():.0f}"
             else:
-                row[column] = mean_sd(group[column])
+                row[column] = mean_sd(group.groupby("seed")[column].mean())
         rows.append(row)
     table = pd.DataFrame(rows)
     table["_order"] = table["method"].map({m: i for i, m in enumerate(method_order(table["method"]))})
@@ -92,8 +94,9 @@ def bar_plot(frame: pd.DataFrame, value: str, group: str, path: Path, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    means = frame.groupby([group, "method"])[value].mean().unstack("method")
-    errors = frame.groupby([group, "method"])[value].std(ddof=0).unstack("method")
+    per_seed = frame.groupby([group, "method", "seed"])[value].mean()
+    means = per_seed.groupby(level=[0, 1]).mean().unstack("method")
+    errors = per_seed.groupby(level=[0, 1]).std(ddof=1).unstack("method")  # seed-to-seed
     methods = method_order(means.columns)
     means, errors = means[methods], errors[methods]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(means) * len(methods) / 3), 4))
@@ -122,7 +125,7 @@ def partial_plot(frame: pd.DataFrame, path: Path) -> None:
     frame = frame.assign(fraction=frame["split"].str.split("pct").str[0].astype(float))
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in method_order(frame["method"]):
-        curve = frame[frame["method"] == method].groupby("fraction")["balanced_accuracy"].agg(["mean", "std"])
+        curve = frame[frame["method"] == method].groupby(["fraction", "seed"])["balanced_accuracy"].mean().groupby(level=0).agg(["mean", "std"])
         ax.errorbar(curve.index, curve["mean"], yerr=curve["std"].fillna(0), marker="o", capsize=3, label=method)
     ax.set_xscale("log")
     ax.minorticks_off()
@@ -163,8 +166,13 @@ def scaling_plot(scaling: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _fmt_summary(value: tuple) -> str:
+    mean, sd, seeds = value
+    return f"{mean:.3f} ± {sd:.3f} ({seeds} seeds)" if seeds > 1 else f"{mean:.3f} (1 seed)"
+
+
 def targets(scores: pd.DataFrame) -> list[str]:
-    """One line per task, dataset and metric: met or missed, with the numbers behind it."""
+    """One line per task, dataset and metric: the verdict of ``verdict.RULE``, with the numbers behind it."""
     lines = []
     ok = scores[scores["status"] == "ok"]
     peers = [m for m in profiles.PEERS if m != "scpermut"]
@@ -172,16 +180,15 @@ def targets(scores: pd.DataFrame) -> list[str]:
         for dataset, frame in ok[(ok["task"] == task) & ok["method"].isin(profiles.PEERS)].groupby("dataset"):
             if metric not in frame:
                 continue
-            means = frame.groupby("method")[metric].mean()
-            if "scpermut" not in means:
+            best = verdict.compare(frame, metric, "scpermut", peers)
+            if best is None:
                 lines.append(f"- {TASK_TITLES[task]}, {dataset}: scpermut has no result — **missed**.")
                 continue
-            best_peer = means[means.index.isin(peers)].idxmax()
-            ours, best, musk = means["scpermut"], means[best_peer], means.get("scmusketeers", np.nan)
+            musk = verdict.compare(frame, metric, "scpermut", ["scmusketeers"])
+            against_musk = f"; against scMusketeers {_fmt_summary(musk['best'])}: **{musk['verdict']}**" if musk else ""
             lines.append(
-                f"- {TASK_TITLES[task]}, {dataset}, mean {metric.replace('_', ' ')} over {len(frame[frame['method'] == 'scpermut'])} splits: "
-                f"scpermut {ours:.3f}; best peer {best_peer} {best:.3f} (≥ best peer: {'met' if ours >= best else '**missed**'}); "
-                f"scMusketeers {musk:.3f} (above it: {'met' if ours > musk else 'tie' if np.isclose(ours, musk) else '**missed**'})."
+                f"- {TASK_TITLES[task]}, {dataset}, {metric.replace('_', ' ')} over {frame['setting'].nunique()} split setting(s) × seeds: "
+                f"scpermut {_fmt_summary(best['ours'])}; best peer {best['best_peer']} {_fmt_summary(best['best'])}: **{best['verdict']}**{against_musk}."
             )
     return lines
 
@@ -294,7 +301,29 @@ def _cost_runs(cost: dict | None) -> list[dict]:
     return [*cost["compare"].values(), *cost["scaling"], *([cost["matmul"]] if cost.get("matmul") else [])]
 
 
-def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: list[dict], cost: dict | None, command: str, elapsed_seconds: float, outdir: Path) -> None:
+def provenance_lines(provenance: dict, processes: list[dict], cost: dict | None) -> list[str]:
+    """Which code the page measured, and which results this invocation computed."""
+    git, code = provenance["git"], provenance["code"]
+    state = "clean" if git["clean"] else "**not clean** (uncommitted: " + ", ".join(f"`{name}`" for name in git["changed"][:10]) + (" …" if len(git["changed"]) > 10 else "") + ")"
+    runs = [*processes, *_cost_runs(cost)]
+    computed = sum(bool(run.get("computed_now")) for run in runs)
+    lines = [
+        f"Code: commit `{git['commit']}`, working tree {state}. Fingerprints (SHA-256 of the files): scpermut package `{code['scpermut_package'][:16]}`, "
+        f"benchmark method code `{code['benchmark_methods'][:16]}`, split code `{code['benchmark_splits'][:16]}`.",
+        "",
+        f"{computed} of {len(runs)} method groups and cost measures were computed by this invocation"
+        + (
+            "."
+            if computed == len(runs)
+            else f"; the other {len(runs) - computed} were found in the work folder stored under the same key — the same code fingerprints, "
+            "settings, seeds, threads, split definitions and library versions — so they are what this code computes (their wall times are from when they ran)."
+        )
+        + " A stored result under any other key is deleted and recomputed, never shown.",
+    ]
+    return lines
+
+
+def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: list[dict], cost: dict | None, command: str, elapsed_seconds: float, outdir: Path, provenance: dict) -> None:
     img = docs / "img"
     img.mkdir(parents=True, exist_ok=True)
     prefix = "bench_quick_" if profile["name"] == "quick" else "bench_"
@@ -308,6 +337,8 @@ def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: li
         f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {elapsed_seconds / 60:.1f} min"
         f" (profile **{profile['name']}**). Every number and plot on this page comes from that run; rerun the command to refresh it.",
         "",
+        *provenance_lines(provenance, processes, cost),
+        "",
         f"Machine: {machine.get('cpu', platform.processor())}, {os.cpu_count()} cores, {machine.get('memory_gib', '?')} GiB, {platform.platform()}; "
         f"no GPU. Load average when the page was written: {', '.join(f'{x:.1f}' for x in os.getloadavg())} — the machine is shared, so wall times are noisy.",
         "",
@@ -318,7 +349,11 @@ def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: li
         "- **Data**: the real datasets in `shared/data` (raw counts): " + ", ".join(f"`{d}`" for d in profile["datasets"]) + ".",
         "- **Every method sees the same split**: raw counts, a label for reference cells (`Unknown` for the rest) and the batch; it returns a label for every cell (and a latent if it has one).",
         "- **Scores** come from `scpermut.metrics`: balanced accuracy and macro F1 on the scored cells; F1 per type grouped by the type's share of the labelled reference "
-        "(rare < 1 %, uncommon 1–10 %, common ≥ 10 %); batch mixing (`batch_entropy`, 1 = neighbourhoods as mixed as the data) and label conservation (`label_silhouette`) of the latent on all cells.",
+        "(rare < 1 %, uncommon 1–10 %, common ≥ 10 %); batch mixing (`batch_entropy`, 1 = neighbourhoods as mixed as the data) and label conservation (`label_silhouette`) of the latent on all cells; "
+        "`ilisi`: scib-metrics' `ilisi_knn` scaled 0–1 (90 exact neighbours, perplexity 30; higher = better mixed) for every method with an embedding — `pca_knn`'s embedding is the uncorrected PCA, the baseline to beat.",
+        f"- **Seeds**: every split runs once per seed ({', '.join(map(str, profile['seeds']))}; on the partial atlas the seed also draws the labelled cells). "
+        "Tables give mean ± sd over seeds, each seed's score first averaged over the splits of the row; the sd is the seed-to-seed spread (ddof 1).",
+        f"- **Verdicts**: {verdict.RULE}.",
         f"- **Threads**: every method and cost measure runs with {profile['threads']} thread(s) (`--threads`); on this shared machine more threads made PyTorch far slower (OpenMP threads spin-waiting for descheduled siblings).",
         "- **Time** is the wall time of fit + predict for one split, measured inside the method's process; **memory** is the peak resident set (`ru_maxrss` from `wait4`) of the process that ran the method on all splits of one task and dataset (imports included: TensorFlow alone holds ~0.5 GiB).",
         "",
@@ -329,8 +364,11 @@ def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: li
         lines.append(f"- `{name}`: {json.dumps(settings) if settings else 'defaults'}")
     lines += [
         "- `scmusketeers`: `sc-musketeers transfer REF.h5ad --class_key bench_label --batch_key batch --unlabeled_category Unknown` (run through its `Workflow`, the code its CLI calls); the three flags are needed because its defaults name columns (`celltype`, `manip`, `UNK`) the data do not have. Its defaults train 20 % of the labelled cells and validate on 80 % (`train_test_split(train_size=0.2)`).",
-        "- `scanvi`: scVI pre-training then scANVI (`n_samples_per_label=100`) on 2,000 batch-aware HVGs, CPU.",
-        "- `celltypist`: trained on the labelled reference cells (all genes, log1p of counts per 10k) with its SGD trainer: its default logistic-regression trainer fails with scikit-learn ≥ 1.8. No majority voting.",
+        "- `scanvi`: scVI pre-training then scANVI on 2,000 batch-aware HVGs (raw counts), CPU; epochs `None` = scvi-tools' own defaults "
+        "(its heuristic: 400 scVI epochs below 20,000 cells, then min(10, max(2, round(scVI epochs / 3))) scANVI epochs); the epochs run are in `scores.csv`.",
+        "- **Where a peer does not run at its defaults, and why**: CellTypist is trained with its SGD trainer because its default logistic-regression trainer fails with scikit-learn ≥ 1.8; "
+        "scMusketeers needs three column-name flags (above). Everything else is each tool's default. In the **quick** profile every trained method runs at cut epochs: those numbers rank nothing.",
+        "- `celltypist`: trained on the labelled reference cells (all genes, log1p of counts per 10k) with its SGD trainer. No majority voting (its default).",
         "- `pca_knn` / `harmony_knn`: 2,000 batch-aware HVGs, scaled, 50 PCs (Harmony on them), distance-weighted 15-NN vote of the labelled cells.",
         "- Ablations: " + "; ".join(f"`{k}` = {v}" for k, v in profiles.ABLATIONS.items()) + ". Without its classifier, scpermut's latent is scored by the same 15-NN vote.",
         "",
@@ -338,50 +376,31 @@ def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: li
         "",
     ]
 
-    ours = ok[ok["method"].str.startswith("scpermut")]["settings"].map(lambda text: json.loads(text).get("code", "not recorded"))
-    if ours.nunique() > 1:
-        lines += [
-            f"**Warning**: scpermut's source changed during this run ({ours.nunique()} fingerprints: {', '.join(sorted(ours.unique()))}). "
-            "The fingerprint hashes every .py file of the package, reporting and CLI code included, so a change may not touch training; "
-            "rerun on a settled tree for one version throughout.",
-            "",
-        ]
-    elif len(ours):
-        lines += [f"scpermut source fingerprint (SHA-256 of its .py files): `{ours.iloc[0]}`.", ""]
-
-    started = time.time() - elapsed_seconds
-    records = list((outdir / "runs").glob("*/*/process.json"))
-    reused = [path for path in records if path.stat().st_mtime < started]
-    if reused:
-        lines += [
-            f"{len(records) - len(reused)} of {len(records)} method runs (one per method × task × dataset) were computed by this invocation; "
-            f"{len(reused)} were reused from an earlier invocation of the same command in the same work folder, with the same settings "
-            "(their wall times and memory are from then).",
-            "",
-        ]
-    process_seconds = sum(json.loads(path.read_text()).get("process_seconds", 0) for path in records)
+    process_seconds = sum(record.get("process_seconds", 0) for record in processes)
     process_seconds += sum(run.get("process_seconds", 0) for run in _cost_runs(cost))
-    lines += [f"Wall time of all method and cost processes added up: {process_seconds / 60:.0f} min (what one run from an empty work folder takes, less setup).", ""]
+    lines += [f"Wall time of all method and cost processes added up: {process_seconds / 60:.0f} min (the runs reused from the cache count with their original time).", ""]
 
     lines += ["## Targets", ""] + targets(scores) + [""]
 
-    metrics_columns = ["balanced_accuracy", "macro_f1", "batch_entropy", "label_silhouette", "seconds", "peak_rss_mib"]
+    metrics_columns = ["balanced_accuracy", "macro_f1", "batch_entropy", "ilisi", "label_silhouette", "seconds", "peak_rss_mib"]
     lobo = ok[ok["task"] == "lobo"]
     peers = lobo[lobo["method"].isin(profiles.PEERS)]
     if not peers.empty:
         bar_plot(peers, "balanced_accuracy", "dataset", img / f"{prefix}lobo.png", "Leave one batch out", "balanced accuracy (query batch)")
-        lines += [f"## {TASK_TITLES['lobo']}", "", "Each batch in turn is the unlabelled query; mean ± sd over held-out batches.", "", f"![lobo](img/{prefix}lobo.png)", ""]
+        lines += [f"## {TASK_TITLES['lobo']}", "", "Each batch in turn is the unlabelled query; mean ± sd over seeds of the score averaged over held-out batches.", "", f"![lobo](img/{prefix}lobo.png)", ""]
         lines += [markdown_table(summary_table(peers, metrics_columns, ["dataset", "method"])), ""]
+        per_split = summary_table(peers, ["balanced_accuracy", "ilisi"], ["dataset", "setting", "method"]).drop(columns="splits")
+        lines += ["<details><summary>Per held-out batch (mean ± sd over seeds)</summary>", "", markdown_table(per_split.rename(columns={"setting": "query batch"})), "", "</details>", ""]
         by_rarity = [c for c in peers.columns if c.startswith("f1 ")]
         if by_rarity:
-            lines += ["F1 by reference rarity (mean over splits):", "", markdown_table(summary_table(peers, by_rarity, ["method"])), ""]
+            lines += ["F1 by reference rarity (mean ± sd over seeds):", "", markdown_table(summary_table(peers, by_rarity, ["method"])), ""]
 
     partial = ok[ok["task"] == "partial"]
     if not partial.empty:
         partial_plot(partial, img / f"{prefix}partial.png")
         partial = partial.assign(labelled=partial["split"].str.split("pct").str[0] + " %")
-        lines += [f"## {TASK_TITLES['partial']}", "", "All batches together; a seeded share of each type labelled; scored on the unlabelled cells (mean ± sd over seeds and datasets).", "", f"![partial](img/{prefix}partial.png)", ""]
-        lines += [markdown_table(summary_table(partial, ["balanced_accuracy", "macro_f1", "batch_entropy", "seconds"], ["labelled", "method"])), ""]
+        lines += [f"## {TASK_TITLES['partial']}", "", "All batches together; a seeded share of each type labelled; scored on the unlabelled cells (mean ± sd over seeds).", "", f"![partial](img/{prefix}partial.png)", ""]
+        lines += [markdown_table(summary_table(partial, ["balanced_accuracy", "macro_f1", "batch_entropy", "ilisi", "seconds"], ["labelled", "method"])), ""]
 
     rare = ok[ok["task"] == "rare"]
     if not rare.empty:
@@ -396,7 +415,7 @@ def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: li
     if ablation["method"].nunique() > 1:
         bar_plot(ablation, "balanced_accuracy", "dataset", img / f"{prefix}ablation.png", "Ablation (leave one batch out)", "balanced accuracy (query batch)")
         lines += [f"## {TASK_TITLES['ablation']}", "", f"![ablation](img/{prefix}ablation.png)", ""]
-        lines += [markdown_table(summary_table(ablation, ["balanced_accuracy", "macro_f1", "batch_entropy", "label_silhouette", "seconds"], ["dataset", "method"])), ""]
+        lines += [markdown_table(summary_table(ablation, ["balanced_accuracy", "macro_f1", "batch_entropy", "ilisi", "label_silhouette", "seconds"], ["dataset", "method"])), ""]
 
     if cost:
         scaling_plot(cost["scaling"], img / f"{prefix}scaling.png")

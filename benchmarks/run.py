@@ -2,12 +2,14 @@
 
 Run from the repository root, with the peers' environment (benchmarks/setup.sh):
 
-    /work/bench-venv/bin/python benchmarks/run.py            # everything (~45 min on 2 cores)
-    /work/bench-venv/bin/python benchmarks/run.py --quick    # the same pipeline, small (a few minutes)
+    /work/bench-venv/bin/python benchmarks/run.py            # everything (hours: see benchmarks/README.md)
+    /work/bench-venv/bin/python benchmarks/run.py --quick    # the same pipeline, small
 
-Each method runs on each split in a process of its own method group, so wall time and peak
-memory are those of that method alone. Results already computed under ``--outdir`` are
-reused (delete the folder to start over); scores, tables and plots are always rebuilt.
+Each method runs on each split, once per seed, in a process of its own method group, so wall
+time and peak memory are those of that method alone. A result under ``--outdir`` is reused
+only when it was stored under the key the code at hand computes (``cache.py``: code
+fingerprints, full settings, seeds, threads, split definitions, library versions); any other
+is deleted and recomputed. Scores, tables and plots are always rebuilt.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import cache  # noqa: E402
 import profiles  # noqa: E402
 import tasks  # noqa: E402
-from common import run_job  # noqa: E402
+from common import run_job, run_name  # noqa: E402
 
 
 def method_entries(profile: dict) -> dict[str, tuple[str, dict]]:
@@ -43,110 +46,176 @@ def entries_for(split: tasks.Split, profile: dict) -> list[str]:
     return names
 
 
-def write_splits(splits: list[tasks.Split], folder: Path) -> dict[str, Path]:
-    """Write each split's AnnData once; return split id -> file."""
+def write_splits(splits: list[tasks.Split], folder: Path, code: dict) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Write each split's AnnData (again when its key changed); return split id -> file and split id -> key."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths, loaded = {}, {}
+    paths, keys, loaded, digests = {}, {}, {}, {}
     for split in splits:
-        path = folder / f"{split.id}.h5ad"
-        if not path.exists():
+        dataset = tasks.DATASETS[split.dataset]
+        if split.dataset not in digests:
+            digests[split.dataset] = cache.file_digest(tasks.DATA_DIR / dataset.file)
+        key = cache.split_key(split.fields(), digests[split.dataset], code)
+        path, key_file = folder / f"{split.id}.h5ad", folder / f"{split.id}.key.json"
+        current = path.is_file() and key_file.is_file() and json.loads(key_file.read_text()).get("digest") == cache.key_digest(key)
+        if not current:
             if split.dataset not in loaded:
-                loaded[split.dataset] = tasks.DATASETS[split.dataset].load()
+                loaded[split.dataset] = dataset.load()
             adata = tasks.build(split, loaded[split.dataset])
-            adata.uns["bench_seed"] = split.seed
+            key_file.unlink(missing_ok=True)
             adata.write_h5ad(path)
-        paths[split.id] = path
-    return paths
+            key_file.write_text(json.dumps({"digest": cache.key_digest(key), "key": key}, indent=2, sort_keys=True))
+        paths[split.id], keys[split.id] = path, key
+    return paths, keys
 
 
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def run_methods(splits, paths, profile, outdir: Path) -> list[dict]:
-    """Run every method group (one process per method x task x dataset) not already done."""
-    entries = method_entries(profile)
+def group_runs(splits, profile) -> dict[tuple[str, str, str], list[tasks.Split]]:
+    """(shown name, task, dataset) -> its splits: each group runs in one process."""
     groups: dict[tuple[str, str, str], list[tasks.Split]] = {}
     for split in splits:
         for name in entries_for(split, profile):
             groups.setdefault((name, split.task, split.dataset), []).append(split)
+    return groups
+
+
+def group_folder(outdir: Path, name: str, task: str, dataset: str) -> Path:
+    return outdir / "runs" / slug(name) / f"{task}__{dataset}"
+
+
+def run_methods(splits, paths, split_keys, profile, outdir: Path, code: dict, versions: dict) -> list[dict]:
+    """Run every method group whose stored result is not current; return one record per group.
+
+    A record says whether this invocation computed the group (``computed_now``) or found it
+    stored under the same key; a stale group is deleted before it runs again.
+    """
+    entries = method_entries(profile)
     records = []
-    for (name, task, dataset), members in groups.items():
+    for (name, task, dataset), members in group_runs(splits, profile).items():
         function, settings = entries[name]
-        group_dir = outdir / "runs" / slug(name) / f"{task}__{dataset}"
-        record_file = group_dir / "process.json"
-        if record_file.exists() and all((group_dir / f"{s.id}.npz").exists() for s in members):
-            records.append(json.loads(record_file.read_text()))
+        group_dir = group_folder(outdir, name, task, dataset)
+        runs = [(s, seed) for s in members for seed in s.run_seeds]
+        key = cache.run_key(function, settings, [seed for _, seed in runs], [split_keys[s.id] for s in members], profile["threads"], code, versions)
+        expected = ["process.json"] + [f"{run_name(s.id, seed)}.{ext}" for s, seed in runs for ext in ("npz", "json")]
+        if cache.is_current(group_dir, key, expected):
+            records.append({**json.loads((group_dir / "process.json").read_text()), "computed_now": False, "key": cache.key_digest(key)})
             continue
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: {task} on {dataset} ({len(members)} splits)", flush=True)
-        job = {"method": function, "settings": settings, "splits": [str(paths[s.id]) for s in members], "out": str(group_dir)}
+        old = cache.stored_key(group_dir)
+        if cache.clear_stale(group_dir):
+            changed = cache.key_differences(old, key) if old else ["unfinished or unkeyed"]
+            print(f"  stale result of {name} on {task}/{dataset} deleted (changed: {', '.join(changed[:6])})", flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {task} on {dataset} ({len(members)} splits x seeds {sorted({seed for _, seed in runs})})", flush=True)
+        job = {"method": function, "settings": settings, "runs": [[str(paths[s.id]), seed] for s, seed in runs], "out": str(group_dir)}
         result = run_job(job, group_dir / "job.json", group_dir / "log.txt", profile["threads"])
-        record = {"method": name, "task": task, "dataset": dataset, "n_splits": len(members), **result}
+        record = {"method": name, "task": task, "dataset": dataset, "n_splits": len(members), "n_runs": len(runs), **result}
         if result["exit_code"] != 0:
             print(f"  failed (exit {result['exit_code']}); see {group_dir / 'log.txt'}", flush=True)
         else:
             print(f"  {result['process_seconds']} s, peak {result['peak_rss_mib']} MiB", flush=True)
-        record_file.write_text(json.dumps(record, indent=2))
-        records.append(record)
+        group_dir.mkdir(parents=True, exist_ok=True)
+        (group_dir / "process.json").write_text(json.dumps(record, indent=2))
+        if result["exit_code"] == 0 and all((group_dir / name_).is_file() for name_ in expected):
+            cache.mark_current(group_dir, key)  # last: only a finished group is ever reused
+        records.append({**record, "computed_now": True, "key": cache.key_digest(key)})
     return records
 
 
-def score_all(splits, paths, profile, outdir: Path):
-    """One row per (split, method): scores, seconds, and the peak memory of its process."""
+def score_all(splits, paths, profile, outdir: Path, records: list[dict]):
+    """One row per (split, seed, method): scores, seconds, and the peak memory of its process.
+
+    Only groups of ``records`` (current under this invocation's keys) are read.
+    """
     import anndata as ad
     import numpy as np
     import pandas as pd
     from scoring import score
 
+    processes = {(r["method"], r["task"], r["dataset"]): r for r in records}
     rows = []
     for split in splits:
         adata = ad.read_h5ad(paths[split.id])
         for name in entries_for(split, profile):
-            group_dir = outdir / "runs" / slug(name) / f"{split.task}__{split.dataset}"
-            result_file, timing_file = group_dir / f"{split.id}.npz", group_dir / f"{split.id}.json"
-            process = json.loads((group_dir / "process.json").read_text()) if (group_dir / "process.json").exists() else {}
-            row = {"task": split.task, "dataset": split.dataset, "split": split.name, "seed": split.seed, "method": name}
-            if not result_file.exists():
-                rows.append({**row, "status": f"failed (exit {process.get('exit_code')})"})
-                continue
-            arrays = np.load(result_file)
-            timing = json.loads(timing_file.read_text())
-            row.update(score(adata, arrays["labels"], arrays["latent"] if "latent" in arrays else None))
-            row.update(status="ok", seconds=timing["seconds"], peak_rss_mib=process.get("peak_rss_mib"), settings=json.dumps(timing["settings"], default=str))
-            rows.append(row)
+            group_dir = group_folder(outdir, name, split.task, split.dataset)
+            process = processes[(name, split.task, split.dataset)]
+            for seed in split.run_seeds:
+                stem = run_name(split.id, seed)
+                result_file, timing_file = group_dir / f"{stem}.npz", group_dir / f"{stem}.json"
+                row = {"task": split.task, "dataset": split.dataset, "split": split.name, "setting": split.setting, "seed": seed, "method": name}
+                if process.get("exit_code") != 0 or not result_file.exists():
+                    rows.append({**row, "status": f"failed (exit {process.get('exit_code')})"})
+                    continue
+                arrays = np.load(result_file)
+                timing = json.loads(timing_file.read_text())
+                row.update(score(adata, arrays["labels"], arrays["latent"] if "latent" in arrays else None))
+                row.update(status="ok", seconds=timing["seconds"], peak_rss_mib=process.get("peak_rss_mib"), settings=json.dumps(timing["settings"], default=str))
+                rows.append(row)
     return pd.DataFrame(rows)
+
+
+def git_state(repo: Path = HERE.parent) -> dict:
+    """The commit at hand and whether the tree differs from it (untracked files included)."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False).stdout
+
+    # Porcelain lines are "XY path": the status columns may be blank, so the text is not stripped first.
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=normal").splitlines() if line.strip()]
+    return {"commit": git("rev-parse", "HEAD").strip() or "unknown", "clean": not changed, "changed": changed}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Small version of every task and cost measure (a few minutes).")
+    parser.add_argument("--quick", action="store_true", help="Small version of every task and cost measure (short epochs: checks the machinery, not the methods).")
     parser.add_argument("--outdir", type=Path, default=None, help="Work folder (default: benchmarks/results/<profile>).")
     parser.add_argument("--docs", type=Path, default=None, help="Where benchmarks.md and img/ go (default: docs/, or the work folder with --quick).")
     parser.add_argument("--threads", type=int, default=1, help="Threads per method process (1: robust on a shared machine).")
     parser.add_argument("--skip_cost", "--skip-cost", action="store_true", help="Leave out throughput, scaling and GFLOP/s.")
+    parser.add_argument("--fresh", action="store_true", help="Delete every stored result first: all runs are computed by this invocation.")
+    parser.add_argument("--allow_dirty", "--allow-dirty", action="store_true", help="Write the page into the repository's docs/ even when the tree has uncommitted changes.")
+    parser.add_argument("--plan", action="store_true", help="Print the runs each method would make, and stop.")
     args = parser.parse_args(argv)
 
     profile = {**(profiles.QUICK if args.quick else profiles.FULL), "threads": args.threads}
     outdir = args.outdir or HERE / "results" / profile["name"]
-    outdir.mkdir(parents=True, exist_ok=True)
     docs = args.docs or (outdir if args.quick else HERE.parent / "docs")
     command = "python benchmarks/run.py" + (" " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])) if (argv or sys.argv[1:]) else "")
     started = time.time()
 
     splits = tasks.plan(profile)
-    paths = write_splits(splits, outdir / "splits")
+    if args.plan:
+        for (name, task, dataset), members in group_runs(splits, profile).items():
+            print(f"{name:40s} {task:8s} {dataset:16s} {sum(len(s.run_seeds) for s in members):3d} runs")
+        return
+    # The page must say which code it measured: the commit, and whether the tree differed from it.
+    state = git_state()
+    if docs.resolve() == (HERE.parent / "docs").resolve() and not state["clean"] and not args.allow_dirty:
+        raise SystemExit(
+            "the tree has uncommitted changes (" + ", ".join(state["changed"][:5]) + "): commit them so that the page "
+            "names the code it measured, or pass --allow_dirty (the page then says the tree was not clean)."
+        )
+    import report
+
+    code = cache.code_fingerprints(cache.package_folder())
+    versions = report.versions()
+    if args.fresh:
+        for folder in (outdir / "runs", outdir / "cost"):
+            cache.clear_stale(folder)
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    paths, split_keys = write_splits(splits, outdir / "splits", code)
     print(f"{len(splits)} splits; running methods", flush=True)
-    processes = run_methods(splits, paths, profile, outdir)
-    scores = score_all(splits, paths, profile, outdir)
+    processes = run_methods(splits, paths, split_keys, profile, outdir, code, versions)
+    scores = score_all(splits, paths, profile, outdir, processes)
     scores.to_csv(outdir / "scores.csv", index=False)
 
     cost_results = None
     if not args.skip_cost:
         import cost
 
-        cost_results = cost.run_all(profile["cost"], outdir / "cost", args.threads)
-
-    import report
+        cost_results = cost.run_all(profile["cost"], outdir / "cost", args.threads, code=code, versions=versions)
 
     report.write(
         docs=docs,
@@ -158,6 +227,7 @@ def main(argv=None) -> None:
         command=command,
         elapsed_seconds=time.time() - started,
         outdir=outdir,
+        provenance={"git": state, "code": code},
     )
     print(f"wrote {docs / 'benchmarks.md'} in {(time.time() - started) / 60:.1f} min", flush=True)
 

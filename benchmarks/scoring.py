@@ -16,6 +16,25 @@ def reference_rarity(split) -> dict[str, str]:
     return {label: rarity_group(share) for label, share in shares.items()}
 
 
+# scib-metrics' convention for LISI (its Benchmarker): 90 neighbours, perplexity 30.
+LISI_NEIGHBOURS = 90
+
+
+def ilisi(latent: np.ndarray, batches: np.ndarray, n_neighbors: int = LISI_NEIGHBOURS) -> float:
+    """iLISI of ``latent`` scaled 0-1 (scib-metrics ``ilisi_knn``): 1 = every neighbourhood holds all batches evenly.
+
+    Exact neighbours (scikit-learn), the cell itself included as scib-metrics expects.
+    """
+    from scib_metrics import ilisi_knn
+    from scib_metrics.nearest_neighbors import NeighborsResults
+    from sklearn.neighbors import NearestNeighbors
+
+    latent = np.asarray(latent, dtype=np.float32)
+    k = min(n_neighbors, latent.shape[0])
+    distances, indices = NearestNeighbors(n_neighbors=k).fit(latent).kneighbors(latent)
+    return float(ilisi_knn(NeighborsResults(indices=indices, distances=distances), np.asarray(batches), scale=True))
+
+
 def score(split, labels: np.ndarray, latent: np.ndarray | None) -> dict:
     """Label-transfer scores on the evaluated cells and integration scores of the latent on all cells.
 
@@ -24,7 +43,7 @@ def score(split, labels: np.ndarray, latent: np.ndarray | None) -> dict:
     dict
         ``balanced_accuracy``, ``macro_f1``, ``accuracy``, ``mcc``, ``n_evaluated``; one
         ``f1_<rarity>`` per reference-rarity group present; ``rare_type_f1`` on the rare-type
-        task; ``batch_entropy``, ``batch_silhouette``, ``label_silhouette`` when there is a latent.
+        task; ``batch_entropy``, ``ilisi`` (scaled 0-1), ``batch_silhouette``, ``label_silhouette`` when there is a latent.
     """
     from scpermut import metrics
 
@@ -50,6 +69,7 @@ def score(split, labels: np.ndarray, latent: np.ndarray | None) -> dict:
         batches = split.obs[BATCH].astype(str).to_numpy()
         mixing = metrics.batch_mixing(latent, batches)
         row["batch_entropy"] = mixing["batch_entropy"]
+        row["ilisi"] = ilisi(latent, batches)
         row["batch_silhouette"] = metrics.batch_silhouette(latent, batches, truth)["value"]
         row["label_silhouette"] = metrics.label_silhouette(latent, truth)["value"]
     return row

@@ -7,6 +7,7 @@ A *split* is the dataset's AnnData with four obs columns added (see ``methods.py
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,15 @@ import numpy as np
 import pandas as pd
 from common import BATCH, EVALUATED, LABEL, ROLE, TRUTH, UNKNOWN
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+def _data_dir() -> Path:
+    """``shared/data`` beside the repository (or beside the folder of git worktrees); ``SCPERMUT_SHARED_DATA`` overrides."""
+    if os.environ.get("SCPERMUT_SHARED_DATA"):
+        return Path(os.environ["SCPERMUT_SHARED_DATA"])
+    candidates = [parent / "shared" / "data" for parent in Path(__file__).resolve().parents[2:4]]
+    return next((folder for folder in candidates if folder.is_dir()), candidates[0])
+
+
+DATA_DIR = _data_dir()
 
 
 @dataclass(frozen=True)
@@ -54,10 +63,25 @@ class Split:
     seed: int
     description: str
     rare_type: str | None = None
+    # The seeds every method runs with on this split (each seed one run: the spread is seed-to-seed).
+    run_seeds: tuple[int, ...] = (0,)
 
     @property
     def id(self) -> str:
         return f"{self.task}__{self.dataset}__{self.name}"
+
+    @property
+    def setting(self) -> str:
+        """What the split varies apart from seeds: the held-out batch, the labelled share or the rare type."""
+        if self.task == "partial":
+            return self.name.split("_seed")[0]
+        if self.task == "rare":
+            return str(self.rare_type)
+        return self.name
+
+    def fields(self) -> dict:
+        """The definition of the split (what decides its cells and labels), for cache keys."""
+        return {"task": self.task, "dataset": self.dataset, "name": self.name, "seed": self.seed, "rare_type": self.rare_type}
 
 
 def _annotate(adata, labelled: np.ndarray, query: np.ndarray, evaluated: np.ndarray):
@@ -140,16 +164,18 @@ def plan(profile: dict) -> list[Split]:
         batches = sorted(adata.obs[BATCH].unique())
         # Smallest types first: the natural candidates for the rare-type task.
         types = adata.obs[TRUTH].value_counts().sort_index().sort_values(kind="stable").index.tolist()
+        seeds = tuple(profile["seeds"])
         if "lobo" in profile["tasks"]:
             for batch in batches[: profile["max_batches"]]:
-                splits.append(Split("lobo", name, batch, 0, f"query = batch {batch}"))
+                splits.append(Split("lobo", name, batch, 0, f"query = batch {batch}", run_seeds=seeds))
         if "partial" in profile["tasks"] and name in profile["partial_datasets"]:
+            # The seed draws the labelled cells and seeds the method: one run per seed and fraction.
             for fraction in profile["fractions"]:
-                for seed in profile["seeds"]:
-                    splits.append(Split("partial", name, f"{fraction}pct_seed{seed}", seed, f"{fraction}% of each type labelled, seed {seed}"))
+                for seed in seeds:
+                    splits.append(Split("partial", name, f"{fraction}pct_seed{seed}", seed, f"{fraction}% of each type labelled, seed {seed}", run_seeds=(seed,)))
         if "rare" in profile["tasks"] and name in profile["rare_datasets"]:
             for cell_type in types[: profile["max_rare_types"]]:
                 for seed in profile["rare_seeds"]:
                     label = cell_type.replace(" ", "_").replace("+", "p")
-                    splits.append(Split("rare", name, f"{label}_seed{seed}", seed, f"{cell_type} cut to ~1% of the reference, seed {seed}", cell_type))
+                    splits.append(Split("rare", name, f"{label}_seed{seed}", seed, f"{cell_type} cut to ~1% of the reference, seed {seed}", cell_type, run_seeds=seeds))
     return splits

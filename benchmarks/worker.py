@@ -1,9 +1,10 @@
 """The child process: run one method on a list of splits (or one cost measure) and time it.
 
 ``python benchmarks/worker.py JOB.json`` where the job names the method, its settings, the
-split files and the output folder. For each split it writes ``<split>.npz`` (labels and
-latent) and ``<split>.json`` (seconds of fit + predict, settings). The parent side
-(:func:`common.run_job`) starts it and reads its peak memory.
+runs (split file and seed) and the output folder. For each run it writes
+``<split>__seed<seed>.npz`` (labels and latent) and ``<split>__seed<seed>.json`` (seconds of
+fit + predict, settings). The parent side (:func:`common.run_job`) starts it and reads its
+peak memory.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 def main(job_file: str) -> None:
     import anndata as ad
     import numpy as np
+    from common import run_name
     from methods import METHODS
 
     job = json.loads(Path(job_file).read_text())
@@ -30,11 +32,11 @@ def main(job_file: str) -> None:
     method = METHODS[job["method"]]
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
-    for split_file in job["splits"]:
-        name = Path(split_file).stem
+    for split_file, seed in job["runs"]:
+        name = run_name(Path(split_file).stem, seed)
         adata = ad.read_h5ad(split_file)
         started, cpu_started = time.perf_counter(), time.process_time()
-        result = method(adata, seed=int(adata.uns["bench_seed"]), settings=job["settings"])
+        result = method(adata, seed=int(seed), settings=job["settings"])
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         arrays = {"labels": np.asarray(result.labels, dtype=str)}
         if result.latent is not None:

@@ -67,3 +67,23 @@ def make_counts(n_cells=60, n_genes=40, *, seed=0, prefix="cell", labels=("A", "
     )
     var = pd.DataFrame(index=[f"G{j}" for j in range(n_genes)])
     return ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
+
+
+# Switches this file (or a CI runner) may set that change how TensorFlow computes. A child
+# process started with ``package_only_environment()`` has none of them, so whatever keeps its
+# results reproducible must come from scpermut itself.
+TEST_ONLY_SWITCHES = (
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_DETERMINISTIC_OPS",
+    "TF_CUDNN_DETERMINISTIC",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "PYTHONHASHSEED",
+    "MPLBACKEND",
+)
+
+
+def package_only_environment() -> dict:
+    """This process's environment without ``TEST_ONLY_SWITCHES``: for subprocesses that test the package's own guarantees."""
+    return {name: value for name, value in os.environ.items() if name not in TEST_ONLY_SWITCHES}

@@ -65,3 +65,191 @@ def test_scoring_gives_a_perfect_prediction_full_marks_and_a_wrong_rare_type_zer
     scores = scoring.score(split, missed, None)
     assert scores["rare_type_f1"] == 0.0
     assert scores["balanced_accuracy"] == pytest.approx(2 / 3)
+
+
+# --- the result cache (benchmarks/cache.py, run.py) and the verdict rule (benchmarks/verdict.py) ---
+
+import json  # noqa: E402
+
+import cache  # noqa: E402
+import pandas as pd  # noqa: E402
+import verdict  # noqa: E402
+
+CODE = {"scpermut_package": "p" * 64, "benchmark_methods": "m" * 64, "benchmark_splits": "s" * 64}
+VERSIONS = {"scvi-tools": "1.4.2", "numpy": "2.4.6"}
+SPLIT_KEY = cache.split_key({"task": "lobo", "dataset": "d", "name": "b1", "seed": 0, "rare_type": None}, "f" * 64, CODE)
+
+
+def key_for(function="scpermut", settings=None, code=CODE, versions=VERSIONS, seeds=(0, 1, 2), threads=1, split_key=SPLIT_KEY):
+    return cache.run_key(function, {"options": {}} if settings is None else settings, seeds, [split_key], threads, code, versions)
+
+
+def test_fingerprints_change_with_any_byte_name_or_file_of_the_package(tmp_path):
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 2\n")
+    first = cache.tree_fingerprint(tmp_path / "pkg")
+    assert cache.tree_fingerprint(tmp_path / "pkg") == first
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 3\n")
+    changed = cache.tree_fingerprint(tmp_path / "pkg")
+    (tmp_path / "pkg" / "sub" / "c.py").write_text("")
+    added = cache.tree_fingerprint(tmp_path / "pkg")
+    (tmp_path / "pkg" / "sub" / "c.py").rename(tmp_path / "pkg" / "d.py")
+    moved = cache.tree_fingerprint(tmp_path / "pkg")
+    assert len({first, changed, added, moved}) == 4
+
+
+def test_a_stored_result_is_current_only_under_the_same_key_with_every_file(tmp_path):
+    folder = tmp_path / "group"
+    folder.mkdir()
+    (folder / "r.npz").write_bytes(b"x")
+    cache.mark_current(folder, key_for())
+    assert cache.is_current(folder, key_for(), ["r.npz"])
+    assert not cache.is_current(folder, key_for(), ["r.npz", "missing.json"])
+    other_package = {**CODE, "scpermut_package": "q" * 64}
+    other_methods = {**CODE, "benchmark_methods": "n" * 64}
+    for stale in (
+        key_for(settings={"options": {"epochs_full": 5}}),
+        key_for(code=other_package),
+        key_for(code=other_methods),
+        key_for(versions={**VERSIONS, "numpy": "2.5.0"}),
+        key_for(seeds=(0, 1)),
+        key_for(threads=2),
+        key_for(split_key=cache.split_key({"task": "lobo", "dataset": "d", "name": "b1", "seed": 0, "rare_type": None}, "e" * 64, CODE)),
+    ):
+        assert not cache.is_current(folder, stale, ["r.npz"])
+    # A peer's result does not depend on scpermut's package, only on the benchmark code.
+    cache.mark_current(folder, key_for("celltypist", {}))
+    assert cache.is_current(folder, key_for("celltypist", {}, code=other_package), ["r.npz"])
+    assert not cache.is_current(folder, key_for("celltypist", {}, code=other_methods), ["r.npz"])
+    assert cache.key_differences(key_for(), key_for(code=other_package)) == ["code.scpermut_package"]
+
+
+def test_an_unkeyed_or_unfinished_result_is_not_current(tmp_path):
+    folder = tmp_path / "group"
+    folder.mkdir()
+    (folder / "r.npz").write_bytes(b"x")
+    assert not cache.is_current(folder, key_for(), ["r.npz"])  # files from before keys existed
+    (folder / cache.KEY_FILE).write_text("{not json")
+    assert not cache.is_current(folder, key_for(), ["r.npz"])
+
+
+def _fake_job(calls):
+    """Stands in for run_job: writes one result per run, labelled with the call number."""
+    import numpy as np
+
+    def fake(job, job_file, log_file, n_threads=1):
+        calls.append(job)
+        out = Path(job["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        for split_file, seed in job["runs"]:
+            stem = f"{Path(split_file).stem}__seed{seed}"
+            np.savez(out / f"{stem}.npz", labels=np.array([f"call{len(calls)}"]))
+            (out / f"{stem}.json").write_text(json.dumps({"seconds": 1.0, "settings": job["settings"]}))
+        return {"exit_code": 0, "process_seconds": 1.0, "peak_rss_mib": 1.0, "cpu_seconds": 1.0}
+
+    return fake
+
+
+def test_run_methods_recomputes_a_stale_group_and_reuses_a_current_one(tmp_path, monkeypatch):
+    import numpy as np
+    import profiles
+    import run
+
+    calls = []
+    monkeypatch.setattr(run, "run_job", _fake_job(calls))
+    split = tasks.Split("lobo", "d", "b1", 0, "query = b1", run_seeds=(0, 1, 2))
+    paths, keys = {split.id: tmp_path / f"{split.id}.h5ad"}, {split.id: SPLIT_KEY}
+    profile = {"tasks": ["lobo"], "threads": 1, "settings": {name: {} for name in profiles.PEERS} | {"scpermut": {"options": {}}}}
+
+    first = run.run_methods([split], paths, keys, profile, tmp_path, CODE, VERSIONS)
+    assert len(calls) == len(profiles.PEERS) and all(record["computed_now"] for record in first)
+    assert [record["computed_now"] for record in run.run_methods([split], paths, keys, profile, tmp_path, CODE, VERSIONS)] == [False] * len(first)
+    assert len(calls) == len(profiles.PEERS)
+
+    # scpermut's code changed: its group is deleted and computed again, the peers' are kept.
+    changed = {**CODE, "scpermut_package": "q" * 64}
+    group = run.group_folder(tmp_path, "scpermut", "lobo", "d")
+    (group / "left_over_from_old_code.txt").write_text("stale")
+    again = run.run_methods([split], paths, keys, profile, tmp_path, changed, VERSIONS)
+    assert [record["method"] for record in again if record["computed_now"]] == ["scpermut"]
+    assert not (group / "left_over_from_old_code.txt").exists()
+    labels = np.load(group / f"{split.id}__seed0.npz")["labels"]
+    assert labels.tolist() == [f"call{len(calls)}"]
+
+    # A run that fails is never marked current: the next invocation runs it again.
+    monkeypatch.setattr(run, "run_job", lambda *args, **kwargs: {"exit_code": 1, "process_seconds": 0, "peak_rss_mib": 0, "cpu_seconds": 0})
+    failed = run.run_methods([split], paths, keys, {**profile, "threads": 2}, tmp_path, changed, VERSIONS)
+    assert all(record["exit_code"] == 1 for record in failed)
+    assert not any((run.group_folder(tmp_path, name, "lobo", "d") / cache.KEY_FILE).exists() for name in profiles.PEERS)
+    assert not list(tmp_path.glob("runs/*/*/*.npz"))  # the stale results went with their key
+
+
+def test_a_cost_measure_is_reused_only_under_the_same_key(tmp_path, monkeypatch):
+    import cost
+
+    calls = []
+
+    def fake(job, job_file, log_file, n_threads=1):
+        calls.append(job)
+        Path(job["out"]).write_text(json.dumps({"value": len(calls)}))
+        return {"exit_code": 0, "process_seconds": 1.0, "peak_rss_mib": 1.0, "cpu_seconds": 1.0}
+
+    monkeypatch.setattr(cost, "run_job", fake)
+    first = cost._run("m", "matmul_reference", {"shapes": [[2, 2]], "batch_size": 4}, tmp_path, 1, CODE, VERSIONS)
+    again = cost._run("m", "matmul_reference", {"shapes": [[2, 2]], "batch_size": 4}, tmp_path, 1, CODE, VERSIONS)
+    assert (first["value"], first["computed_now"], again["value"], again["computed_now"]) == (1, True, 1, False)
+    changed = cost._run("m", "matmul_reference", {"shapes": [[2, 2]], "batch_size": 8}, tmp_path, 1, CODE, VERSIONS)
+    assert (changed["value"], changed["computed_now"]) == (2, True)
+    other_code = cost._run("m", "matmul_reference", {"shapes": [[2, 2]], "batch_size": 8}, tmp_path, 1, {**CODE, "scpermut_package": "q" * 64}, VERSIONS)
+    assert other_code["value"] == 3
+
+
+@pytest.mark.parametrize(
+    ("ours", "best", "expected"),
+    [
+        ((0.80, 0.01, 3), (0.75, 0.02, 3), "met"),  # gap 0.05 > spread 0.02
+        ((0.76, 0.01, 3), (0.75, 0.02, 3), "tie"),  # gap 0.01 within 0.02
+        ((0.74, 0.03, 3), (0.75, 0.01, 3), "tie"),  # lower, but inside the noise
+        ((0.70, 0.01, 3), (0.75, 0.02, 3), "missed"),
+        ((0.90, 0.0, 1), (0.75, 0.0, 1), "no verdict"),  # one seed: no spread to judge by
+    ],
+)
+def test_verdict_rule(ours, best, expected):
+    assert verdict.verdict(*ours, *best) == expected
+
+
+def test_seed_spread_averages_splits_within_a_seed_first_and_picks_the_best_peer():
+    rows = []
+    for seed, (a, b) in enumerate([(0.9, 0.7), (0.92, 0.72), (0.88, 0.68)]):
+        rows += [{"method": "scpermut", "split": "s1", "seed": seed, "m": a}, {"method": "scpermut", "split": "s2", "seed": seed, "m": b}]
+        rows += [{"method": "peer", "split": "s1", "seed": seed, "m": 0.7}, {"method": "peer", "split": "s2", "seed": seed, "m": 0.7}]
+        rows += [{"method": "weak", "split": "s1", "seed": seed, "m": 0.1}, {"method": "weak", "split": "s2", "seed": seed, "m": 0.1}]
+    frame = pd.DataFrame(rows)
+    summary = verdict.seed_summary(frame, "m", ["method"])
+    # per-seed means 0.80, 0.82, 0.78: sd 0.02 (the split-to-split difference of 0.2 is not noise)
+    assert summary.loc["scpermut", "mean"] == pytest.approx(0.80)
+    assert summary.loc["scpermut", "sd"] == pytest.approx(0.02)
+    assert summary.loc["scpermut", "n_seeds"] == 3
+    result = verdict.compare(frame, "m", "scpermut", ["peer", "weak"])
+    assert result["best_peer"] == "peer" and result["verdict"] == "met"
+
+
+def test_git_state_names_the_commit_and_every_changed_path(tmp_path):
+    import subprocess
+
+    import run
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "tracked.py").write_text("a = 1\n")
+    git("add", "tracked.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    clean = run.git_state(tmp_path)
+    assert clean["clean"] and len(clean["commit"]) == 40
+    (tmp_path / "tracked.py").write_text("a = 2\n")  # " M tracked.py": a leading blank column
+    (tmp_path / "new.py").write_text("")
+    dirty = run.git_state(tmp_path)
+    assert not dirty["clean"] and sorted(dirty["changed"]) == ["new.py", "tracked.py"]

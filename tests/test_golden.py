@@ -96,6 +96,120 @@ def test_shipped_run_is_bit_identical_to_the_recorded_one(tmp_path):
     assert run_digests(tmp_path / "results") == golden["digests"]
 
 
+# What differs between two identical runs by design: clocks, and the output folder in recorded paths.
+TIMING_FIELDS = {"started", "duration_seconds", "created"}
+
+
+def _without_timing(value, outdir: str):
+    """``value`` (parsed JSON or an ``uns`` tree) without timing fields, its output folder written ``<outdir>``."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {key: _without_timing(item, outdir) for key, item in value.items() if key not in TIMING_FIELDS}
+    if isinstance(value, (list, tuple)):
+        return [_without_timing(item, outdir) for item in value]
+    if isinstance(value, np.ndarray):
+        return _without_timing(value.tolist(), outdir) if value.dtype.kind in "OUS" else value.tobytes() + str(value.shape).encode()
+    if isinstance(value, str):
+        return value.replace(outdir, "<outdir>")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _h5ad_content(path: Path, outdir: Path) -> dict:
+    """Every array and table an h5ad holds, read back by anndata: X, layers, obs, var, obsm, varm, obsp, uns."""
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    adata = ad.read_h5ad(path)
+
+    def dense(matrix):
+        matrix = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+        return str(matrix.dtype), matrix.shape, matrix.tobytes()
+
+    content = {"X": dense(adata.X), "obs_names": list(adata.obs_names), "var_names": list(adata.var_names)}
+    for name in ("obs", "var"):
+        frame = getattr(adata, name)
+        content[name] = {column: (str(frame[column].dtype), frame[column].astype(str).tolist()) for column in frame}
+    for name in ("layers", "obsm", "varm", "obsp"):
+        content[name] = {key: dense(value) for key, value in getattr(adata, name).items()}
+    content["uns"] = _without_timing(dict(adata.uns), str(outdir))
+    return content
+
+
+def _h5_arrays(path: Path) -> dict:
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda name, obj: arrays.__setitem__(name, obj[()].tobytes()) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def output_content(outdir: Path) -> dict:
+    """What a ``scpermut run`` folder holds, comparable between two runs.
+
+    h5ad and h5 files embed HDF5 object timestamps, so they are compared by content (arrays,
+    tables, ``uns``); JSON by its parsed fields less ``TIMING_FIELDS``; CSV, TSV and text files
+    byte for byte once the output folder's path is neutralised. The HTML report and PNG plots
+    are listed (same names) but not compared: the report prints when it was generated.
+    """
+    content = {}
+    for path in sorted(p for p in outdir.rglob("*") if p.is_file()):
+        name = str(path.relative_to(outdir))
+        if path.suffix == ".h5ad":
+            content[name] = _h5ad_content(path, outdir)
+        elif path.suffix == ".h5":
+            content[name] = _h5_arrays(path)
+        elif path.suffix == ".json":
+            content[name] = _without_timing(json.loads(path.read_text()), str(outdir))
+        elif path.suffix in (".csv", ".tsv", ".txt"):
+            content[name] = path.read_text().replace(str(outdir), "<outdir>")
+        else:
+            content[name] = "present"
+    return content
+
+
+def test_two_runs_in_separate_processes_give_identical_outputs_and_record_the_input_hash(tmp_path):
+    """``scpermut run`` twice, each in a fresh process without the test suite's TensorFlow switches."""
+    import subprocess
+
+    from conftest import package_only_environment
+
+    folders = [tmp_path / "first", tmp_path / "second"]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "scpermut", "-q", "run", "--input", str(ASSETS / "samplesheet_test.csv"), "--outdir", str(folder), *CONFIG],
+            env=package_only_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for folder in folders
+    ]
+    for child in children:
+        output, _ = child.communicate(timeout=600)
+        assert child.returncode == 0, output
+
+    first, second = (output_content(folder) for folder in folders)
+    assert first.keys() == second.keys()
+    assert {"prepare/prepared.h5ad", "model/model.weights.h5", "annotated/annotated.h5ad", "model/run.json", "report/metrics.json"} <= first.keys()
+    for name in first:
+        assert first[name] == second[name], f"{name} differs between two runs"
+
+    import anndata as ad
+
+    prepared = folders[0] / "prepare" / "prepared.h5ad"
+    sha256 = hashlib.sha256(prepared.read_bytes()).hexdigest()
+    run = json.loads((folders[0] / "model" / "run.json").read_text())
+    assert run["input"]["sha256"] == sha256
+    assert run["tf_enable_onednn_opts"] == "0"  # the package's own switch, not the suite's
+    annotated = ad.read_h5ad(folders[0] / "annotated" / "annotated.h5ad", backed="r")
+    assert json.dumps(dict(annotated.uns["scpermut"]), default=str).count(sha256) >= 1
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as folder:
         print(json.dumps({"config": CONFIG, "versions": versions(), "digests": run_digests(Path(folder) / "results")}, indent=2))

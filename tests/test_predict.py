@@ -142,6 +142,27 @@ def test_a_new_query_with_shuffled_and_missing_genes_is_aligned(trained, prepare
     assert agreement > 0.8
 
 
+def test_missing_query_genes_become_zero_columns_and_are_counted(prepared):
+    """The aligned matrix itself: present genes keep their values in the model's order, missing ones are all zero."""
+    from scpermut.annotation import align_genes
+
+    genes = list(prepared.var_names[prepared.var["highly_variable"].to_numpy()])
+    rng = np.random.default_rng(1)
+    dropped = set(rng.choice(genes, size=len(genes) // 10, replace=False))
+    kept = [gene for gene in rng.permutation(prepared.var_names) if gene not in dropped]
+    query = prepared[:, kept]
+    aligned, n_missing = align_genes(query.X, query.var_names, genes, max_missing_genes=0.5)
+
+    assert n_missing == len(dropped) > 0
+    assert aligned.shape == (prepared.n_obs, len(genes))
+    aligned = aligned.toarray()
+    expected = prepared[:, genes].X.toarray()
+    missing = np.isin(genes, list(dropped))
+    assert expected[:, missing].any()  # the dropped genes were expressed: zeros are not by chance
+    assert not aligned[:, missing].any()
+    np.testing.assert_array_equal(aligned[:, ~missing], expected[:, ~missing])
+
+
 def test_too_many_missing_genes_stop_clearly(trained, prepared):
     model = trained[0]
     few = _raw_query(prepared, model.genes[: len(model.genes) // 4])

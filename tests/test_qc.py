@@ -127,7 +127,8 @@ def test_absent_class_key_in_reference_is_named(tmp_path):
         run_qc(SampleSpec("a", tmp_path / "a.h5ad"), tmp_path / "out", keys=Keys(class_key="celltype"))
 
 
-def test_no_cell_passing_is_an_error_and_writes_nothing(tmp_path):
+def test_no_cell_passing_stops_in_the_input_checks_before_any_write(tmp_path):
+    # The error comes before any output is opened; a failure *during* a write is tested in test_atomic.py.
     make_counts().write_h5ad(tmp_path / "a.h5ad")
     with pytest.raises(InputError, match="no cell of sample 'a' passes QC"):
         run_qc(SampleSpec("a", tmp_path / "a.h5ad"), tmp_path / "out", QCThresholds(min_genes=10_000))

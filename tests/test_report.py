@@ -295,7 +295,8 @@ def test_report_of_a_model_without_classifier_scores_the_latent_only(tmp_path):
     assert sorted(parser.figures) == ["training_curves", "umap_batch", "umap_truth"]
 
 
-def test_report_on_a_file_without_predictions_fails_with_one_sentence_and_writes_nothing(tmp_path):
+def test_report_on_a_file_without_predictions_fails_with_one_sentence_before_any_write(tmp_path):
+    # An input check, before any output is opened; a failure *during* a write is tested in test_atomic.py.
     adata = synthetic_annotated()
     del adata.obs[_keys.PREDICTION], adata.obsm[_keys.LATENT]
     adata.write_h5ad(tmp_path / "plain.h5ad")

@@ -76,11 +76,36 @@ def test_run_transfers_labels_from_control_to_stimulated_donors(transfer_run):
     assert metrics["evaluation_set"] == "query"
     assert metrics["headline"]["n_cells_evaluated"] > 700  # the labelled stimulated cells
     assert metrics["headline"]["balanced_accuracy"] > 0.6  # 5 cell types: chance is 0.2
-    assert (
-        0.4 < metrics["headline"]["batch_entropy"] <= 1.05
-    )  # ctrl and stim donors share neighbourhoods
+    assert metrics["headline"]["batch_entropy"] <= 1.05
     assert f"report: {outdir / 'report' / 'report.html'}" in output
     assert "balanced accuracy" in output
+
+
+# The latent must mix batches clearly better than the uncorrected data it starts from (measured:
+# scpermut latent ~0.89, PCA of the same genes ~0.55-0.63 on the shipped cells).
+MIN_MIXING_GAIN_OVER_PCA = 0.1
+
+
+def test_run_latent_mixes_batches_better_than_uncorrected_pca_of_the_same_cells(transfer_run):
+    """Baseline computed here: PCA (as many components as the latent) of the log-normalised genes the model uses."""
+    from sklearn.decomposition import PCA
+
+    from scpermut.metrics import batch_mixing
+
+    outdir, _ = transfer_run
+    prepared = ad.read_h5ad(outdir / "prepare" / "prepared.h5ad")
+    annotated = ad.read_h5ad(outdir / "annotated" / "annotated.h5ad")
+    assert list(prepared.obs_names) == list(annotated.obs_names)
+    latent = annotated.obsm[_keys.LATENT]
+    genes = prepared.var["highly_variable"].to_numpy()
+    pca = PCA(n_components=latent.shape[1], random_state=0).fit_transform(prepared[:, genes].X.toarray())
+    batches = annotated.obs["batch"].astype(str).to_numpy()
+    ours = batch_mixing(latent, batches)["batch_entropy"]
+    baseline = batch_mixing(pca, batches)["batch_entropy"]
+    print(f"batch entropy: scpermut latent {ours:.3f}, uncorrected PCA {baseline:.3f}")
+    assert ours >= baseline + MIN_MIXING_GAIN_OVER_PCA
+    metrics = json.loads((outdir / "report" / "metrics.json").read_text())
+    assert metrics["headline"]["batch_entropy"] >= baseline + MIN_MIXING_GAIN_OVER_PCA
 
 
 def test_run_maps_a_new_query_onto_the_saved_model_without_retraining(

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
+from conftest import package_only_environment
 
 from scpermut import _keys
 from scpermut.cli import main
@@ -381,6 +382,8 @@ def test_same_seed_is_bit_identical_across_processes_and_seeds_differ(tmp_path, 
             ],
             check=True,
             capture_output=True,
+            # Not this suite's TF_ENABLE_ONEDNN_OPTS=0 (conftest.py): only scpermut's own switch.
+            env=package_only_environment(),
         )
     train_file(prepared_path, tmp_path / "other", device="cpu", seed=1, **tiny)
     first, second, other = (
@@ -393,6 +396,10 @@ def test_same_seed_is_bit_identical_across_processes_and_seeds_differ(tmp_path, 
     assert (tmp_path / "first" / persistence.HISTORY).read_text() == (
         tmp_path / "second" / persistence.HISTORY
     ).read_text()
+    # The children ran with the package's own oneDNN switch, not one inherited from the tests.
+    for name in ("first", "second"):
+        run = json.loads((tmp_path / name / persistence.RUN).read_text())
+        assert run["tf_enable_onednn_opts"] == "0", name
     adata = ad.read_h5ad(prepared_path)
     expression = adata[:, adata.var["highly_variable"].to_numpy()].X
     outputs = [
