@@ -73,6 +73,22 @@ def test_a_failure_before_the_first_write_creates_nothing(tmp_path):
     assert leftovers(target.parent) == []
 
 
+def test_a_failure_inside_a_set_write_keeps_every_previous_file(tmp_path):
+    h5ad, summary = tmp_path / "prepared.h5ad", tmp_path / "prepare_summary.json"
+    with _atomic.atomic_paths(h5ad, summary) as (h5ad_tmp, summary_tmp):
+        h5ad_tmp.write_text("old data")
+        summary_tmp.write_text("old summary")
+
+    with pytest.raises(InjectedFault):
+        with _atomic.atomic_paths(h5ad, summary) as (h5ad_tmp, summary_tmp):
+            summary_tmp.write_text("new summary")
+            h5ad_tmp.write_text("new, half")
+            raise InjectedFault
+
+    assert (h5ad.read_text(), summary.read_text()) == ("old data", "old summary")
+    assert leftovers(tmp_path) == []
+
+
 def test_a_successful_write_replaces_a_folder_with_a_folder(tmp_path):
     target = tmp_path / "model"
     for content in ("first", "second"):
@@ -172,14 +188,10 @@ def test_prepare_killed_while_rewriting_keeps_the_previous_h5ad_intact(tmp_path,
     assert ad.read_h5ad(tmp_path / "prepared.h5ad").n_obs > 0
 
 
-# steps/prepare.py and steps/qc.py write their summary JSON (and qc its metrics TSV) *before*
-# the h5ad, each atomically but not as one set: killed while writing the h5ad, a step leaves a new
-# summary beside no h5ad, or beside the previous run's h5ad. Strict xfail: fixing the write order
-# (or writing the set into one folder renamed at once) turns these into failures to unmark.
-SET_NOT_ATOMIC = pytest.mark.xfail(strict=True, reason="summary written before the h5ad: the output set is not replaced as a whole")
+# A step's outputs are one set (``_atomic.atomic_paths``): killed while writing its h5ad, a step
+# leaves neither a new summary beside no h5ad nor a new summary beside the previous h5ad.
 
 
-@SET_NOT_ATOMIC
 def test_prepare_killed_while_writing_leaves_no_summary_of_a_missing_h5ad(tmp_path, qc_dir):
     killed = run_cli(*prepare_args(qc_dir, tmp_path), kill_during_write=True)
 
@@ -187,7 +199,6 @@ def test_prepare_killed_while_writing_leaves_no_summary_of_a_missing_h5ad(tmp_pa
     assert finished_files(tmp_path) == {}
 
 
-@SET_NOT_ATOMIC
 def test_prepare_killed_while_rewriting_keeps_every_previous_output(tmp_path, qc_dir):
     first = run_cli(*prepare_args(qc_dir, tmp_path), kill_during_write=False)
     assert first.returncode == 0, first.stderr
@@ -199,7 +210,6 @@ def test_prepare_killed_while_rewriting_keeps_every_previous_output(tmp_path, qc
     assert finished_files(tmp_path) == before
 
 
-@SET_NOT_ATOMIC
 def test_qc_killed_while_rewriting_keeps_every_previous_output(tmp_path):
     first = run_cli(*qc_args(tmp_path), kill_during_write=False)
     assert first.returncode == 0, first.stderr

@@ -37,15 +37,31 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_paths(*targets: str | os.PathLike) -> Iterator[list[Path]]:
+    """Temporary paths for a set of outputs, renamed onto their targets only if the block succeeds.
+
+    A failure anywhere in the block leaves every target as it was. The renames run last target
+    first, so the first target (the step's main result) appears only after the rest of its set.
+    """
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(target)) for target in targets]
+
+
 def write_text(target: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
 
 
+def json_text(data) -> str:
+    """``data`` as the indented, key-sorted JSON every scpermut record file uses."""
+    return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def write_json(target: str | os.PathLike, data) -> None:
     """Write ``data`` as indented JSON to ``target`` atomically."""
-    write_text(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(target, json_text(data))
 
 
 def write_h5ad(adata, target: str | os.PathLike) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import anndata as ad
 import pandas as pd
 
 from scpermut import _keys
-from scpermut._atomic import atomic_path
+from scpermut._atomic import atomic_paths, json_text
 from scpermut.data.io import read_h5ad
 from scpermut.data.preprocess import PrepareSettings, prepare
 from scpermut.errors import InputError
@@ -50,7 +49,7 @@ def prepare_files(paths: list[str | Path], outdir: str | Path, settings: Prepare
     outdir = Path(outdir)
     record = {**summary, "settings": asdict(settings), "inputs": [str(p) for p in paths]}
     # One set: both files are written to temporary names and renamed only when both are complete.
-    with atomic_path(outdir / PREPARED_FILE) as h5ad_tmp, atomic_path(outdir / SUMMARY_FILE) as json_tmp:
+    with atomic_paths(outdir / PREPARED_FILE, outdir / SUMMARY_FILE) as (h5ad_tmp, json_tmp):
         prepared.write_h5ad(h5ad_tmp, compression="gzip")
-        json_tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        json_tmp.write_text(json_text(record))
     return summary

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scpermut._atomic import atomic_path, write_h5ad, write_json
+from scpermut._atomic import atomic_paths, json_text
 from scpermut.data.io import read_counts
 from scpermut.data.qc import QCThresholds, filter_sample
 from scpermut.data.samplesheet import SampleSpec
@@ -39,11 +39,13 @@ def run_qc(spec: SampleSpec, outdir: str | Path, thresholds: QCThresholds = QCTh
     """
     filtered, metrics, summary = filter_sample(read_counts(spec.path, spec.layer), spec, thresholds, keys)
     paths = qc_outputs(outdir, spec.sample)
-    with atomic_path(paths["metrics"]) as tmp:
-        metrics.rename_axis("barcode").to_csv(tmp, sep="\t", float_format="%.4g")
-    _plot_qc(metrics, thresholds, spec.sample, paths["violin"], paths["scatter"])
-    write_json(paths["summary"], summary)
-    write_h5ad(filtered, paths["h5ad"])
+    # One set: a kill anywhere leaves the previous outputs (or none), never a mix of runs.
+    with atomic_paths(*paths.values()) as tmp_paths:
+        tmp = dict(zip(paths, tmp_paths))
+        metrics.rename_axis("barcode").to_csv(tmp["metrics"], sep="\t", float_format="%.4g")
+        _plot_qc(metrics, thresholds, spec.sample, tmp["violin"], tmp["scatter"])
+        tmp["summary"].write_text(json_text(summary))
+        filtered.write_h5ad(tmp["h5ad"], compression="gzip")
     return summary
 
 
@@ -71,8 +73,7 @@ def _plot_qc(metrics: pd.DataFrame, thresholds: QCThresholds, sample: str, violi
         axis.set_xticks([])
     fig.suptitle(f"{sample}: QC metrics (dashed: thresholds)")
     fig.tight_layout()
-    with atomic_path(violin_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    fig.savefig(violin_path, dpi=110, format="png")
     plt.close(fig)
 
     fig, axis = plt.subplots(figsize=(5.5, 4.2))
@@ -87,6 +88,5 @@ def _plot_qc(metrics: pd.DataFrame, thresholds: QCThresholds, sample: str, violi
     axis.set_title(f"{sample}: {int((~failed).sum())} of {len(metrics)} cells pass QC")
     axis.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(scatter_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    fig.savefig(scatter_path, dpi=110, format="png")
     plt.close(fig)
