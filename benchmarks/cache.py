@@ -16,6 +16,8 @@ import json
 import shutil
 from pathlib import Path
 
+from scpermut._atomic import file_sha256  # the digest run.json records for inputs
+
 HERE = Path(__file__).resolve().parent
 # The benchmark files whose change can change what a method returns for a split.
 METHOD_CODE = ("common.py", "methods.py", "worker.py")
@@ -29,13 +31,7 @@ def digest_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+
 
 
 def tree_fingerprint(folder: Path, pattern: str = "*.py") -> str:

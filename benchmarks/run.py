@@ -53,7 +53,7 @@ def write_splits(splits: list[tasks.Split], folder: Path, code: dict) -> tuple[d
     for split in splits:
         dataset = tasks.DATASETS[split.dataset]
         if split.dataset not in digests:
-            digests[split.dataset] = cache.file_digest(tasks.DATA_DIR / dataset.file)
+            digests[split.dataset] = cache.file_sha256(tasks.DATA_DIR / dataset.file)
         key = cache.split_key(split.fields(), digests[split.dataset], code)
         path, key_file = folder / f"{split.id}.h5ad", folder / f"{split.id}.key.json"
         current = path.is_file() and key_file.is_file() and json.loads(key_file.read_text()).get("digest") == cache.key_digest(key)

@@ -1,8 +1,9 @@
-"""Write outputs so that a killed step never leaves a half-written result behind."""
+"""Write outputs so that a killed step never leaves a half-written result behind; digest inputs."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -68,3 +69,12 @@ def write_h5ad(adata, target: str | os.PathLike) -> None:
     """Write an AnnData to ``target`` atomically (compressed, so shipped outputs stay small)."""
     with atomic_path(target) as tmp:
         adata.write_h5ad(tmp, compression="gzip")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

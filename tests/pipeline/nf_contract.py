@@ -32,6 +32,16 @@ MODULES = {
 }
 SCPERMUT_MODULES = [name for name in MODULES if not name.startswith("multiqc")]
 BAD_SAMPLESHEETS = REPO / "tests" / "pipeline"
+# Each bad samplesheet in BAD_SAMPLESHEETS and the column its error must name.
+BAD_SHEET_COLUMNS = [
+    ("bad_role.csv", "role"),
+    ("missing_h5ad.csv", "h5ad"),
+    ("not_h5ad.csv", "h5ad"),
+    ("sample_with_space.csv", "sample"),
+    ("duplicate_sample.csv", "sample"),
+    ("quoted_label_col.csv", "label_col"),
+    ("unknown_column.csv", "condition"),
+]
 # Read by nf-schema itself (validation.help in nextflow.config), not by pipeline code.
 PARAMS_READ_BY_NF_SCHEMA = {"help", "help_full", "show_hidden"}
 STEP_TIMEOUT = 900

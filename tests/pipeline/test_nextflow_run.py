@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from nf_contract import BAD_SHEET_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 GET_NEXTFLOW = REPO / "bin" / "get-nextflow"
@@ -271,15 +272,7 @@ def test_nextflow_lint_finds_nothing():
 @needs_nf_schema
 @pytest.mark.parametrize(
     ("sheet", "column"),
-    [
-        ("bad_role.csv", "role"),
-        ("missing_h5ad.csv", "h5ad"),
-        ("not_h5ad.csv", "h5ad"),
-        ("sample_with_space.csv", "sample"),
-        ("duplicate_sample.csv", "sample"),
-        ("quoted_label_col.csv", "label_col"),
-        ("unknown_column.csv", "condition"),
-    ],
+    BAD_SHEET_COLUMNS,
 )
 def test_nf_schema_rejects_bad_samplesheets(pipeline, tmp_path, sheet, column):
     result = nextflow(

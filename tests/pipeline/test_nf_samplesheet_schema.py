@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 from nf_contract import (
     BAD_SAMPLESHEETS,
+    BAD_SHEET_COLUMNS,
     INPUT_SCHEMA,
     REPO,
     samples_with_meta,
@@ -47,15 +48,7 @@ def test_schema_input_accepts_the_test_samplesheet_and_its_files_exist():
 
 @pytest.mark.parametrize(
     ("sheet", "column"),
-    [
-        ("bad_role.csv", "role"),
-        ("missing_h5ad.csv", "h5ad"),
-        ("not_h5ad.csv", "h5ad"),
-        ("sample_with_space.csv", "sample"),
-        ("duplicate_sample.csv", "sample"),
-        ("quoted_label_col.csv", "label_col"),
-        ("unknown_column.csv", "condition"),
-    ],
+    BAD_SHEET_COLUMNS,
 )
 def test_schema_input_rejects_bad_samplesheets(sheet, column):
     errors = samplesheet_errors(BAD_SAMPLESHEETS / sheet)

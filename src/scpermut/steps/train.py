@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 from scpermut import _keys
+from scpermut._atomic import file_sha256
 from scpermut.errors import InputError
 from scpermut.model import persistence
 from scpermut.model.api import Model
 from scpermut.model.train import select_device
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_prepared(path: Path, with_counts: bool):
