@@ -261,3 +261,21 @@ def test_containers_and_environments_pin_this_version():
         assert re.split(r"[<>=;\[ ]", requirement)[0].lower() in listed, requirement
 
 
+
+
+def test_conda_environments_pin_the_versions_the_images_install():
+    """-profile conda and the containers must run the same software: every pin equals the lock's."""
+    lock = {
+        name.lower().replace("_", "-"): version
+        for name, version in re.findall(
+            r"(?m)^([A-Za-z0-9_.-]+)==(\S+)", (REPO / "containers" / "requirements.lock.txt").read_text()
+        )
+    }
+    environment = (REPO / "containers" / "environment.yml").read_text()
+    pinned = 0
+    for entry in re.findall(r"(?m)^\s*-\s+(\S+)$", environment):
+        name, _, version = entry.split("::")[-1].replace("==", "=").partition("=")
+        if name.lower() in lock:
+            assert version == lock[name.lower()], f"{entry}: the images install {lock[name.lower()]}"
+            pinned += 1
+    assert pinned >= 12, "the conda environment lists too few of the locked packages"
