@@ -1,0 +1,71 @@
+"""`scpermut tune` (seeded, resumable Optuna search) and `--params` on train."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from test_training import make_prepared
+
+from scpermut.cli import main
+
+pytest.importorskip("optuna")
+
+# 1 epoch per phase, tiny network: a trial takes a few seconds on one core.
+TINY = ["--epochs_warmup", "1", "--epochs_full", "1", "--epochs_finetune", "1", "--min_epochs", "0", "--hidden_layers", "16"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tune") / "prepared.h5ad"
+    make_prepared(n_cells=150).write_h5ad(path)
+    return path
+
+
+def _tune(prepared, out, trials, seed=3):
+    result = CliRunner().invoke(main, ["tune", str(prepared), "--out", str(out), "--trials", str(trials), "--seed", str(seed), *TINY])
+    assert result.exit_code == 0, result.output
+    return pd.read_csv(out / "trials.tsv", sep="\t")
+
+
+def _params(table):
+    return table.filter(like="params_").drop(columns="params_hidden_layers", errors="ignore")
+
+
+def test_search_is_seeded_and_resumes(prepared, tmp_path):
+    first = _tune(prepared, tmp_path / "a", 2)
+    assert len(first) == 2 and set(first["state"]) == {"COMPLETE"}
+    assert "params_hidden_layers" not in first  # given on the command line: fixed
+    assert {"params_latent_dim", "params_learning_rate", "params_dann_weight", "params_align_weight"} <= set(first)
+    again = _tune(prepared, tmp_path / "b", 2)
+    pd.testing.assert_frame_equal(_params(first), _params(again))
+    pd.testing.assert_series_equal(first["value"], again["value"])
+    resumed = _tune(prepared, tmp_path / "a", 3)
+    assert len(resumed) == 3
+    pd.testing.assert_frame_equal(_params(resumed).iloc[:2], _params(first))
+    best = json.loads((tmp_path / "a" / "best_params.json").read_text())
+    row = resumed.loc[resumed["value"].idxmax()]
+    assert best["latent_dim"] == row["params_latent_dim"]
+    assert 0 <= row["user_attrs_balanced_accuracy"] <= 1 and 0 <= row["user_attrs_batch_mixing"] <= 1
+
+
+def test_params_file_sets_train_options_and_flags_win(prepared, tmp_path):
+    params = tmp_path / "best_params.json"
+    params.write_text(json.dumps({"latent_dim": 6, "hidden_layers": [12], "dropout": 0.25, "learning_rate": 0.002}))
+    out = tmp_path / "model"
+    result = CliRunner().invoke(main, ["train", str(prepared), "--out", str(out), "--params", str(params), *TINY[:8], "--dropout", "0.05"])
+    assert result.exit_code == 0, result.output
+    network = json.loads((out / "config.json").read_text())
+    record = network if "latent_dim" in network else network["network"]
+    assert record["latent_dim"] == 6 and list(record["hidden_layers"]) == [12]
+    assert record["dropout"] == 0.05  # the flag wins over the file
+
+
+def test_params_file_unknown_key_is_one_sentence(prepared, tmp_path):
+    params = tmp_path / "bad.json"
+    params.write_text(json.dumps({"latent_size": 6}))
+    result = CliRunner().invoke(main, ["train", str(prepared), "--out", str(tmp_path / "m"), "--params", str(params)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
