@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from scpermut import _atomic, _keys
-from scpermut.errors import InputError
+from scpermut.errors import InputError, ScpermutError
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,10 @@ def tune_file(
     -------
     The Optuna study.
     """
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise ScpermutError("scpermut tune needs Optuna: pip install 'scpermut[tune]'.") from None
 
     from scpermut.model.api import Model
     from scpermut.model.train import select_device
