@@ -72,3 +72,27 @@ def test_params_file_unknown_key_is_one_sentence(prepared, tmp_path):
     result = CliRunner().invoke(main, ["train", str(prepared), "--out", str(tmp_path / "m"), "--params", str(params)])
     assert result.exit_code == 1
     assert f"{params}: unknown option 'latent_size'" in result.output
+
+
+def test_mlflow_tracking_logs_params_epochs_and_run_record(prepared, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # scpermut sets it for file: URIs
+    monkeypatch.chdir(tmp_path)
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    args = ["--mlflow_uri", uri, *TINY]
+    result = CliRunner().invoke(main, ["train", str(prepared), "--out", str(tmp_path / "model"), *args])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["tune", str(prepared), "--out", str(tmp_path / "tune"), "--trials", "1", *args])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("scpermut").experiment_id])
+    by_name = {run.info.run_name: run for run in runs}
+    assert set(by_name) == {"train model", "tune trial 0"}
+    train = by_name["train model"]
+    assert train.data.params["hidden_layers"] == "(16,)" and train.data.params["epochs_full"] == "1"
+    assert len(client.get_metric_history(train.info.run_id, "loss")) == 3  # one per epoch, three phases
+    assert "balanced_accuracy" in train.data.metrics
+    assert "run.json" in {item.path for item in client.list_artifacts(train.info.run_id)}
+    assert {"score", "batch_mixing"} <= set(by_name["tune trial 0"].data.metrics)

@@ -219,13 +219,19 @@ def report(annotated, model, outdir):
 @declared_options(options.TRAIN_RESUME)
 @option("overwrite", is_flag=True, help="Replace an existing model folder.")
 @params_option
+@declared_options(options.MLFLOW_URI)
 @training_options
 @reports_errors
-def train(prepared, out, **flags):
+def train(prepared, out, mlflow_uri, **flags):
     """Train the model on PREPARED.h5ad (from `scpermut prepare`) and write the model folder."""
     from scpermut.steps.train import train_file
+    from scpermut.tracking import log_record, tracked_run
 
-    model = train_file(prepared, out, **apply_params_file(flags))
+    flags = apply_params_file(flags)
+    with tracked_run(mlflow_uri, f"train {out.name}", flags) as callbacks:
+        model = train_file(prepared, out, callbacks=callbacks, **flags)
+        if mlflow_uri:
+            log_record(model.record.run, model.record.run.get("validation"))
     run = model.record.run
     log.info("train: %s on %s, epochs %s, validation %s -> %s", run["device"], run["input"]["name"], run["epochs_run"], run.get("validation", "n/a"), out)
 
@@ -249,9 +255,10 @@ def predict(input_file, model, out, **options):
 @option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for study.db, best_params.json and trials.tsv (an existing study there is continued).")
 @declared_options(options.TUNE)
 @seed_option
+@declared_options(options.MLFLOW_URI)
 @training_options
 @reports_errors
-def tune(prepared, out, trials, mixing_weight, seed, **flags):
+def tune(prepared, out, trials, mixing_weight, seed, mlflow_uri, **flags):
     """Search training options on PREPARED.h5ad with Optuna (seeded, resumable) and write the best ones.
 
     Options given on the command line are fixed and left out of the search. Train with the result:
@@ -259,7 +266,7 @@ def tune(prepared, out, trials, mixing_weight, seed, **flags):
     """
     from scpermut.steps.tune import BEST_PARAMS_FILE, tune_file
 
-    study = tune_file(prepared, out, trials=trials, mixing_weight=mixing_weight, seed=seed, fixed=given_on_command_line(flags), **flags)
+    study = tune_file(prepared, out, trials=trials, mixing_weight=mixing_weight, seed=seed, fixed=given_on_command_line(flags), mlflow_uri=mlflow_uri, **flags)
     done = [t for t in study.trials if t.value is not None]
     best = f"best score {study.best_value:.4f} (trial {study.best_trial.number})" if done else "no finished trial"
     log.info("tune: %d trials, %s -> %s", len(study.trials), best, out / BEST_PARAMS_FILE)

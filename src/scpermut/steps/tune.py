@@ -106,13 +106,15 @@ def tune_file(
     fixed: tuple[str, ...] = (),
     device: str = "auto",
     mixed_precision: bool = False,
+    mlflow_uri: str | None = None,
     **options,
 ):
     """Run (or continue) the search until the study has ``trials`` trials; write its results.
 
     ``options`` are training options every trial uses; those named in ``fixed`` are left out
     of the search. Writes ``OUT/best_params.json`` (option name -> value of the best trial) and
-    ``OUT/trials.tsv`` (one row per trial: number, state, score parts, parameters).
+    ``OUT/trials.tsv`` (one row per trial: number, state, score parts, parameters). With
+    ``mlflow_uri`` each trial is an MLflow run (parameters, per-epoch metrics, run record, scores).
 
     Returns
     -------
@@ -126,6 +128,7 @@ def tune_file(
     from scpermut.model.api import Model
     from scpermut.model.train import select_device
     from scpermut.steps.train import read_prepared
+    from scpermut.tracking import log_record, tracked_run
 
     if not 0 <= mixing_weight <= 1:
         raise InputError("`mixing_weight` must be between 0 and 1.")
@@ -159,8 +162,11 @@ def tune_file(
 
     def objective(trial) -> float:
         values = {**options, **_suggest(trial, space), "seed": seed}
-        model = Model(**values).fit(adata, callbacks=[_pruning_callback(trial)], source=str(prepared_path))
-        scores = trial_score(model, adata, batch_key, mixing_weight)
+        with tracked_run(mlflow_uri, f"tune trial {trial.number}", values) as tracking:
+            model = Model(**values).fit(adata, callbacks=[_pruning_callback(trial), *tracking], source=str(prepared_path))
+            scores = trial_score(model, adata, batch_key, mixing_weight)
+            if mlflow_uri:
+                log_record(model.record.run, scores)
         for name in ("balanced_accuracy", "batch_mixing"):
             trial.set_user_attr(name, scores[name])
         log.info("trial %d: score %.4f %s", trial.number, scores["score"], scores)
