@@ -45,6 +45,7 @@ def test_search_is_seeded_and_resumes(prepared, tmp_path):
     resumed = _tune(prepared, tmp_path / "a", 3)
     assert len(resumed) == 3
     pd.testing.assert_frame_equal(_params(resumed).iloc[:2], _params(first))
+    assert not _params(resumed).iloc[2].equals(_params(first).iloc[0])  # the resumed sampler draws anew
     best = json.loads((tmp_path / "a" / "best_params.json").read_text())
     row = resumed.loc[resumed["value"].idxmax()]
     assert best["latent_dim"] == row["params_latent_dim"]

@@ -156,9 +156,12 @@ def tune_file(
         storage=f"sqlite:///{(out / STUDY_FILE).resolve()}",
         load_if_exists=True,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
     )
+    # A sampler seeded with `seed` alone would, on resuming, draw the first trials' values again:
+    # offset the seed by the trials already in the study (deterministic given the study).
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
     def objective(trial) -> float:
         values = {**options, **_suggest(trial, space), "seed": seed}
@@ -172,11 +175,12 @@ def tune_file(
         log.info("trial %d: score %.4f %s", trial.number, scores["score"], scores)
         return scores["score"]
 
-    missing = trials - len(study.trials)
+    # A trial killed mid-way stays RUNNING in the study and is not counted: it is run again anew.
+    missing = trials - len([trial for trial in study.trials if trial.state in finished])
     if missing > 0:
         study.optimize(objective, n_trials=missing, catch=())
     else:
-        log.info("tune: the study already has %d trials (asked for %d)", len(study.trials), trials)
+        log.info("tune: the study already has %d finished trials (asked for %d)", trials - missing, trials)
     write_results(study, out, mixing_weight)
     return study
 
