@@ -97,3 +97,29 @@ def test_mlflow_tracking_logs_params_epochs_and_run_record(prepared, tmp_path, m
     assert "balanced_accuracy" in train.data.metrics
     assert "run.json" in {item.path for item in client.list_artifacts(train.info.run_id)}
     assert {"score", "batch_mixing"} <= set(by_name["tune trial 0"].data.metrics)
+
+
+def test_label_and_run_read_params_files(tmp_path, monkeypatch):
+    from scpermut.errors import InputError
+    from scpermut.steps import label as label_step
+
+    seen = {}
+
+    def fake_label_atlas(atlas, outdir, run_options, **kwargs):
+        seen["options"] = run_options
+        raise InputError("stopped by the test.")
+
+    monkeypatch.setattr(label_step, "label_atlas", fake_label_atlas)
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"latent_dim": 7, "dann": False, "min_genes": 150, "n_top_genes": 500}))
+    atlas = tmp_path / "atlas.h5ad"
+    result = CliRunner().invoke(main, ["label", str(atlas), "--outdir", str(tmp_path / "o"), "--params", str(params), "--n_top_genes", "800"])
+    assert result.exit_code == 1 and "stopped by the test" in result.output
+    options = seen["options"]
+    assert options.training["latent_dim"] == 7 and options.training["use_dann"] is False
+    assert options.qc.min_genes == 150 and options.prepare.n_top_genes == 800  # the flag wins
+    params.write_text(json.dumps({"epochs": 3}))
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("sample,h5ad\ns1,missing.h5ad\n")
+    result = CliRunner().invoke(main, ["run", "--input", str(sheet), "--outdir", str(tmp_path / "r"), "--params", str(params)])
+    assert result.exit_code == 1 and f"{params}: unknown option 'epochs'" in result.output

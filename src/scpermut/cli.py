@@ -278,7 +278,7 @@ HELP_SECTIONS = {
     "Input": ("input", "query", "layer", *options.KEYS, "model"),
     "Quality control and genes": (*options.QC, *options.PREPARE),
     "Model": _MODEL_NAMES,
-    "Training": ("seed", "resume", *(name for name in options.TRAINING if name not in _MODEL_NAMES)),
+    "Training": ("seed", "params", "resume", *(name for name in options.TRAINING if name not in _MODEL_NAMES)),
     "Output": ("outdir", "overwrite", *options.PREDICTION, "umap"),
 }
 
