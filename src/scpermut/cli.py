@@ -98,6 +98,26 @@ def _int_list(ctx, param, value):
         raise click.BadParameter("give comma-separated integers, e.g. 256,128") from None
 
 
+def apply_params_file(flags: dict) -> dict:
+    """Fill ``flags`` from the ``--params`` JSON file; options given on the command line win."""
+    path = flags.pop("params", None)
+    if path is None:
+        return flags
+    ctx = click.get_current_context()
+    allowed = {name: options.ALL[name] for name in flags if name in options.ALL}
+    for name, value in options.read_params_file(path, allowed).items():
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT:
+            flags[name] = value
+    return flags
+
+
+def given_on_command_line(names) -> tuple[str, ...]:
+    """The option names among ``names`` the user gave (not left at their default)."""
+    ctx = click.get_current_context()
+    return tuple(name for name in names if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT)
+
+
+params_option = declared_options(options.PARAMS)
 key_options = declared_options(options.KEYS)
 qc_options = declared_options(options.QC)
 prepare_options = declared_options(options.PREPARE)
@@ -198,13 +218,20 @@ def report(annotated, model, outdir):
 @seed_option
 @declared_options(options.TRAIN_RESUME)
 @option("overwrite", is_flag=True, help="Replace an existing model folder.")
+@params_option
+@declared_options(options.MLFLOW_URI)
 @training_options
 @reports_errors
-def train(prepared, out, **flags):
+def train(prepared, out, mlflow_uri, **flags):
     """Train the model on PREPARED.h5ad (from `scpermut prepare`) and write the model folder."""
     from scpermut.steps.train import train_file
+    from scpermut.tracking import log_record, tracked_run
 
-    model = train_file(prepared, out, **flags)
+    flags = apply_params_file(flags)
+    with tracked_run(mlflow_uri, f"train {out.name}", flags) as callbacks:
+        model = train_file(prepared, out, callbacks=callbacks, **flags)
+        if mlflow_uri:
+            log_record(model.record.run, model.record.run.get("validation"))
     run = model.record.run
     log.info("train: %s on %s, epochs %s, validation %s -> %s", run["device"], run["input"]["name"], run["epochs_run"], run.get("validation", "n/a"), out)
 
@@ -223,13 +250,35 @@ def predict(input_file, model, out, **options):
     log.info("predict: %d cells, %d model genes missing, predicted %s -> %s", summary["n_cells"], summary["genes_missing"], summary.get("predicted", "n/a"), out)
 
 
+@main.command()
+@click.argument("prepared", metavar="PREPARED.h5ad", type=click.Path(path_type=Path))
+@option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for study.db, best_params.json and trials.tsv (an existing study there is continued).")
+@declared_options(options.TUNE)
+@seed_option
+@declared_options(options.MLFLOW_URI)
+@training_options
+@reports_errors
+def tune(prepared, out, trials, mixing_weight, seed, mlflow_uri, **flags):
+    """Search training options on PREPARED.h5ad with Optuna (seeded, resumable) and write the best ones.
+
+    Options given on the command line are fixed and left out of the search. Train with the result:
+    `scpermut train PREPARED.h5ad --params OUT/best_params.json --out model`.
+    """
+    from scpermut.steps.tune import BEST_PARAMS_FILE, tune_file
+
+    study = tune_file(prepared, out, trials=trials, mixing_weight=mixing_weight, seed=seed, fixed=given_on_command_line(flags), mlflow_uri=mlflow_uri, **flags)
+    done = [t for t in study.trials if t.value is not None]
+    best = f"best score {study.best_value:.4f} (trial {study.best_trial.number})" if done else "no finished trial"
+    log.info("tune: %d trials, %s -> %s", len(study.trials), best, out / BEST_PARAMS_FILE)
+
+
 # The sections of `run --help` and `label --help`, in order: section title -> parameter names.
 _MODEL_NAMES = (*options.NETWORK_FIELDS, "use_permutation", "permute_across_batches", "rec_weight", "clf_weight", "dann_weight", "focal_gamma", "grl_ramp")
 HELP_SECTIONS = {
     "Input": ("input", "query", "layer", *options.KEYS, "model"),
     "Quality control and genes": (*options.QC, *options.PREPARE),
     "Model": _MODEL_NAMES,
-    "Training": ("seed", "resume", *(name for name in options.TRAINING if name not in _MODEL_NAMES)),
+    "Training": ("seed", "params", "resume", *(name for name in options.TRAINING if name not in _MODEL_NAMES)),
     "Output": ("outdir", "overwrite", *options.PREDICTION, "umap"),
 }
 
@@ -289,6 +338,7 @@ Examples:
 @qc_options
 @prepare_options
 @seed_option
+@params_option
 @training_options
 @reports_errors
 def run(outdir, model, layer, **flags):
@@ -302,6 +352,7 @@ def run(outdir, model, layer, **flags):
     from scpermut.data.samplesheet import read_samplesheet
     from scpermut.steps.run import options_from_flags, run_steps, summary_text
 
+    apply_params_file(flags)
     specs = read_samplesheet(flags.pop("input"))
     if layer is not None:
         specs = [spec if spec.layer else replace(spec, layer=layer) for spec in specs]
@@ -317,6 +368,7 @@ def run(outdir, model, layer, **flags):
 @qc_options
 @prepare_options
 @seed_option
+@params_option
 @training_options
 @reports_errors
 def label(atlas, query, outdir, model, layer, **flags):
@@ -329,6 +381,7 @@ def label(atlas, query, outdir, model, layer, **flags):
     from scpermut.steps.label import label_atlas
     from scpermut.steps.run import options_from_flags, summary_text
 
+    apply_params_file(flags)
     result = label_atlas(atlas, outdir, options_from_flags(flags, model_dir=model), query=query, layer=layer)
     click.echo(summary_text(result))
 

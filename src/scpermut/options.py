@@ -157,7 +157,18 @@ LABEL_UMAP = Option(
 )
 # Options only the command line has (no pipeline param), beside those in ALL.
 TRAIN_RESUME = Option("resume", False, "Continue the training checkpointed in MODEL_DIR/checkpoint/.", bool, param=False)
-CLI_ONLY = (LAYER, RESUME, TRAIN_RESUME, LABEL_UMAP, INFERENCE_BATCH_SIZE)
+PARAMS = Option(
+    "params", None, "JSON file of option values (keys: option names, e.g. tune's best_params.json); flags given on the command line win.", param=False
+)
+# `scpermut tune` (hyper-parameter search); see scpermut.steps.tune for the searched ranges.
+TUNE = _group(
+    Option("trials", 20, "Total number of trials of the study (a resumed study runs only the missing ones).", int, param=False),
+    Option("mixing_weight", 0.3, "Weight w of batch mixing in the score (1-w)*balanced_accuracy + w*mixing.", float, param=False),
+)
+MLFLOW_URI = Option(
+    "mlflow_uri", None, "Log parameters, per-epoch metrics and the run record to this MLflow tracking URI (e.g. file:/path/mlruns).", param=False
+)
+CLI_ONLY = (LAYER, RESUME, TRAIN_RESUME, LABEL_UMAP, INFERENCE_BATCH_SIZE, PARAMS, *TUNE.values(), MLFLOW_URI)
 
 ALL = {**KEYS, **QC, **PREPARE, "seed": SEED, **TRAINING, **PREDICTION, "umap": UMAP}
 
@@ -170,6 +181,38 @@ def default(name: str) -> Any:
 def pipeline_params() -> dict[str, Any]:
     """``params.<flag>`` -> default, for every option that is also a pipeline param."""
     return {option.cli: option.cli_default() for option in ALL.values() if option.param}
+
+
+def read_params_file(path, allowed: dict[str, Option]) -> dict[str, Any]:
+    """The option values in the JSON file ``path``, by Python name (keys may be names or CLI flags).
+
+    ``allowed`` maps Python names to the options the command takes. Raises ``InputError`` naming
+    the file and the key for an unknown key or a file that is not a JSON object.
+    """
+    import json
+    from pathlib import Path
+
+    from scpermut.errors import InputError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found.") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object of option names and values.")
+    by_flag = {option.cli: name for name, option in allowed.items()}
+    values = {}
+    for key, value in data.items():
+        name = key if key in allowed else by_flag.get(key)
+        if name is None:
+            raise InputError(f"{path}: unknown option '{key}' (not an option of this command).")
+        if allowed[name].kind == "int_list" and isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        values[name] = tuple(int(n) for n in value) if allowed[name].kind == "int_list" else value
+    return values
 
 
 def flag_text(message: str, options: dict[str, Option] = ALL) -> str:

@@ -41,13 +41,15 @@ def train_file(
     resume: bool = False,
     overwrite: bool = False,
     recorded_input: str | Path | None = None,
+    callbacks=(),
     **options,
 ) -> Model:
     """``scpermut train``: train on a ``prepared.h5ad`` and write the model folder.
 
     Checkpoints go to ``MODEL_DIR/checkpoint/`` after every epoch; the finished folder replaces
     them in one rename. ``recorded_input`` is the input path the model folder records (default:
-    ``prepared_path``; ``scpermut run`` names the published file).
+    ``prepared_path``; ``scpermut run`` names the published file). ``callbacks`` are extra Keras
+    callbacks for every phase (experiment tracking).
     """
     prepared_path, model_dir = Path(prepared_path), Path(model_dir)
     persistence.check_model_dir_free(model_dir, overwrite=overwrite, resume=resume)
@@ -69,7 +71,7 @@ def train_file(
     if not resume:
         persistence.remove_checkpoint(checkpoint_dir)
     model = Model(**options).fit(
-        adata, checkpoint_dir=checkpoint_dir, resume=resume, source=str(prepared_path)
+        adata, checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks, source=str(prepared_path)
     )
     model.record.run["device"] = device_name
     model.record.run["input"].update(

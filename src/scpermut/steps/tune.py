@@ -1,0 +1,202 @@
+"""``scpermut tune``: a seeded, resumable Optuna search of training options on ``prepared.h5ad``.
+
+Each trial trains a model (no model folder is written) and is scored on the data it trained on:
+
+    score = (1 - mixing_weight) * balanced_accuracy + mixing_weight * batch_mixing
+
+``balanced_accuracy`` is that of the validation cells (the model's run record), ``batch_mixing``
+is :func:`scpermut.metrics.batch_mixing` (normalised neighbourhood batch entropy) of the latent
+of every cell of the file. The study lives in ``OUT/study.db`` (SQLite): a killed or finished
+search continues with the same command (``--trials`` is the total). Trials report the validation
+balanced accuracy after each classifier epoch and a median pruner stops the poor ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from scpermut import _atomic, _keys
+from scpermut.errors import InputError, ScpermutError
+
+log = logging.getLogger(__name__)
+
+STUDY_NAME = "scpermut-tune"
+STUDY_FILE = "study.db"
+BEST_PARAMS_FILE = "best_params.json"
+TRIALS_FILE = "trials.tsv"
+
+# Option name -> ("int" | "float" | "log_float", low, high) or ("choice", values).
+SEARCH_SPACE: dict[str, tuple] = {
+    "latent_dim": ("int", 8, 64),
+    "hidden_layers": ("choice", ("128", "256,128", "512,256", "512,256,128")),
+    "dropout": ("float", 0.0, 0.5),
+    "learning_rate": ("log_float", 1e-4, 1e-2),
+    "rec_weight": ("float", 0.1, 2.0),
+    "clf_weight": ("float", 0.1, 2.0),
+    "dann_weight": ("float", 0.0, 1.5),
+    "align_weight": ("float", 0.0, 2.0),
+    "focal_gamma": ("float", 0.0, 4.0),
+    "batch_size": ("choice", (64, 128, 256)),
+    "epochs_warmup": ("int", 2, 20),
+    "epochs_full": ("int", 10, 60),
+    "epochs_finetune": ("int", 2, 20),
+}
+
+
+def _suggest(trial, space: dict[str, tuple]) -> dict:
+    """The trial's option values (``hidden_layers`` as a tuple of widths)."""
+    values = {}
+    for name, (kind, *bounds) in space.items():
+        if kind == "int":
+            values[name] = trial.suggest_int(name, *bounds)
+        elif kind == "float":
+            values[name] = trial.suggest_float(name, *bounds)
+        elif kind == "log_float":
+            values[name] = trial.suggest_float(name, *bounds, log=True)
+        else:
+            values[name] = trial.suggest_categorical(name, list(bounds[0]))
+    if "hidden_layers" in values:
+        values["hidden_layers"] = tuple(int(n) for n in values["hidden_layers"].split(","))
+    return values
+
+
+def _pruning_callback(trial):
+    """A Keras callback reporting the validation balanced accuracy to Optuna after each epoch that has one."""
+    import keras
+    import optuna
+
+    class ReportToTrial(keras.callbacks.Callback):
+        step = 0  # counts epochs over every phase of the trial
+
+        def on_epoch_end(self, epoch, logs=None):
+            ReportToTrial.step += 1
+            value = (logs or {}).get("val_balanced_accuracy")
+            if value is None:
+                return
+            trial.report(float(value), ReportToTrial.step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {ReportToTrial.step}")
+
+    return ReportToTrial()
+
+
+def trial_score(model, adata, batch_key: str, mixing_weight: float) -> dict:
+    """Balanced accuracy on the validation cells, batch mixing of the latent and their weighted score."""
+    from scpermut.metrics import batch_mixing
+
+    balanced = float((model.record.run.get("validation") or {}).get("balanced_accuracy", 0.0))
+    latent = model.transform(adata[:, model.genes].X)["latent"]
+    mixing = batch_mixing(latent, adata.obs[batch_key].to_numpy())["batch_entropy"]
+    mixing = float(mixing) if mixing is not None else 0.0
+    return {
+        "balanced_accuracy": balanced,
+        "batch_mixing": mixing,
+        "score": (1 - mixing_weight) * balanced + mixing_weight * mixing,
+    }
+
+
+def tune_file(
+    prepared_path: str | Path,
+    out: str | Path,
+    *,
+    trials: int,
+    mixing_weight: float = 0.3,
+    seed: int = 0,
+    fixed: tuple[str, ...] = (),
+    device: str = "auto",
+    mixed_precision: bool = False,
+    mlflow_uri: str | None = None,
+    **options,
+):
+    """Run (or continue) the search until the study has ``trials`` trials; write its results.
+
+    ``options`` are training options every trial uses; those named in ``fixed`` are left out
+    of the search. Writes ``OUT/best_params.json`` (option name -> value of the best trial) and
+    ``OUT/trials.tsv`` (one row per trial: number, state, score parts, parameters). With
+    ``mlflow_uri`` each trial is an MLflow run (parameters, per-epoch metrics, run record, scores).
+
+    Returns
+    -------
+    The Optuna study.
+    """
+    try:
+        import optuna
+    except ImportError:
+        raise ScpermutError("scpermut tune needs Optuna: pip install 'scpermut[tune]'.") from None
+
+    from scpermut.model.api import Model
+    from scpermut.model.train import select_device
+    from scpermut.steps.train import read_prepared
+    from scpermut.tracking import log_record, tracked_run
+
+    if not 0 <= mixing_weight <= 1:
+        raise InputError("`mixing_weight` must be between 0 and 1.")
+    if trials < 1:
+        raise InputError("`trials` must be at least 1.")
+    prepared_path, out = Path(prepared_path), Path(out)
+    if not prepared_path.is_file():
+        raise InputError(f"{prepared_path}: file not found.")
+    select_device(device, mixed_precision)
+    try:
+        adata = read_prepared(prepared_path, with_counts=options.get("reconstruction", "mse") == "nb")
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
+    if _keys.QC_PASS in adata.obs:
+        adata = adata[adata.obs[_keys.QC_PASS].to_numpy(bool)].copy()
+    batch_key = adata.uns.get("scpermut_prepare", {}).get("batch_key")
+    if batch_key not in adata.obs:
+        raise InputError(f"{prepared_path}: no batch column recorded in uns['scpermut_prepare']; run `scpermut prepare` first.")
+    space = {name: bounds for name, bounds in SEARCH_SPACE.items() if name not in fixed}
+
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=f"sqlite:///{(out / STUDY_FILE).resolve()}",
+        load_if_exists=True,
+        direction="maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    )
+    # A sampler seeded with `seed` alone would, on resuming, draw the first trials' values again:
+    # offset the seed by the trials already in the study (deterministic given the study).
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+    def objective(trial) -> float:
+        values = {**options, **_suggest(trial, space), "seed": seed}
+        with tracked_run(mlflow_uri, f"tune trial {trial.number}", values) as tracking:
+            model = Model(**values).fit(adata, callbacks=[_pruning_callback(trial), *tracking], source=str(prepared_path))
+            scores = trial_score(model, adata, batch_key, mixing_weight)
+            if mlflow_uri:
+                log_record(model.record.run, scores)
+        for name in ("balanced_accuracy", "batch_mixing"):
+            trial.set_user_attr(name, scores[name])
+        log.info("trial %d: score %.4f %s", trial.number, scores["score"], scores)
+        return scores["score"]
+
+    # A trial killed mid-way stays RUNNING in the study and is not counted: it is run again anew.
+    missing = trials - len([trial for trial in study.trials if trial.state in finished])
+    if missing > 0:
+        study.optimize(objective, n_trials=missing, catch=())
+    else:
+        log.info("tune: the study already has %d finished trials (asked for %d)", trials - missing, trials)
+    write_results(study, out, mixing_weight)
+    return study
+
+
+def write_results(study, out: Path, mixing_weight: float) -> None:
+    """``best_params.json`` (best trial's values, lists for ``hidden_layers``) and ``trials.tsv``."""
+    import optuna
+
+    table = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs", "duration"))
+    with _atomic.atomic_path(out / TRIALS_FILE) as path:
+        table.to_csv(path, sep="\t", index=False)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        log.warning("tune: no trial finished; %s not written", BEST_PARAMS_FILE)
+        return
+    best = dict(study.best_trial.params)
+    if "hidden_layers" in best:
+        best["hidden_layers"] = [int(n) for n in str(best["hidden_layers"]).split(",")]
+    _atomic.write_json(out / BEST_PARAMS_FILE, best)
