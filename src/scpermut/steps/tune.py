@@ -18,6 +18,7 @@ from pathlib import Path
 
 from scpermut import _atomic, _keys
 from scpermut.errors import InputError, ScpermutError
+from scpermut.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,11 @@ def tune_file(
         raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
     if _keys.QC_PASS in adata.obs:
         adata = adata[adata.obs[_keys.QC_PASS].to_numpy(bool)].copy()
-    batch_key = adata.uns.get("scpermut_prepare", {}).get("batch_key")
+    if _keys.PREPARE_UNS not in adata.uns:
+        raise InputError(f"{prepared_path}: no uns['{_keys.PREPARE_UNS}'] record; run `scpermut prepare` first.")
+    batch_key = Keys.from_record(adata.uns[_keys.PREPARE_UNS]).batch_key
     if batch_key not in adata.obs:
-        raise InputError(f"{prepared_path}: no batch column recorded in uns['scpermut_prepare']; run `scpermut prepare` first.")
+        raise InputError(f"{prepared_path}: the recorded batch column '{batch_key}' is not in obs.")
     space = {name: bounds for name, bounds in SEARCH_SPACE.items() if name not in fixed}
 
     out.mkdir(parents=True, exist_ok=True)
