@@ -27,6 +27,11 @@ def _mlflow():
     return mlflow
 
 
+def _numeric(values: dict) -> dict[str, float]:
+    """The entries MLflow can log as metrics (numbers), as floats."""
+    return {name: float(value) for name, value in values.items() if isinstance(value, int | float)}
+
+
 def epoch_logger():
     """A Keras callback logging every numeric epoch log (loss, validation scores) to the active MLflow run.
 
@@ -43,7 +48,7 @@ def epoch_logger():
 
         def on_epoch_end(self, epoch, logs=None):
             self.step += 1
-            metrics = {name: float(value) for name, value in (logs or {}).items() if isinstance(value, int | float)}
+            metrics = _numeric(logs or {})
             if metrics:
                 mlflow.log_metrics(metrics, step=self.step)
 
@@ -82,4 +87,4 @@ def log_record(record: dict, metrics: dict | None = None) -> None:
         return
     mlflow.log_text(json_text(record), "run.json")
     if metrics:
-        mlflow.log_metrics({name: float(value) for name, value in metrics.items() if isinstance(value, int | float)})
+        mlflow.log_metrics(_numeric(metrics))

@@ -68,16 +68,18 @@ def _pruning_callback(trial):
     import optuna
 
     class ReportToTrial(keras.callbacks.Callback):
-        step = 0  # counts epochs over every phase of the trial
+        def __init__(self):
+            super().__init__()
+            self.step = 0  # counts epochs over every phase of the trial
 
         def on_epoch_end(self, epoch, logs=None):
-            ReportToTrial.step += 1
+            self.step += 1
             value = (logs or {}).get("val_balanced_accuracy")
             if value is None:
                 return
-            trial.report(float(value), ReportToTrial.step)
+            trial.report(float(value), self.step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {ReportToTrial.step}")
+                raise optuna.TrialPruned(f"pruned at epoch {self.step}")
 
     return ReportToTrial()
 
