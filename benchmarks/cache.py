@@ -11,6 +11,7 @@ definition, the dataset file's digest and the code that cuts it).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import shutil
@@ -24,6 +25,8 @@ METHOD_CODE = ("common.py", "methods.py", "worker.py")
 SPLIT_CODE = ("common.py", "tasks.py")
 # Method functions that run scpermut itself: their results depend on the package's code.
 USES_PACKAGE = {"scpermut"}
+# The package modules methods.py and cost.py import (``scpermut.Model`` lives in model.api).
+PACKAGE_ROOTS = ("scpermut", "scpermut.model.api", "scpermut.data.preprocess", "scpermut.keys")
 KEY_FILE = "key.json"
 
 
@@ -41,6 +44,64 @@ def tree_fingerprint(folder: Path, pattern: str = "*.py") -> str:
         if "__pycache__" in path.parts:
             continue
         digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def module_file(package: Path, module: str) -> Path | None:
+    """The file of ``module`` (dotted, starting with the package's name) inside ``package``, if any."""
+    base = package.joinpath(*module.split(".")[1:])
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path, module: str, is_package: bool) -> set[str]:
+    """Every module named by an import statement anywhere in ``path`` (relative imports resolved).
+
+    ``from x import y`` names both ``x`` and ``x.y``: ``y`` may be a submodule; names that are
+    not files are dropped by the caller.
+    """
+    parts = module.split(".") if is_package else module.split(".")[:-1]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = parts[: len(parts) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def package_closure(package: Path, roots=PACKAGE_ROOTS) -> list[Path]:
+    """The files of ``package`` that importing ``roots`` can load, parents' ``__init__`` included."""
+    name = package.name
+    seen: dict[str, Path] = {}
+    pending = list(roots)
+    while pending:
+        module = pending.pop()
+        if module in seen or not (module == name or module.startswith(name + ".")):
+            continue
+        path = module_file(package, module)
+        if path is None:
+            continue
+        seen[module] = path
+        parents = [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
+        pending += parents + sorted(imported_modules(path, module, path.name == "__init__.py"))
+    return sorted(set(seen.values()))
+
+
+def closure_fingerprint(package: Path, roots=PACKAGE_ROOTS) -> str:
+    """SHA-256 over the relative path and bytes of every file of ``package_closure``."""
+    digest = hashlib.sha256()
+    for path in package_closure(package, roots):
+        digest.update(str(path.relative_to(package)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -73,7 +134,7 @@ def package_folder(repo: Path = HERE.parent) -> Path:
 def code_fingerprints(package: Path, bench: Path = HERE) -> dict[str, str]:
     """The fingerprints a key may need: scpermut's package, the method code and the split code."""
     return {
-        "scpermut_package": tree_fingerprint(package),
+        "scpermut_package": closure_fingerprint(package),
         "benchmark_methods": files_fingerprint(METHOD_CODE, bench),
         "benchmark_splits": files_fingerprint(SPLIT_CODE, bench),
     }

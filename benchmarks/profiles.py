@@ -1,8 +1,11 @@
-"""What a run covers: the full benchmark and its quick variant.
+"""What a run covers: the full benchmark, the standard one and the quick variant.
 
 The full profile runs every method at its own defaults (scpermut's, scMusketeers' CLI
 defaults, scvi-tools' epoch heuristic for scVI and scANVI), each split once per seed in
 ``seeds``; its cost is stated in benchmarks/README.md (``run.py --plan`` lists the runs).
+The standard profile keeps the methods, their defaults, the seeds and the verdict rule of the
+full one on fewer splits (one held-out batch per dataset, 5 % and 10 % labelled, one rare
+type), so that it fits an afternoon on two cores; its splits are the full profile's own.
 The quick profile cuts epochs and splits: it checks the machinery, its numbers rank nothing.
 """
 
@@ -58,6 +61,16 @@ FULL = {
     },
 }
 
+STANDARD = {
+    **FULL,
+    "name": "standard",
+    # The first held-out batch (sorted) of each dataset: Kang ctrl101, CellBench sc_10x, mixology's first.
+    "max_batches": 1,
+    "fractions": [5, 10],
+    "max_rare_types": 1,
+    "ablation_batches": ["ctrl101"],
+}
+
 QUICK = {
     **FULL,
     "name": "quick",
@@ -87,4 +100,4 @@ QUICK = {
     },
 }
 
-PROFILES = {"full": FULL, "quick": QUICK}
+PROFILES = {"full": FULL, "standard": STANDARD, "quick": QUICK}

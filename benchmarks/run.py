@@ -3,6 +3,7 @@
 Run from the repository root, with the peers' environment (benchmarks/setup.sh):
 
     /work/bench-venv/bin/python benchmarks/run.py            # everything (hours: see benchmarks/README.md)
+    /work/bench-venv/bin/python benchmarks/run.py --profile standard   # fewer splits, same defaults and seeds
     /work/bench-venv/bin/python benchmarks/run.py --quick    # the same pipeline, small
 
 Each method runs on each split, once per seed, in a process of its own method group, so wall
@@ -85,15 +86,18 @@ def group_folder(outdir: Path, name: str, task: str, dataset: str) -> Path:
     return outdir / "runs" / slug(name) / f"{task}__{dataset}"
 
 
-def run_methods(splits, paths, split_keys, profile, outdir: Path, code: dict, versions: dict) -> list[dict]:
+def run_methods(splits, paths, split_keys, profile, outdir: Path, code: dict, versions: dict, only=None) -> list[dict]:
     """Run every method group whose stored result is not current; return one record per group.
 
     A record says whether this invocation computed the group (``computed_now``) or found it
-    stored under the same key; a stale group is deleted before it runs again.
+    stored under the same key; a stale group is deleted before it runs again. ``only``: the
+    shown method names to run (the others are skipped and get no record).
     """
     entries = method_entries(profile)
     records = []
     for (name, task, dataset), members in group_runs(splits, profile).items():
+        if only is not None and name not in only:
+            continue
         function, settings = entries[name]
         group_dir = group_folder(outdir, name, task, dataset)
         runs = [(s, seed) for s in members for seed in s.run_seeds]
@@ -168,7 +172,9 @@ def git_state(repo: Path = HERE.parent) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Small version of every task and cost measure (short epochs: checks the machinery, not the methods).")
+    parser.add_argument("--profile", choices=sorted(profiles.PROFILES), default="full", help="What the run covers (profiles.py): full (hours), standard (fewer splits, same defaults and seeds) or quick.")
+    parser.add_argument("--quick", action="store_true", help="Same as --profile quick: short epochs, checks the machinery, not the methods.")
+    parser.add_argument("--only", default=None, help="Comma-separated method names (as shown on the page): compute and store only their runs, write no page (fills the work folder, e.g. one process per core).")
     parser.add_argument("--outdir", type=Path, default=None, help="Work folder (default: benchmarks/results/<profile>).")
     parser.add_argument("--docs", type=Path, default=None, help="Where benchmarks.md and img/ go (default: docs/, or the work folder with --quick).")
     parser.add_argument("--threads", type=int, default=1, help="Threads per method process (1: robust on a shared machine).")
@@ -178,9 +184,14 @@ def main(argv=None) -> None:
     parser.add_argument("--plan", action="store_true", help="Print the runs each method would make, and stop.")
     args = parser.parse_args(argv)
 
-    profile = {**(profiles.QUICK if args.quick else profiles.FULL), "threads": args.threads}
+    profile = {**profiles.PROFILES["quick" if args.quick else args.profile], "threads": args.threads}
     outdir = args.outdir or HERE / "results" / profile["name"]
-    docs = args.docs or (outdir if args.quick else HERE.parent / "docs")
+    docs = args.docs or (outdir if profile["name"] == "quick" else HERE.parent / "docs")
+    only = None if args.only is None else [name.strip() for name in args.only.split(",") if name.strip()]
+    if only is not None:
+        unknown = sorted(set(only) - set(method_entries(profile)))
+        if unknown:
+            raise SystemExit(f"--only: unknown method(s) {', '.join(unknown)}; known: {', '.join(method_entries(profile))}")
     command = "python benchmarks/run.py" + (" " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])) if (argv or sys.argv[1:]) else "")
     started = time.time()
 
@@ -191,7 +202,7 @@ def main(argv=None) -> None:
         return
     # The page must say which code it measured: the commit, and whether the tree differed from it.
     state = git_state()
-    if docs.resolve() == (HERE.parent / "docs").resolve() and not state["clean"] and not args.allow_dirty:
+    if only is None and docs.resolve() == (HERE.parent / "docs").resolve() and not state["clean"] and not args.allow_dirty:
         raise SystemExit(
             "the tree has uncommitted changes (" + ", ".join(state["changed"][:5]) + "): commit them so that the page "
             "names the code it measured, or pass --allow_dirty (the page then says the tree was not clean)."
@@ -207,7 +218,10 @@ def main(argv=None) -> None:
 
     paths, split_keys = write_splits(splits, outdir / "splits", code)
     print(f"{len(splits)} splits; running methods", flush=True)
-    processes = run_methods(splits, paths, split_keys, profile, outdir, code, versions)
+    processes = run_methods(splits, paths, split_keys, profile, outdir, code, versions, only)
+    if only is not None:
+        print(f"stored the runs of {', '.join(only)} in {outdir / 'runs'}; a run without --only scores them and writes the page", flush=True)
+        return
     scores = score_all(splits, paths, profile, outdir, processes)
     scores.to_csv(outdir / "scores.csv", index=False)
 
