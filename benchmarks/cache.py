@@ -27,6 +27,8 @@ SPLIT_CODE = ("common.py", "tasks.py")
 USES_PACKAGE = {"scpermut"}
 # The package modules methods.py and cost.py import (``scpermut.Model`` lives in model.api).
 PACKAGE_ROOTS = ("scpermut", "scpermut.model.api", "scpermut.data.preprocess", "scpermut.keys")
+# A scpermut entry whose settings ask for a search also runs ``scpermut tune``.
+TUNE_ROOTS = PACKAGE_ROOTS + ("scpermut.steps.tune",)
 KEY_FILE = "key.json"
 
 
@@ -135,6 +137,7 @@ def code_fingerprints(package: Path, bench: Path = HERE) -> dict[str, str]:
     """The fingerprints a key may need: scpermut's package, the method code and the split code."""
     return {
         "scpermut_package": closure_fingerprint(package),
+        "scpermut_tune": closure_fingerprint(package, TUNE_ROOTS),
         "benchmark_methods": files_fingerprint(METHOD_CODE, bench),
         "benchmark_splits": files_fingerprint(SPLIT_CODE, bench),
     }
@@ -154,7 +157,7 @@ def run_key(function: str, settings: dict, seeds, split_keys: list[dict], thread
     """What decides a method run's results (see the module docstring)."""
     used = {"benchmark_methods": code["benchmark_methods"]}
     if function in USES_PACKAGE:
-        used["scpermut_package"] = code["scpermut_package"]
+        used["scpermut_package"] = code["scpermut_tune" if settings.get("tune") else "scpermut_package"]
     return {
         "method": function,
         "settings": json.loads(canonical(settings)),

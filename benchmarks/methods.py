@@ -9,6 +9,7 @@ visible to it.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -191,6 +192,23 @@ def scpermut_code_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
+def tuned_options(prepared, seed: int, tune: dict) -> dict:
+    """The best options of a seeded ``scpermut tune`` search on the split (``tune``: its arguments).
+
+    The search sees what training sees: the reference's labels (scored on its validation
+    cells) and every cell's batch; the query's labels never.
+    """
+    from pathlib import Path
+
+    from scpermut.steps.tune import BEST_PARAMS_FILE, tune_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "prepared.h5ad"
+        prepared.write_h5ad(path)
+        tune_file(path, Path(folder) / "tune", seed=seed, **tune)
+        return json.loads((Path(folder) / "tune" / BEST_PARAMS_FILE).read_text())
+
+
 def scpermut(adata, seed: int, settings: dict) -> Prediction:
     import tensorflow as tf
 
@@ -200,6 +218,8 @@ def scpermut(adata, seed: int, settings: dict) -> Prediction:
     code = scpermut_code_fingerprint()  # before training: the code this process imported
     options = dict(settings.get("options", {}))
     prepared = scpermut_prepared(adata, seed)
+    if settings.get("tune"):
+        options.update(tuned_options(prepared, seed, settings["tune"]))
     model = Model(seed=seed, **options).fit(prepared)
     outputs = model.transform(prepared[:, model.genes].X)
     latent = outputs["latent"]

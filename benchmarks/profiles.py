@@ -22,6 +22,13 @@ ABLATIONS = {
     "scpermut -reconstruction": {"rec_weight": 0.0},
 }
 
+# scpermut with the options a seeded ``scpermut tune`` search picks on each split (reference
+# labels and every batch, never the query's labels): tuned against default, on the
+# leave-one-batch-out splits of ``tuned_datasets``.
+TUNED = {
+    "scpermut (tuned, 24 trials)": {"trials": 24, "mixing_weight": 0.3},
+}
+
 FULL = {
     "name": "full",
     # Every held-out batch of the three shipped datasets (4 + 3 + 5 leave-one-batch-out splits),
@@ -39,6 +46,7 @@ FULL = {
     "rare_seeds": [0],
     "ablation_datasets": ["kang_pbmc"],
     "ablation_batches": ["ctrl101", "stim101"],
+    "tuned_datasets": ["kang_pbmc", "cellbench_3cl", "mixology_5batch"],
     "settings": {
         # scpermut: its own defaults (scpermut.model.settings.TrainingSettings).
         "scpermut": {"options": {}},
@@ -83,6 +91,7 @@ QUICK = {
     "rare_datasets": ["kang_pbmc"],
     "max_rare_types": 1,
     "ablation_datasets": ["kang_pbmc"],
+    "tuned_datasets": [],
     "settings": {
         "scpermut": {"options": {"epochs_warmup": 2, "epochs_full": 5, "epochs_finetune": 2}},
         "scmusketeers": {"overrides": {"fullmodel_epoch": 5, "classifier_epoch": 2}},

@@ -37,6 +37,8 @@ def method_entries(profile: dict) -> dict[str, tuple[str, dict]]:
     base = profile["settings"]["scpermut"]["options"]
     for name, change in profiles.ABLATIONS.items():
         entries[name] = ("scpermut", {"options": {**base, **change}})
+    for name, search in profiles.TUNED.items():
+        entries[name] = ("scpermut", {"options": base, "tune": search})
     return entries
 
 
@@ -44,6 +46,8 @@ def entries_for(split: tasks.Split, profile: dict) -> list[str]:
     names = list(profiles.PEERS)
     if split.task == "lobo" and "ablation" in profile["tasks"] and split.dataset in profile["ablation_datasets"] and split.name in profile["ablation_batches"]:
         names += list(profiles.ABLATIONS)
+    if split.task == "lobo" and split.dataset in profile.get("tuned_datasets", ()):
+        names += list(profiles.TUNED)
     return names
 
 
