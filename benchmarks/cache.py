@@ -39,17 +39,6 @@ def digest_bytes(data: bytes) -> str:
 
 
 
-def tree_fingerprint(folder: Path, pattern: str = "*.py") -> str:
-    """SHA-256 over the relative path and bytes of every file matching ``pattern`` under ``folder``."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob(pattern)):
-        if "__pycache__" in path.parts:
-            continue
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 def module_file(package: Path, module: str) -> Path | None:
     """The file of ``module`` (dotted, starting with the package's name) inside ``package``, if any."""
     base = package.joinpath(*module.split(".")[1:])

@@ -75,7 +75,7 @@ import cache  # noqa: E402
 import pandas as pd  # noqa: E402
 import verdict  # noqa: E402
 
-CODE = {"scpermut_package": "p" * 64, "benchmark_methods": "m" * 64, "benchmark_splits": "s" * 64}
+CODE = {"scpermut_package": "p" * 64, "scpermut_tune": "t" * 64, "benchmark_methods": "m" * 64, "benchmark_splits": "s" * 64}
 VERSIONS = {"scvi-tools": "1.4.2", "numpy": "2.4.6"}
 SPLIT_KEY = cache.split_key({"task": "lobo", "dataset": "d", "name": "b1", "seed": 0, "rare_type": None}, "f" * 64, CODE)
 
@@ -84,19 +84,42 @@ def key_for(function="scpermut", settings=None, code=CODE, versions=VERSIONS, se
     return cache.run_key(function, {"options": {}} if settings is None else settings, seeds, [split_key], threads, code, versions)
 
 
-def test_fingerprints_change_with_any_byte_name_or_file_of_the_package(tmp_path):
-    (tmp_path / "pkg" / "sub").mkdir(parents=True)
-    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
-    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 2\n")
-    first = cache.tree_fingerprint(tmp_path / "pkg")
-    assert cache.tree_fingerprint(tmp_path / "pkg") == first
-    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 3\n")
-    changed = cache.tree_fingerprint(tmp_path / "pkg")
-    (tmp_path / "pkg" / "sub" / "c.py").write_text("")
-    added = cache.tree_fingerprint(tmp_path / "pkg")
-    (tmp_path / "pkg" / "sub" / "c.py").rename(tmp_path / "pkg" / "d.py")
-    moved = cache.tree_fingerprint(tmp_path / "pkg")
-    assert len({first, changed, added, moved}) == 4
+def write_package(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_the_closure_holds_what_the_roots_can_import_lazily_or_relatively_and_nothing_else(tmp_path):
+    package = write_package(
+        tmp_path / "pkg",
+        {
+            "__init__.py": "",
+            "a.py": "from .b import g\nfrom .sub import e\n",
+            "b.py": "def g():\n    from pkg.c import f\n    return f()\n",
+            "c.py": "def f():\n    return 1\n",
+            "d.py": "import pkg.a\n",  # imports the roots, is not imported by them
+            "sub/__init__.py": "",
+            "sub/e.py": "from ..c import f\n",
+        },
+    )
+    closure = {str(path.relative_to(package)) for path in cache.package_closure(package, ("pkg.a",))}
+    assert closure == {"__init__.py", "a.py", "b.py", "c.py", "sub/__init__.py", "sub/e.py"}
+    first = cache.closure_fingerprint(package, ("pkg.a",))
+    (package / "d.py").write_text("import pkg.a\nx = 2\n")
+    assert cache.closure_fingerprint(package, ("pkg.a",)) == first
+    (package / "c.py").write_text("def f():\n    return 2\n")
+    assert cache.closure_fingerprint(package, ("pkg.a",)) != first
+
+
+def test_the_shipped_package_closure_leaves_out_the_cli_steps_and_report_but_not_the_model():
+    package = Path(__file__).resolve().parents[1] / "src" / "scpermut"
+    closure = {str(path.relative_to(package)) for path in cache.package_closure(package)}
+    assert {"model/api.py", "model/network.py", "model/train/trainer.py", "data/preprocess.py", "options.py"} <= closure
+    assert not {name for name in closure if name.startswith(("steps/", "report/")) or name == "cli.py"}
+    tuned = {str(path.relative_to(package)) for path in cache.package_closure(package, cache.TUNE_ROOTS)}
+    assert closure < tuned and "steps/tune.py" in tuned
 
 
 def test_a_stored_result_is_current_only_under_the_same_key_with_every_file(tmp_path):
@@ -123,6 +146,10 @@ def test_a_stored_result_is_current_only_under_the_same_key_with_every_file(tmp_
     assert cache.is_current(folder, key_for("celltypist", {}, code=other_package), ["r.npz"])
     assert not cache.is_current(folder, key_for("celltypist", {}, code=other_methods), ["r.npz"])
     assert cache.key_differences(key_for(), key_for(code=other_package)) == ["code.scpermut_package"]
+    # A tuned entry also runs `scpermut tune`: it is keyed by that wider closure.
+    tuned = {"options": {}, "tune": {"trials": 24}}
+    cache.mark_current(folder, key_for(settings=tuned))
+    assert not cache.is_current(folder, key_for(settings=tuned, code={**CODE, "scpermut_tune": "u" * 64}), ["r.npz"])
 
 
 def test_an_unkeyed_or_unfinished_result_is_not_current(tmp_path):
@@ -183,6 +210,25 @@ def test_run_methods_recomputes_a_stale_group_and_reuses_a_current_one(tmp_path,
     assert all(record["exit_code"] == 1 for record in failed)
     assert not any((run.group_folder(tmp_path, name, "lobo", "d") / cache.KEY_FILE).exists() for name in profiles.PEERS)
     assert not list(tmp_path.glob("runs/*/*/*.npz"))  # the stale results went with their key
+
+
+def test_only_runs_the_named_methods_and_a_tuned_entry_runs_scpermut_with_its_search(tmp_path, monkeypatch):
+    import profiles
+    import run
+
+    calls = []
+    monkeypatch.setattr(run, "run_job", _fake_job(calls))
+    split = tasks.Split("lobo", "d", "b1", 0, "query = b1", run_seeds=(0, 1, 2))
+    paths, keys = {split.id: tmp_path / f"{split.id}.h5ad"}, {split.id: SPLIT_KEY}
+    profile = {**profiles.STANDARD, "tuned_datasets": ["d"], "threads": 1}
+    tuned = next(iter(profiles.TUNED))
+
+    records = run.run_methods([split], paths, keys, profile, tmp_path, CODE, VERSIONS, only=["celltypist", tuned])
+    assert sorted(record["method"] for record in records) == sorted(["celltypist", tuned])
+    assert sorted(job["method"] for job in calls) == ["celltypist", "scpermut"]
+    assert next(job for job in calls if job["method"] == "scpermut")["settings"]["tune"] == profiles.TUNED[tuned]
+    # Splits of datasets without a search get no tuned entry.
+    assert tuned not in run.entries_for(tasks.Split("lobo", "other", "b1", 0, ""), profile)
 
 
 def test_a_cost_measure_is_reused_only_under_the_same_key(tmp_path, monkeypatch):
