@@ -299,3 +299,28 @@ def test_git_state_names_the_commit_and_every_changed_path(tmp_path):
     (tmp_path / "new.py").write_text("")
     dirty = run.git_state(tmp_path)
     assert not dirty["clean"] and sorted(dirty["changed"]) == ["new.py", "tracked.py"]
+
+
+def test_the_page_judges_mixing_against_correcting_peers_and_tuned_against_default():
+    import profiles
+    import report
+
+    tuned = next(iter(profiles.TUNED))
+    rows = []
+    for seed in (0, 1, 2):
+        for method, accuracy, ilisi in (("scpermut", 0.80, 0.50), (tuned, 0.90, 0.52), ("harmony_knn", 0.70, 0.60), ("pca_knn", 0.60, 0.90)):
+            settings = {"changed": {"latent_dim": 16}} if method == tuned else {"changed": {}}
+            rows.append({"task": "lobo", "dataset": "d", "split": "b1", "setting": "b1", "seed": seed, "method": method, "status": "ok",
+                         "balanced_accuracy": accuracy + 0.01 * seed, "ilisi": ilisi + 0.001 * seed, "settings": json.dumps(settings)})
+    scores = pd.DataFrame(rows)
+    lines = report.targets(scores)
+    mixing = next(line for line in lines if "ilisi" in line)
+    # Uncorrected PCA mixes best here, but the target is the best correcting peer.
+    assert "harmony_knn" in mixing and "**missed**" in mixing
+    assert any("balanced accuracy" in line and "**met**" in line for line in lines)
+    section = "\n".join(report.tuned_section(scores, {"tuned_datasets": ["d"]}))
+    assert "## Tuned against default" in section
+    assert "balanced accuracy 0.910 ± 0.010 (3 seeds) against 0.810 ± 0.010 (3 seeds): **met**" in section
+    assert "ilisi 0.521 ± 0.001 (3 seeds) against 0.501 ± 0.001 (3 seeds): **met**" in section
+    assert '`{"latent_dim": 16}`' in section
+    assert report.tuned_section(scores, {"tuned_datasets": []}) == []
