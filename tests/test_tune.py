@@ -96,6 +96,7 @@ def test_mlflow_tracking_logs_params_epochs_and_run_record(prepared, tmp_path, m
     assert len(client.get_metric_history(train.info.run_id, "loss")) == 3  # one per epoch, three phases
     assert "balanced_accuracy" in train.data.metrics
     assert "run.json" in {item.path for item in client.list_artifacts(train.info.run_id)}
+    assert "model/model.weights.h5" in {item.path for item in client.list_artifacts(train.info.run_id, "model")}
     assert {"score", "batch_mixing"} <= set(by_name["tune trial 0"].data.metrics)
 
 
