@@ -253,7 +253,7 @@ def predict(input_file, model, out, **options):
 
 @main.command()
 @click.argument("prepared", metavar="PREPARED.h5ad", type=click.Path(path_type=Path))
-@option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for study.db, best_params.json and trials.tsv (an existing study there is continued).")
+@option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for study.db, best_params.json, trials.tsv and tune_report.html (an existing study there is continued).")
 @declared_options(options.TUNE)
 @seed_option
 @declared_options(options.MLFLOW_URI)
