@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -89,3 +91,12 @@ def test_a_failed_label_run_is_marked_failed(tmp_path, assets_dir, store):
     _, runs = _runs(str(store))
     assert runs["label out"].info.status == "FAILED"
     assert not runs["label out"].data.metrics
+
+
+def test_without_mlflow_the_command_stops_with_one_sentence(tmp_path, assets_dir, store, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError
+    atlas = _atlas(tmp_path, assets_dir)
+    result = invoke("label", atlas, *LABEL_KEYS, "--outdir", tmp_path / "out", "--mlflow_uri", store)
+    assert result.exit_code == 1
+    assert "--mlflow_uri needs MLflow: pip install 'scpermut[tracking]'." in result.output
+    assert not (tmp_path / "out").exists()  # stopped before any work

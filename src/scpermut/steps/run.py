@@ -148,8 +148,10 @@ def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions, 
     """
     outdir = Path(outdir)
     settings = _settings(options)
-    params = {name: value for group in settings.values() if isinstance(group, dict) for name, value in group.items()}
-    params["model"] = settings["model"]
+    params = {
+        **settings["keys"], **settings["qc"], **settings["prepare"], **settings["training"], **settings["prediction"],
+        "model": settings["model"],
+    }
     with tracked_run(options.mlflow_uri, f"{command} {outdir.name}", params) as callbacks:
         result = _run_published(specs, outdir, options, callbacks)
         if options.mlflow_uri:
