@@ -46,6 +46,8 @@ def test_search_is_seeded_and_resumes(prepared, tmp_path):
     assert len(resumed) == 3
     pd.testing.assert_frame_equal(_params(resumed).iloc[:2], _params(first))
     assert not _params(resumed).iloc[2].equals(_params(first).iloc[0])  # the resumed sampler draws anew
+    report = (tmp_path / "a" / "tune_report.html").read_text()  # rewritten by the resumed search
+    assert report.count("<tr>") == 1 + 3 and 'data-figure="param_importance"' in report
     best = json.loads((tmp_path / "a" / "best_params.json").read_text())
     row = resumed.loc[resumed["value"].idxmax()]
     assert best["latent_dim"] == row["params_latent_dim"]
@@ -96,6 +98,7 @@ def test_mlflow_tracking_logs_params_epochs_and_run_record(prepared, tmp_path, m
     assert len(client.get_metric_history(train.info.run_id, "loss")) == 3  # one per epoch, three phases
     assert "balanced_accuracy" in train.data.metrics
     assert "run.json" in {item.path for item in client.list_artifacts(train.info.run_id)}
+    assert "model/model.weights.h5" in {item.path for item in client.list_artifacts(train.info.run_id, "model")}
     assert {"score", "batch_mixing"} <= set(by_name["tune trial 0"].data.metrics)
 
 
@@ -123,3 +126,41 @@ def test_label_and_run_read_params_files(tmp_path, monkeypatch):
     sheet.write_text("sample,h5ad\ns1,missing.h5ad\n")
     result = CliRunner().invoke(main, ["run", "--input", str(sheet), "--outdir", str(tmp_path / "r"), "--params", str(params)])
     assert result.exit_code == 1 and f"{params}: unknown option 'epochs'" in result.output
+
+
+def _study(n_trials):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        latent_dim, dropout = trial.suggest_int("latent_dim", 8, 64), trial.suggest_float("dropout", 0.0, 0.5)
+        trial.set_user_attr("balanced_accuracy", latent_dim / 64)
+        trial.set_user_attr("batch_mixing", 0.5)
+        return 0.7 * latent_dim / 64 + 0.3 * 0.5 - 0.01 * dropout
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+def test_tune_report_shows_trials_history_and_importance():
+    from scpermut.report.tune import tune_report
+
+    report = tune_report(_study(6), mixing_weight=0.3, seed=0)
+    table = report.split('data-table="trials"')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 6
+    for column in ("trial", "state", "score", "balanced accuracy", "batch mixing", "latent_dim", "dropout"):
+        assert f">{column}</th>" in table
+    assert 'data-figure="optimisation_history"' in report and 'data-figure="param_importance"' in report
+    assert report.count("data:image/png;base64,") == 2  # self-contained
+    again = tune_report(_study(6), mixing_weight=0.3, seed=0)
+    assert again.split("<main>")[1] == report.split("<main>")[1]  # the importance estimate is seeded
+
+
+def test_tune_report_says_when_too_few_trials_for_importance():
+    from scpermut.report.tune import tune_report
+
+    report = tune_report(_study(1), mixing_weight=0.3, seed=0)
+    assert "Too few completed trials to estimate parameter importance" in report
+    assert 'data-figure="param_importance"' not in report and 'data-figure="optimisation_history"' in report

@@ -225,13 +225,14 @@ def report(annotated, model, outdir):
 def train(prepared, out, mlflow_uri, **flags):
     """Train the model on PREPARED.h5ad (from `scpermut prepare`) and write the model folder."""
     from scpermut.steps.train import train_file
-    from scpermut.tracking import log_record, tracked_run
+    from scpermut.tracking import log_folder, log_record, tracked_run
 
     flags = apply_params_file(flags)
     with tracked_run(mlflow_uri, f"train {out.name}", flags) as callbacks:
         model = train_file(prepared, out, callbacks=callbacks, **flags)
         if mlflow_uri:
             log_record(model.record.run, model.record.run.get("validation"))
+            log_folder(out, "model")
     run = model.record.run
     log.info("train: %s on %s, epochs %s, validation %s -> %s", run["device"], run["input"]["name"], run["epochs_run"], run.get("validation", "n/a"), out)
 
@@ -252,7 +253,7 @@ def predict(input_file, model, out, **options):
 
 @main.command()
 @click.argument("prepared", metavar="PREPARED.h5ad", type=click.Path(path_type=Path))
-@option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for study.db, best_params.json and trials.tsv (an existing study there is continued).")
+@option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for study.db, best_params.json, trials.tsv and tune_report.html (an existing study there is continued).")
 @declared_options(options.TUNE)
 @seed_option
 @declared_options(options.MLFLOW_URI)
@@ -279,7 +280,7 @@ HELP_SECTIONS = {
     "Quality control and genes": (*options.QC, *options.PREPARE),
     "Model": _MODEL_NAMES,
     "Training": ("seed", "params", "resume", *(name for name in options.TRAINING if name not in _MODEL_NAMES)),
-    "Output": ("outdir", "overwrite", *options.PREDICTION, "umap"),
+    "Output": ("outdir", "overwrite", *options.PREDICTION, "umap", "mlflow_uri"),
 }
 
 
@@ -302,10 +303,10 @@ class SectionedCommand(click.Command):
 
 
 def run_options(umap: Option):
-    """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting, resuming."""
+    """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting, resuming, tracking."""
 
     def decorate(func):
-        func = declared_options(options.RESUME)(func)
+        func = declared_options(options.RESUME, options.MLFLOW_URI)(func)
         func = option("overwrite", is_flag=True, help="Replace the results of an earlier run in --outdir (kept until the new run succeeds).")(func)
         func = declared_options(options.PREDICTION, umap)(func)
         func = option("model", default=None, type=click.Path(file_okay=False, path_type=Path), help="Annotate with this trained model folder instead of training one.")(func)

@@ -166,7 +166,9 @@ TUNE = _group(
     Option("mixing_weight", 0.3, "Weight w of batch mixing in the score (1-w)*balanced_accuracy + w*mixing.", float, param=False),
 )
 MLFLOW_URI = Option(
-    "mlflow_uri", None, "Log parameters, per-epoch metrics and the run record to this MLflow tracking URI (e.g. file:/path/mlruns).", param=False
+    "mlflow_uri", None, "Log parameters, per-epoch metrics, the run record and the outputs (model folder, report) to this MLflow "
+    "tracking URI (a folder such as file:/path/mlruns works offline).",
+    param=False,
 )
 CLI_ONLY = (LAYER, RESUME, TRAIN_RESUME, LABEL_UMAP, INFERENCE_BATCH_SIZE, PARAMS, *TUNE.values(), MLFLOW_URI)
 

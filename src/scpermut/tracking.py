@@ -1,6 +1,6 @@
 """Optional experiment tracking with MLflow (``--mlflow_uri``): parameters, per-epoch metrics, run record.
 
-Off unless a tracking URI is given; a local folder (``file:/path/mlruns``) works offline.
+Off unless a tracking URI is given; a local folder (``file:/path/mlruns`` or a path) works offline.
 Needs ``mlflow-skinny`` (``pip install 'scpermut[tracking]'``).
 """
 
@@ -10,6 +10,8 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
 
 from scpermut._atomic import json_text
 from scpermut.errors import ScpermutError
@@ -59,12 +61,13 @@ def epoch_logger():
 def tracked_run(uri: str | None, run_name: str, params: dict) -> Iterator[list]:
     """An MLflow run in experiment ``scpermut`` at ``uri`` logging ``params``; yields the training callbacks.
 
-    With ``uri`` None nothing is tracked and the callback list is empty.
+    With ``uri`` None nothing is tracked and the callback list is empty. A run that raises is
+    marked FAILED (MLflow's run context does it), never FINISHED.
     """
     if not uri:
         yield []
         return
-    if uri.startswith("file:") and "MLFLOW_ALLOW_FILE_STORE" not in os.environ:
+    if urlparse(uri).scheme in ("", "file") and "MLFLOW_ALLOW_FILE_STORE" not in os.environ:
         # MLflow 3 keeps its folder store in maintenance mode and refuses it unless asked; a folder
         # is what works offline with no server, so scpermut asks (set the variable to override).
         log.info("MLflow folder store %s (MLflow calls it maintenance mode; sqlite:///FILE.db also works)", uri)
@@ -88,3 +91,11 @@ def log_record(record: dict, metrics: dict | None = None) -> None:
     mlflow.log_text(json_text(record), "run.json")
     if metrics:
         mlflow.log_metrics(_numeric(metrics))
+
+
+def log_folder(folder: str | Path, name: str) -> None:
+    """Log every file of ``folder`` as artifacts under ``name`` of the active MLflow run, if any."""
+    mlflow = _mlflow()
+    if mlflow.active_run() is None:
+        return
+    mlflow.log_artifacts(str(folder), name)

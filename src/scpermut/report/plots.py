@@ -243,3 +243,24 @@ def marker_dotplot(fraction: pd.DataFrame, mean: pd.DataFrame, title: str) -> by
     fig.colorbar(points, ax=axis, fraction=0.046, label="mean expression (scaled per gene)")
     axis.set_title(title)
     return _png(fig)
+
+
+def optimisation_history(trial: np.ndarray, score: np.ndarray) -> bytes:
+    """The score of each trial against its number, and the best score so far as a step line."""
+    fig, axis = plt.subplots(figsize=(6.5, 3.4))
+    axis.plot(trial, score, "o", markersize=4, label="trial")
+    axis.step(trial, np.maximum.accumulate(score), where="post", color="#d62728", label="best so far")
+    axis.set_xlabel("trial")
+    axis.set_ylabel("score")
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axis.legend(frameon=False)
+    return _png(fig)
+
+
+def param_importances(importances: dict[str, float]) -> bytes:
+    """One horizontal bar per parameter, the most important on top."""
+    names = list(importances)[::-1]
+    fig, axis = plt.subplots(figsize=(6.5, 0.9 + 0.3 * len(names)))
+    axis.barh(names, [float(importances[name]) for name in names], color="#24476b")
+    axis.set_xlabel("importance")
+    return _png(fig)

@@ -35,7 +35,7 @@ def label_atlas(
         specs.append(_file_spec(query, "query", batch_col=batch_col, layer=layer))
         if specs[0].sample == specs[1].sample:
             specs[1] = replace(specs[1], sample=f"{specs[1].sample}_query")
-    return run_steps(specs, outdir, options)
+    return run_steps(specs, outdir, options, command="label")
 
 
 def _file_spec(path: Path, role: str, batch_col: str | None, layer: str | None = None) -> SampleSpec:

@@ -34,6 +34,7 @@ from scpermut.steps.predict import predict_file
 from scpermut.steps.prepare import PREPARED_FILE, prepare_files
 from scpermut.steps.qc import qc_outputs, run_qc
 from scpermut.steps.report import write_report
+from scpermut.tracking import log_folder, log_record, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class RunOptions:
     model_dir: Path | None = None  # an already trained model: skip training
     overwrite: bool = False
     resume: bool = False  # continue the interrupted run in OUTDIR
+    mlflow_uri: str | None = None  # track the run in MLflow (see scpermut.tracking)
 
 
 def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions:
@@ -80,7 +82,8 @@ def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions
     if "umap" in flags:
         prediction["umap"] = flags.pop("umap")
     overwrite, resume = bool(flags.pop("overwrite", False)), bool(flags.pop("resume", False))
-    return RunOptions(keys, qc, prepare, flags, prediction, model_dir, overwrite, resume)
+    mlflow_uri = flags.pop("mlflow_uri", None)
+    return RunOptions(keys, qc, prepare, flags, prediction, model_dir, overwrite, resume, mlflow_uri)
 
 
 def summary_text(result: dict) -> str:
@@ -130,8 +133,12 @@ def run_samplesheet(
     return run_steps(read_samplesheet(samplesheet), outdir, options or RunOptions())
 
 
-def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions) -> dict:
+def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions, command: str = "run") -> dict:
     """Run qc, prepare, train (unless ``options.model_dir``), predict and report into ``outdir``.
+
+    With ``options.mlflow_uri`` the run is the MLflow run ``"<command> <outdir name>"``: its
+    settings as parameters, the training epochs, the model's run record and the report's
+    headline as metrics, and the report folder and trained model folder as artifacts.
 
     Returns
     -------
@@ -140,6 +147,31 @@ def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions) 
         ``headline`` (the report's headline metrics).
     """
     outdir = Path(outdir)
+    settings = _settings(options)
+    params = {
+        **settings["keys"], **settings["qc"], **settings["prepare"], **settings["training"], **settings["prediction"],
+        "model": settings["model"],
+    }
+    with tracked_run(options.mlflow_uri, f"{command} {outdir.name}", params) as callbacks:
+        result = _run_published(specs, outdir, options, callbacks)
+        if options.mlflow_uri:
+            _log_outputs(result, trained=options.model_dir is None)
+    return result
+
+
+def _log_outputs(result: dict, trained: bool) -> None:
+    """Log the model's run record, the headline scores, the report folder and a trained model folder."""
+    from scpermut.model.persistence import read_model_record
+
+    outputs = result["outputs"]
+    log_record(read_model_record(outputs["model"], complete=False).run, result["headline"])
+    log_folder(Path(outputs["report"]).parent, "report")
+    if trained:
+        log_folder(outputs["model"], "model")
+
+
+def _run_published(specs: list[SampleSpec], outdir: Path, options: RunOptions, callbacks: list) -> dict:
+    """:func:`run_steps` without tracking: build in the partial folder, then publish."""
     if options.model_dir is not None and not Path(options.model_dir).is_dir():
         raise InputError(
             f"{options.model_dir}: model folder not found; train one with `scpermut train` or drop --model."
@@ -152,7 +184,7 @@ def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions) 
     warnings = _WarningCollector()
     logging.getLogger("scpermut").addHandler(warnings)
     try:
-        result = _run(specs, folders, options, partial, warnings.messages)
+        result = _run(specs, folders, options, partial, warnings.messages, callbacks)
     except ScpermutError:
         # The input is at fault: rerunning needs a fix, not --resume.
         _remove_partial(outdir, partial, created_outdir)
@@ -205,11 +237,11 @@ def _open_partial(outdir: Path, options: RunOptions) -> Path:
     return partial
 
 
-def _fingerprint(options: RunOptions) -> str:
-    """The options that shape results, as text: a resumed run must use the same ones."""
+def _settings(options: RunOptions) -> dict:
+    """The options that shape results, per step, and the model folder used (None: trained)."""
     from dataclasses import asdict
 
-    record = {
+    return {
         "keys": options.keys.to_dict(),
         "qc": asdict(options.qc),
         "prepare": asdict(options.prepare),
@@ -217,7 +249,11 @@ def _fingerprint(options: RunOptions) -> str:
         "prediction": options.prediction,
         "model": str(options.model_dir),
     }
-    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _fingerprint(options: RunOptions) -> str:
+    """The options that shape results, as text: a resumed run must use the same ones."""
+    return json.dumps(_settings(options), sort_keys=True, default=str)
 
 
 def _read_done(partial: Path) -> dict:
@@ -303,7 +339,12 @@ class _WarningCollector(logging.Handler):
 
 
 def _run(
-    specs: list[SampleSpec], folders: dict[str, Path], options: RunOptions, partial: Path, warnings: list[str]
+    specs: list[SampleSpec],
+    folders: dict[str, Path],
+    options: RunOptions,
+    partial: Path,
+    warnings: list[str],
+    callbacks: list,
 ) -> dict:
     outdir = partial.parent
 
@@ -363,7 +404,9 @@ def _run(
         resume = options.resume and (model_dir / persistence.CHECKPOINT).is_dir()
         if resume:
             log.info("training continues from its checkpoint in %s", model_dir / persistence.CHECKPOINT)
-        model = train_file(prepared, model_dir, resume=resume, recorded_input=published(prepared), **options.training)
+        model = train_file(
+            prepared, model_dir, resume=resume, recorded_input=published(prepared), callbacks=callbacks, **options.training
+        )
         _mark_done(partial, "train")
         progress.done(
             "train",

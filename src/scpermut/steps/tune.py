@@ -26,6 +26,7 @@ STUDY_NAME = "scpermut-tune"
 STUDY_FILE = "study.db"
 BEST_PARAMS_FILE = "best_params.json"
 TRIALS_FILE = "trials.tsv"
+REPORT_FILE = "tune_report.html"
 
 # Option name -> ("int" | "float" | "log_float", low, high) or ("choice", values).
 SEARCH_SPACE: dict[str, tuple] = {
@@ -115,8 +116,9 @@ def tune_file(
     """Run (or continue) the search until the study has ``trials`` trials; write its results.
 
     ``options`` are training options every trial uses; those named in ``fixed`` are left out
-    of the search. Writes ``OUT/best_params.json`` (option name -> value of the best trial) and
-    ``OUT/trials.tsv`` (one row per trial: number, state, score parts, parameters). With
+    of the search. Writes ``OUT/best_params.json`` (option name -> value of the best trial),
+    ``OUT/trials.tsv`` (one row per trial: number, state, score parts, parameters) and
+    ``OUT/tune_report.html`` (the trials, optimisation history, parameter importance). With
     ``mlflow_uri`` each trial is an MLflow run (parameters, per-epoch metrics, run record, scores).
 
     Returns
@@ -186,17 +188,23 @@ def tune_file(
         study.optimize(objective, n_trials=missing, catch=())
     else:
         log.info("tune: the study already has %d finished trials (asked for %d)", trials - missing, trials)
-    write_results(study, out, mixing_weight)
+    write_results(study, out, mixing_weight, seed)
     return study
 
 
-def write_results(study, out: Path, mixing_weight: float) -> None:
-    """``best_params.json`` (best trial's values, lists for ``hidden_layers``) and ``trials.tsv``."""
+def write_results(study, out: Path, mixing_weight: float, seed: int) -> None:
+    """``trials.tsv``, ``tune_report.html`` (importance seeded with ``seed``) and ``best_params.json``.
+
+    ``best_params.json`` holds the best trial's values, lists for ``hidden_layers``.
+    """
     import optuna
+
+    from scpermut.report.tune import tune_report
 
     table = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs", "duration"))
     with _atomic.atomic_path(out / TRIALS_FILE) as path:
         table.to_csv(path, sep="\t", index=False)
+    _atomic.write_text(out / REPORT_FILE, tune_report(study, mixing_weight, seed))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         log.warning("tune: no trial finished; %s not written", BEST_PARAMS_FILE)
