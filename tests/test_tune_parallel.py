@@ -33,27 +33,36 @@ def _plan(out, trials=3, seed=5, *flags):
     return {path.name: json.loads(path.read_text()) for path in sorted((out / "trials").glob("*.json"))}
 
 
-def test_plan_is_seeded_and_keeps_given_options_fixed(tmp_path):
-    first = _plan(tmp_path / "a", 3, 5, *TINY)
+FIXED = "hidden_layers,epochs_warmup,epochs_full,epochs_finetune"
+
+
+def test_plan_is_seeded_and_leaves_fixed_options_out(tmp_path):
+    first = _plan(tmp_path / "a", 3, 5, "--tune_fixed", FIXED)
     assert list(first) == ["trial_000.json", "trial_001.json", "trial_002.json"]
     assert [plan["number"] for plan in first.values()] == [0, 1, 2]
-    assert first == _plan(tmp_path / "b", 3, 5, *TINY)
-    assert first != _plan(tmp_path / "c", 3, 6, *TINY)
+    assert first == _plan(tmp_path / "b", 3, 5, "--tune_fixed", FIXED)
+    assert first != _plan(tmp_path / "c", 3, 6, "--tune_fixed", FIXED)
     drawn = [plan["options"] for plan in first.values()]
-    assert all(options["hidden_layers"] == [16] and options["epochs_full"] == 1 for options in drawn)
-    assert len({options["latent_dim"] for options in drawn} | {options["learning_rate"] for options in drawn}) > 2
+    assert all(not set(FIXED.split(",")) & set(options) and "latent_dim" in options for options in drawn)
+    assert len({options["learning_rate"] for options in drawn}) == 3
+
+
+def test_plan_names_an_option_it_cannot_fix(tmp_path):
+    result = CliRunner().invoke(main, ["tune-plan", "--out", str(tmp_path), "--trials", "2", "--tune_fixed", "epochs_full,grl_lambda"])
+    assert result.exit_code == 1
+    assert "--tune_fixed: grl_lambda is not a searched option" in result.output
 
 
 def test_trials_select_the_best_and_train_reproduces_it(prepared, tmp_path):
-    plans = _plan(tmp_path / "plan", 2, 1, *TINY)
+    plans = _plan(tmp_path / "plan", 2, 1, "--tune_fixed", FIXED)
     scores = []
     for name in plans:
         out = tmp_path / name.removesuffix(".json")
-        # A flag the trial file names loses to it; the others set what the file leaves out.
-        _invoke("tune-trial", prepared, tmp_path / "plan" / "trials" / name, "--out", out, "--hidden_layers", "8", "--patience", "3")
+        # The trial file's options win over the flags (--latent_dim); the flags set the fixed ones.
+        _invoke("tune-trial", prepared, tmp_path / "plan" / "trials" / name, "--out", out, *TINY, "--latent_dim", "3")
         scores.append(out / "score.json")
     results = [json.loads(path.read_text()) for path in scores]
-    assert all(result["params"]["hidden_layers"] == [16] and result["params"]["patience"] == 3 for result in results)
+    assert all(result["params"]["hidden_layers"] == [16] and result["params"]["epochs_full"] == 1 for result in results)
     assert [result["params"]["latent_dim"] for result in results] == [plan["options"]["latent_dim"] for plan in plans.values()]
 
     _invoke("tune-select", *reversed(scores), "--out", tmp_path / "best")

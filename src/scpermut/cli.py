@@ -275,19 +275,17 @@ def tune(prepared, out, trials, mixing_weight, seed, mlflow_uri, **flags):
 
 @main.command("tune-plan")
 @option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for trials/trial_000.json ... (one file per trial).")
-@declared_options(options.TUNE)
+@declared_options(options.TUNE, options.TUNE_PIPELINE["tune_fixed"])
 @seed_option
-@training_options
 @reports_errors
-def tune_plan(out, trials, mixing_weight, seed, **flags):
+def tune_plan(out, trials, mixing_weight, tune_fixed, seed):
     """Draw the options of every trial of a parallel search up front (seeded): one file per trial.
 
-    Options given on the command line are fixed in every trial and left out of the search. Run
-    each file with `scpermut tune-trial`, then pick the best with `scpermut tune-select`.
+    Run each file with `scpermut tune-trial`, then pick the best with `scpermut tune-select`.
     """
     from scpermut.steps.tune_parallel import plan_trials
 
-    fixed = {name: flags[name] for name in given_on_command_line(flags) if name not in options.RUNTIME_FIELDS}
+    fixed = tuple(name.strip() for name in (tune_fixed or "").split(",") if name.strip())
     files = plan_trials(out, trials=trials, mixing_weight=mixing_weight, seed=seed, fixed=fixed)
     log.info("tune-plan: %d trials -> %s", len(files), out)
 
@@ -296,12 +294,13 @@ def tune_plan(out, trials, mixing_weight, seed, **flags):
 @click.argument("prepared", metavar="PREPARED.h5ad", type=click.Path(path_type=Path))
 @click.argument("trial", metavar="TRIAL.json", type=click.Path(path_type=Path))
 @option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for score.json.")
+@seed_option
 @training_options
 @reports_errors
 def tune_trial(prepared, trial, out, **flags):
     """Train one trial of `scpermut tune-plan` on PREPARED.h5ad and write its score.
 
-    The trial file's options win over the flags; the flags set the options it does not name.
+    The trial file's options and seed win over the flags; the flags set the others (those of --tune_fixed).
     """
     from scpermut.steps.tune_parallel import SCORE_FILE, run_trial
 

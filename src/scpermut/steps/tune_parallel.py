@@ -7,7 +7,7 @@ same seed gives the same trial files whatever runs them, in any order, on any ma
 are not pruned (there is no shared study to compare them with); each is scored like a
 sequential trial (:func:`~scpermut.steps.tune.trial_score`).
 
-- ``plan_trials`` writes ``OUT/trials/trial_000.json`` ... (number, seed, mixing weight, options);
+- ``plan_trials`` writes ``OUT/trials/trial_000.json`` ... (number, seed, mixing weight, drawn options);
 - ``run_trial`` trains one of them on ``prepared.h5ad`` and writes ``OUT/score.json``;
 - ``select_best`` reads the score files and writes ``best_params.json``, ``trials.tsv`` and the
   MultiQC table ``tune_trials_mqc.tsv``. The best score wins, ties go to the lowest trial number.
@@ -47,21 +47,22 @@ def _json_values(values: dict) -> dict:
     return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
-def plan_trials(out: str | Path, *, trials: int, mixing_weight: float = 0.3, seed: int = 0, fixed: dict | None = None) -> list[Path]:
-    """Write one JSON file per trial in ``OUT/trials/``; options in ``fixed`` keep their value in every trial."""
+def plan_trials(out: str | Path, *, trials: int, mixing_weight: float = 0.3, seed: int = 0, fixed: tuple[str, ...] = ()) -> list[Path]:
+    """Write one JSON file per trial in ``OUT/trials/``; the options named in ``fixed`` are not searched."""
     optuna = import_optuna()
     check_mixing_weight(mixing_weight)
     if trials < 1:
         raise InputError("`trials` must be at least 1.")
-    fixed = fixed or {}
+    unknown = sorted(set(fixed) - set(SEARCH_SPACE))
+    if unknown:
+        raise InputError(f"`tune_fixed`: {', '.join(unknown)} is not a searched option (searched: {', '.join(SEARCH_SPACE)}).")
     space = {name: bounds for name, bounds in SEARCH_SPACE.items() if name not in fixed}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     with _atomic.atomic_path(Path(out) / TRIALS_DIR) as folder:
         folder.mkdir()
         for number in range(trials):
-            values = {**fixed, **_suggest(study.ask(), space)}
-            plan = {"number": number, "seed": seed, "mixing_weight": mixing_weight, "options": _json_values(values)}
+            plan = {"number": number, "seed": seed, "mixing_weight": mixing_weight, "options": _json_values(_suggest(study.ask(), space))}
             (folder / f"trial_{number:03d}.json").write_text(_atomic.json_text(plan))
     return sorted((Path(out) / TRIALS_DIR).glob("trial_*.json"))
 
