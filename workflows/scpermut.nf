@@ -1,11 +1,15 @@
 /*
 ========================================================================================
-    SCPERMUT: QC per sample -> PREPARE -> TRAIN (or --model) -> PREDICT -> REPORT -> MULTIQC
+    SCPERMUT: QC per sample -> PREPARE -> [--tune N: TUNE_PLAN -> N x TUNE_TRIAL -> TUNE_SELECT]
+              -> TRAIN (or --model) -> PREDICT -> REPORT -> MULTIQC
 ========================================================================================
 */
 
 include { SCPERMUT_QC      } from '../modules/local/qc/main'
 include { SCPERMUT_PREPARE } from '../modules/local/prepare/main'
+include { SCPERMUT_TUNE_PLAN   } from '../modules/local/tune_plan/main'
+include { SCPERMUT_TUNE_TRIAL  } from '../modules/local/tune_trial/main'
+include { SCPERMUT_TUNE_SELECT } from '../modules/local/tune_select/main'
 include { SCPERMUT_TRAIN   } from '../modules/local/train/main'
 include { SCPERMUT_PREDICT } from '../modules/local/predict/main'
 include { SCPERMUT_REPORT  } from '../modules/local/report/main'
@@ -45,8 +49,26 @@ workflow SCPERMUT {
 
     // Map onto a given model without retraining, or train one on the prepared cells.
     ch_model = model_dir ? channel.value(model_dir) : channel.empty()
+    ch_tune_multiqc = channel.empty()
     if (!model_dir) {
-        SCPERMUT_TRAIN(ch_prepared)
+        // --tune N: N trials drawn up front from the seed, one task each (one GPU each under
+        // -profile gpu), then the best trial's options train the model.
+        ch_best_params = channel.value([])
+        if (params.tune.toInteger() > 0) {
+            SCPERMUT_TUNE_PLAN(params.tune.toInteger())
+            ch_trials = SCPERMUT_TUNE_PLAN.out.trials
+                .flatten()
+                .map { trial -> [[id: trial.baseName], trial] }
+            SCPERMUT_TUNE_TRIAL(ch_trials, ch_prepared.map { _meta, h5ad -> h5ad })
+            // In trial order, whatever order the trials finish in, so -resume finds TUNE_SELECT.
+            ch_scores = SCPERMUT_TUNE_TRIAL.out.score
+                .toSortedList { a, b -> a[0].id <=> b[0].id }
+                .map { rows -> rows.collect { row -> row[1] } }
+            SCPERMUT_TUNE_SELECT(ch_scores)
+            ch_best_params = SCPERMUT_TUNE_SELECT.out.best_params
+            ch_tune_multiqc = SCPERMUT_TUNE_SELECT.out.multiqc_files
+        }
+        SCPERMUT_TRAIN(ch_prepared, ch_best_params)
         ch_model = SCPERMUT_TRAIN.out.model.map { _meta, model -> model }
     }
 
@@ -75,6 +97,7 @@ workflow SCPERMUT {
         )
 
     ch_multiqc_files = SCPERMUT_REPORT.out.multiqc_files.flatten()
+        .mix(ch_tune_multiqc)
         .mix(ch_versions)
         .mix(workflow_summary.collectFile(name: 'workflow_summary_mqc.yaml'))
         .collect()

@@ -273,6 +273,57 @@ def tune(prepared, out, trials, mixing_weight, seed, mlflow_uri, **flags):
     log.info("tune: %d trials, %s -> %s", len(study.trials), best, out / BEST_PARAMS_FILE)
 
 
+
+@main.command("tune-plan")
+@option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for trials/trial_000.json ... (one file per trial).")
+@declared_options(options.TUNE, options.TUNE_PIPELINE["tune_fixed"])
+@seed_option
+@reports_errors
+def tune_plan(out, trials, mixing_weight, tune_fixed, seed):
+    """Draw the options of every trial of a parallel search up front (seeded): one file per trial.
+
+    Run each file with `scpermut tune-trial`, then pick the best with `scpermut tune-select`.
+    """
+    from scpermut.steps.tune_parallel import plan_trials
+
+    fixed = tuple(name.strip() for name in (tune_fixed or "").split(",") if name.strip())
+    files = plan_trials(out, trials=trials, mixing_weight=mixing_weight, seed=seed, fixed=fixed)
+    log.info("tune-plan: %d trials -> %s", len(files), out)
+
+
+@main.command("tune-trial")
+@click.argument("prepared", metavar="PREPARED.h5ad", type=click.Path(path_type=Path))
+@click.argument("trial", metavar="TRIAL.json", type=click.Path(path_type=Path))
+@option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for score.json.")
+@seed_option
+@training_options
+@reports_errors
+def tune_trial(prepared, trial, out, **flags):
+    """Train one trial of `scpermut tune-plan` on PREPARED.h5ad and write its score.
+
+    The trial file's options and seed win over the flags; the flags set the others (those of --tune_fixed).
+    """
+    from scpermut.steps.tune_parallel import SCORE_FILE, run_trial
+
+    result = run_trial(prepared, trial, out, **flags)
+    log.info("tune-trial %d: score %.4f -> %s", result["number"], result["score"], out / SCORE_FILE)
+
+
+@main.command("tune-select")
+@click.argument("scores", metavar="SCORE.json...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for best_params.json, trials.tsv and tune_trials_mqc.tsv.")
+@reports_errors
+def tune_select(scores, out):
+    """Pick the best trial of `scpermut tune-trial` score files (a tie goes to the lowest trial number).
+
+    Train the final model with `scpermut train PREPARED.h5ad --params OUT/best_params.json --out model`.
+    """
+    from scpermut.steps.tune import BEST_PARAMS_FILE
+    from scpermut.steps.tune_parallel import select_best
+
+    best = select_best(scores, out)
+    log.info("tune-select: best score %.4f (trial %d) of %d -> %s", best["score"], best["number"], len(scores), out / BEST_PARAMS_FILE)
+
 # The sections of `run --help` and `label --help`, in order: section title -> parameter names.
 _MODEL_NAMES = (*options.NETWORK_FIELDS, "use_permutation", "permute_across_batches", "rec_weight", "clf_weight", "dann_weight", "focal_gamma", "grl_ramp")
 HELP_SECTIONS = {

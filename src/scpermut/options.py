@@ -165,6 +165,13 @@ TUNE = _group(
     Option("trials", 20, "Total number of trials of the study (a resumed study runs only the missing ones).", int, param=False),
     Option("mixing_weight", 0.3, "Weight w of batch mixing in the score (1-w)*balanced_accuracy + w*mixing.", float, param=False),
 )
+# The pipeline's parallel search (`scpermut tune-plan` -> tune-trial per trial -> tune-select).
+TUNE_PIPELINE = _group(
+    Option("tune", 0, "Search training options with this many trials, run in parallel; the best trial's options train the model (0: no search).", int),
+    Option(
+        "tune_fixed", None, "Training options the parallel search leaves at their given values (comma-separated, e.g. epochs_full,hidden_layers)."
+    ),
+)
 MLFLOW_URI = Option(
     "mlflow_uri", None, "Log parameters, per-epoch metrics, the run record and the outputs (model folder, report) to this MLflow "
     "tracking URI (a folder such as file:/path/mlruns works offline).",
@@ -172,7 +179,7 @@ MLFLOW_URI = Option(
 )
 CLI_ONLY = (LAYER, RESUME, TRAIN_RESUME, LABEL_UMAP, INFERENCE_BATCH_SIZE, PARAMS, *TUNE.values(), MLFLOW_URI)
 
-ALL = {**KEYS, **QC, **PREPARE, "seed": SEED, **TRAINING, **PREDICTION, "umap": UMAP}
+ALL = {**KEYS, **QC, **PREPARE, "seed": SEED, **TRAINING, **PREDICTION, "umap": UMAP, **TUNE_PIPELINE}
 
 
 def default(name: str) -> Any:

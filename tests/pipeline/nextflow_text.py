@@ -447,14 +447,18 @@ def read_process(path: Path) -> Process:
 
 
 def ext_args_closures(modules_config: Path) -> dict[str, str]:
-    """Process name -> the source of its ``ext.args`` closure in conf/modules.config."""
+    """Process name -> the source of its ``ext.args`` closure in conf/modules.config.
+
+    A selector ``'A|B'`` gives both processes the closure.
+    """
     text = strip_comments(modules_config.read_text())
     closures = {}
-    for match in re.finditer(r"withName:\s*'(\w+)'\s*\{", text):
+    for match in re.finditer(r"withName:\s*'([\w|]+)'\s*\{", text):
         block = text[match.end() : _closing_brace(text, match.end())]
         args = re.search(r"ext\.args\s*=\s*\{", block)
         if args:
-            closures[match.group(1)] = block[args.end() : _closing_brace(block, args.end())]
+            for name in match.group(1).split("|"):
+                closures[name] = block[args.end() : _closing_brace(block, args.end())]
     return closures
 
 

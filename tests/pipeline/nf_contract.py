@@ -66,7 +66,7 @@ def cli_flags(command: click.Command) -> dict[str, click.Option]:
 
 def scpermut_command(process: Process) -> str:
     """The `scpermut` command a module's script runs (exactly one)."""
-    calls = re.findall(r"(?m)^\s*scpermut\s+(\w+)", process.script_parts()[1])
+    calls = re.findall(r"(?m)^\s*scpermut\s+([\w-]+)", process.script_parts()[1])
     assert len(calls) == 1, (
         f"{process.name}: the script must run one `scpermut <step>` command, not {calls}"
     )

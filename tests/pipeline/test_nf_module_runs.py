@@ -165,7 +165,9 @@ class PipelineRun:
     def _train(self):
         (prepared,) = self.step("prepare").outputs["h5ad"]
         return run_task(
-            "train", {"meta": {"id": "merged"}, "prepared": prepared}, self.root / "train"
+            "train",
+            {"meta": {"id": "merged"}, "prepared": prepared, "best_params": BlankList()},
+            self.root / "train",
         )
 
     def _predict(self):

@@ -76,18 +76,19 @@ def test_multiqc_version_comes_from_the_multiqc_image_without_reading_the_topic(
     assert re.search(r"(?m)^\s*MULTIQC_VERSION\(\)", workflow)
 
 
-def test_only_train_is_gpu_and_switches_to_the_gpu_image():
+@pytest.mark.parametrize("trainer", ["train", "tune_trial"])
+def test_only_training_steps_are_gpu_and_switch_to_the_gpu_image(trainer):
     for name, path in MODULES.items():
         (process,) = reftrace.Module.from_file(str(path)).processes
         labels = {label.value for label in process.labels}
-        assert ("process_gpu" in labels) == (name == "train"), name
-    (train,) = reftrace.Module.from_file(str(MODULES["train"])).processes
-    (container,) = train.containers
+        assert ("process_gpu" in labels) == (name in ("train", "tune_trial")), name
+    (process,) = reftrace.Module.from_file(str(MODULES[trainer])).processes
+    (container,) = process.containers
     assert "task.ext.use_gpu" in container.condition
     assert container.true_name.endswith(
         "-gpu"
     ) and container.false_name == container.true_name.removesuffix("-gpu")
-    assert "--device ${device}" in PROCESSES["train"].script_parts()[1]
+    assert "--device ${device}" in PROCESSES[trainer].script_parts()[1]
 
 
 def test_gpu_flags_come_only_from_the_gpu_profile_for_process_gpu():

@@ -8,6 +8,7 @@ process SCPERMUT_TRAIN {
 
     input:
     tuple val(meta), path(prepared)
+    path(best_params)  // best_params.json of SCPERMUT_TUNE_SELECT, or [] without --tune
 
     output:
     tuple val(meta), path('model'), emit: model
@@ -18,7 +19,9 @@ process SCPERMUT_TRAIN {
     task.ext.when == null || task.ext.when
 
     script:
-    def args = task.ext.args ?: ''
+    // best_params.json holds every training option of the best trial, those SCPERMUT_TUNE_TRIAL
+    // got from ext.args included; flags would win over the file, so it comes alone.
+    def args = best_params ? "--params ${best_params}" : (task.ext.args ?: '')
     // Under -profile gpu, ask for the GPU explicitly: a missing GPU then fails the task
     // instead of training for hours on the CPU.
     def device = task.ext.use_gpu ? 'gpu' : 'cpu'

@@ -100,6 +100,41 @@ def trial_score(model, adata, batch_key: str, mixing_weight: float) -> dict:
     }
 
 
+def import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ScpermutError("scpermut tune needs Optuna: pip install 'scpermut[tune]'.") from None
+    return optuna
+
+
+def check_mixing_weight(mixing_weight: float) -> None:
+    if not 0 <= mixing_weight <= 1:
+        raise InputError("`mixing_weight` must be between 0 and 1.")
+
+
+def read_tuning_data(prepared_path: Path, device: str, mixed_precision: bool, options: dict):
+    """The QC-passed cells of ``prepared_path`` and the recorded batch column, on the chosen device."""
+    from scpermut.model.train import select_device
+    from scpermut.steps.train import read_prepared
+
+    if not prepared_path.is_file():
+        raise InputError(f"{prepared_path}: file not found.")
+    select_device(device, mixed_precision)
+    try:
+        adata = read_prepared(prepared_path, with_counts=options.get("reconstruction", "mse") == "nb")
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
+    if _keys.QC_PASS in adata.obs:
+        adata = adata[adata.obs[_keys.QC_PASS].to_numpy(bool)].copy()
+    if _keys.PREPARE_UNS not in adata.uns:
+        raise InputError(f"{prepared_path}: no uns['{_keys.PREPARE_UNS}'] record; run `scpermut prepare` first.")
+    batch_key = Keys.from_record(adata.uns[_keys.PREPARE_UNS]).batch_key
+    if batch_key not in adata.obs:
+        raise InputError(f"{prepared_path}: the recorded batch column '{batch_key}' is not in obs.")
+    return adata, batch_key
+
+
 def tune_file(
     prepared_path: str | Path,
     out: str | Path,
@@ -125,35 +160,15 @@ def tune_file(
     -------
     The Optuna study.
     """
-    try:
-        import optuna
-    except ImportError:
-        raise ScpermutError("scpermut tune needs Optuna: pip install 'scpermut[tune]'.") from None
-
+    optuna = import_optuna()
     from scpermut.model.api import Model
-    from scpermut.model.train import select_device
-    from scpermut.steps.train import read_prepared
     from scpermut.tracking import log_record, tracked_run
 
-    if not 0 <= mixing_weight <= 1:
-        raise InputError("`mixing_weight` must be between 0 and 1.")
+    check_mixing_weight(mixing_weight)
     if trials < 1:
         raise InputError("`trials` must be at least 1.")
     prepared_path, out = Path(prepared_path), Path(out)
-    if not prepared_path.is_file():
-        raise InputError(f"{prepared_path}: file not found.")
-    select_device(device, mixed_precision)
-    try:
-        adata = read_prepared(prepared_path, with_counts=options.get("reconstruction", "mse") == "nb")
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
-    if _keys.QC_PASS in adata.obs:
-        adata = adata[adata.obs[_keys.QC_PASS].to_numpy(bool)].copy()
-    if _keys.PREPARE_UNS not in adata.uns:
-        raise InputError(f"{prepared_path}: no uns['{_keys.PREPARE_UNS}'] record; run `scpermut prepare` first.")
-    batch_key = Keys.from_record(adata.uns[_keys.PREPARE_UNS]).batch_key
-    if batch_key not in adata.obs:
-        raise InputError(f"{prepared_path}: the recorded batch column '{batch_key}' is not in obs.")
+    adata, batch_key = read_tuning_data(prepared_path, device, mixed_precision, options)
     space = {name: bounds for name, bounds in SEARCH_SPACE.items() if name not in fixed}
 
     out.mkdir(parents=True, exist_ok=True)
