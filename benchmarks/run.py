@@ -178,7 +178,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(profiles.PROFILES), default="full", help="What the run covers (profiles.py): full (hours), standard (fewer splits, same defaults and seeds) or quick.")
     parser.add_argument("--quick", action="store_true", help="Same as --profile quick: short epochs, checks the machinery, not the methods.")
-    parser.add_argument("--only", default=None, help="Comma-separated method names (as shown on the page): compute and store only their runs, write no page (fills the work folder, e.g. one process per core).")
+    parser.add_argument("--only", default=None, help="Comma-separated method names (as shown on the page) and/or `cost`: compute and store only those, write no page (fills the work folder, e.g. one process per core).")
     parser.add_argument("--outdir", type=Path, default=None, help="Work folder (default: benchmarks/results/<profile>).")
     parser.add_argument("--docs", type=Path, default=None, help="Where benchmarks.md and img/ go (default: docs/, or the work folder with --quick).")
     parser.add_argument("--threads", type=int, default=1, help="Threads per method process (1: robust on a shared machine).")
@@ -193,9 +193,9 @@ def main(argv=None) -> None:
     docs = args.docs or (outdir if profile["name"] == "quick" else HERE.parent / "docs")
     only = None if args.only is None else [name.strip() for name in args.only.split(",") if name.strip()]
     if only is not None:
-        unknown = sorted(set(only) - set(method_entries(profile)))
+        unknown = sorted(set(only) - set(method_entries(profile)) - {"cost"})
         if unknown:
-            raise SystemExit(f"--only: unknown method(s) {', '.join(unknown)}; known: {', '.join(method_entries(profile))}")
+            raise SystemExit(f"--only: unknown name(s) {', '.join(unknown)}; known: cost, {', '.join(method_entries(profile))}")
     command = "python benchmarks/run.py" + (" " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])) if (argv or sys.argv[1:]) else "")
     started = time.time()
 
@@ -224,7 +224,11 @@ def main(argv=None) -> None:
     print(f"{len(splits)} splits; running methods", flush=True)
     processes = run_methods(splits, paths, split_keys, profile, outdir, code, versions, only)
     if only is not None:
-        print(f"stored the runs of {', '.join(only)} in {outdir / 'runs'}; a run without --only scores them and writes the page", flush=True)
+        if "cost" in only:
+            import cost
+
+            cost.run_all(profile["cost"], outdir / "cost", args.threads, code=code, versions=versions)
+        print(f"stored {', '.join(only)} in {outdir}; a run without --only scores them and writes the page", flush=True)
         return
     scores = score_all(splits, paths, profile, outdir, processes)
     scores.to_csv(outdir / "scores.csv", index=False)
