@@ -26,7 +26,7 @@ ABLATIONS = {
 # labels and every batch, never the query's labels; one search per split, seed 0, reused by
 # the split's seeds): tuned against default, on the leave-one-batch-out splits of ``tuned_datasets``.
 TUNED = {
-    "scpermut (tuned, 24 trials)": {"trials": 24, "mixing_weight": 0.3},
+    "scpermut (tuned: 24 trials)": {"trials": 24, "mixing_weight": 0.3},
 }
 
 FULL = {
