@@ -192,12 +192,8 @@ def pipeline_params() -> dict[str, Any]:
     return {option.cli: option.cli_default() for option in ALL.values() if option.param}
 
 
-def read_params_file(path, allowed: dict[str, Option]) -> dict[str, Any]:
-    """The option values in the JSON file ``path``, by Python name (keys may be names or CLI flags).
-
-    ``allowed`` maps Python names to the options the command takes. Raises ``InputError`` naming
-    the file and the key for an unknown key or a file that is not a JSON object.
-    """
+def read_json_file(path) -> Any:
+    """The JSON value in the file ``path``; a missing file or invalid JSON is an ``InputError`` naming it."""
     import json
     from pathlib import Path
 
@@ -205,11 +201,22 @@ def read_params_file(path, allowed: dict[str, Option]) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: file not found.") from None
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: not valid JSON ({error}).") from None
+
+
+def read_params_file(path, allowed: dict[str, Option]) -> dict[str, Any]:
+    """The option values in the JSON file ``path``, by Python name (keys may be names or CLI flags).
+
+    ``allowed`` maps Python names to the options the command takes. Raises ``InputError`` naming
+    the file and the key for an unknown key or a file that is not a JSON object.
+    """
+    from scpermut.errors import InputError
+
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object of option names and values.")
     by_flag = {option.cli: name for name, option in allowed.items()}

@@ -46,7 +46,7 @@ SEARCH_SPACE: dict[str, tuple] = {
 }
 
 
-def _suggest(trial, space: dict[str, tuple]) -> dict:
+def suggest_options(trial, space: dict[str, tuple]) -> dict:
     """The trial's option values (``hidden_layers`` as a tuple of widths)."""
     values = {}
     for name, (kind, *bounds) in space.items():
@@ -186,7 +186,7 @@ def tune_file(
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
     def objective(trial) -> float:
-        values = {**options, **_suggest(trial, space), "seed": seed}
+        values = {**options, **suggest_options(trial, space), "seed": seed}
         with tracked_run(mlflow_uri, f"tune trial {trial.number}", values) as tracking:
             model = Model(**values).fit(adata, callbacks=[_pruning_callback(trial), *tracking], source=str(prepared_path))
             scores = trial_score(model, adata, batch_key, mixing_weight)

@@ -15,7 +15,6 @@ sequential trial (:func:`~scpermut.steps.tune.trial_score`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -24,14 +23,15 @@ import pandas as pd
 
 from scpermut import _atomic
 from scpermut.errors import InputError
+from scpermut.options import read_json_file
 from scpermut.steps.tune import (
     BEST_PARAMS_FILE,
     SEARCH_SPACE,
     TRIALS_FILE,
-    _suggest,
     check_mixing_weight,
     import_optuna,
     read_tuning_data,
+    suggest_options,
     trial_score,
 )
 
@@ -62,18 +62,13 @@ def plan_trials(out: str | Path, *, trials: int, mixing_weight: float = 0.3, see
     with _atomic.atomic_path(Path(out) / TRIALS_DIR) as folder:
         folder.mkdir()
         for number in range(trials):
-            plan = {"number": number, "seed": seed, "mixing_weight": mixing_weight, "options": _json_values(_suggest(study.ask(), space))}
+            plan = {"number": number, "seed": seed, "mixing_weight": mixing_weight, "options": _json_values(suggest_options(study.ask(), space))}
             (folder / f"trial_{number:03d}.json").write_text(_atomic.json_text(plan))
     return sorted((Path(out) / TRIALS_DIR).glob("trial_*.json"))
 
 
 def _read_json(path: Path, required: tuple[str, ...]) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found.") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error}).") from None
+    data = read_json_file(path)
     missing = [key for key in required if not isinstance(data, dict) or key not in data]
     if missing:
         raise InputError(f"{path}: missing {', '.join(missing)}; is it a file of `scpermut tune-plan`/`tune-trial`?")
