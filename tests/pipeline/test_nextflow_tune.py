@@ -78,3 +78,5 @@ def test_tune_steps_run_only_with_tune_and_no_model(pipeline, tmp_path, tune, gi
     counts = _counts(outdir, "stub")
     assert {name for name in counts if name.startswith("SCPERMUT_TUNE")} == expected
     assert ("SCPERMUT_TRAIN" in counts) == (not given_model)
+    # A search that cannot happen is said, not silently dropped.
+    assert ("--tune 2 is ignored: --model" in result.stdout + result.stderr) == (given_model and tune != "0")

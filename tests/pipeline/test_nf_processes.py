@@ -172,7 +172,7 @@ def test_boolean_params_are_read_with_to_boolean():
 def test_a_false_boolean_param_turns_its_flag_off_whatever_its_type(given):
     params = {**CONFIG_PARAMS, **dict.fromkeys(BOOLEAN_PARAMS, given)}
     train = evaluate(EXT_ARGS["SCPERMUT_TRAIN"], {"params": params}).split()
-    off = {"--no-dann", "--no-classifier", "--no-permutation", "--no-grl_ramp"}
+    off = {"--no-dann", "--no-classifier", "--no-permutation", "--no-grl_ramp", "--no-calibrate"}
     assert off | {"--no-permute_across_batches"} <= set(train), train
     assert "--mixed_precision" not in train
     assert "--no-umap" in evaluate(EXT_ARGS["SCPERMUT_PREDICT"], {"params": params}).split()
@@ -183,7 +183,7 @@ def test_a_true_boolean_param_turns_its_flag_on_whatever_its_type(given):
     params = {**CONFIG_PARAMS, **dict.fromkeys(BOOLEAN_PARAMS, given)}
     train = evaluate(EXT_ARGS["SCPERMUT_TRAIN"], {"params": params}).split()
     assert not [flag for flag in train if flag.startswith("--no-")], train
-    assert {"--grl_ramp", "--permute_across_batches", "--mixed_precision"} <= set(train)
+    assert {"--grl_ramp", "--permute_across_batches", "--mixed_precision", "--calibrate"} <= set(train)
     assert "--umap" in evaluate(EXT_ARGS["SCPERMUT_PREDICT"], {"params": params}).split()
 
 
@@ -280,3 +280,11 @@ def test_conda_environments_pin_the_versions_the_images_install():
             assert version == lock[name.lower()], f"{entry}: the images install {lock[name.lower()]}"
             pinned += 1
     assert pinned >= 12, "the conda environment lists too few of the locked packages"
+
+
+def test_free_text_of_the_search_reaches_tune_plan_as_one_word():
+    import shlex
+
+    params = {**CONFIG_PARAMS, "tune_fixed": "epochs_full,it's"}
+    plan = shlex.split(evaluate(EXT_ARGS["SCPERMUT_TUNE_PLAN"], {"params": params}))
+    assert plan[plan.index("--tune_fixed") + 1] == "epochs_full,it's"

@@ -1,4 +1,5 @@
 process SCPERMUT_TUNE_SELECT {
+    tag "${scores.size()} trials"
     label 'process_single'
 
     conda "${moduleDir}/environment.yml"

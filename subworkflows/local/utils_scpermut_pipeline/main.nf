@@ -30,6 +30,9 @@ workflow PIPELINE_INITIALISATION {
     if (validate_params) {
         validateParameters()
     }
+    if (params.tune.toString().toInteger() > 0 && params.model) {
+        log.warn("--tune ${params.tune} is ignored: --model ${params.model} is used as it is, nothing is trained")
+    }
     log.info(paramsSummaryLog(workflow))
     def summary = paramsSummaryMap(workflow, parameters_schema: 'nextflow_schema.json')
     writeParams(outdir)
