@@ -428,7 +428,7 @@ def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: li
     peers = lobo[lobo["method"].isin(profiles.PEERS)]
     if not peers.empty:
         bar_plot(peers, "balanced_accuracy", "dataset", img / f"{prefix}lobo.png", "Leave one batch out", "balanced accuracy (query batch)")
-        lines += [f"## {TASK_TITLES['lobo']}", "", "Each batch in turn is the unlabelled query; mean ± sd over seeds of the score averaged over held-out batches.", "", f"![lobo](img/{prefix}lobo.png)", ""]
+        lines += [f"## {TASK_TITLES['lobo']}", "", "Each held-out batch of the profile in turn is the unlabelled query; mean ± sd over seeds of the score averaged over held-out batches.", "", f"![lobo](img/{prefix}lobo.png)", ""]
         lines += [markdown_table(summary_table(peers, metrics_columns, ["dataset", "method"])), ""]
         per_split = summary_table(peers, ["balanced_accuracy", "ilisi"], ["dataset", "setting", "method"]).drop(columns="splits")
         lines += ["<details><summary>Per held-out batch (mean ± sd over seeds)</summary>", "", markdown_table(per_split.rename(columns={"setting": "query batch"})), "", "</details>", ""]
@@ -452,7 +452,7 @@ def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: li
         per_type = per_type[method_order(per_type.columns)].reset_index()
         lines += ["Rare-type F1 per type:", "", markdown_table(per_type), ""]
 
-    ablation = ok[(ok["task"] == "lobo") & ok["method"].str.startswith("scpermut") & ok["dataset"].isin(profile["ablation_datasets"]) & ok["split"].isin(profile["ablation_batches"])]
+    ablation = ok[(ok["task"] == "lobo") & ok["method"].isin(["scpermut", *profiles.ABLATIONS]) & ok["dataset"].isin(profile["ablation_datasets"]) & ok["split"].isin(profile["ablation_batches"])]
     if ablation["method"].nunique() > 1:
         bar_plot(ablation, "balanced_accuracy", "dataset", img / f"{prefix}ablation.png", "Ablation (leave one batch out)", "balanced accuracy (query batch)")
         lines += [f"## {TASK_TITLES['ablation']}", "", f"![ablation](img/{prefix}ablation.png)", ""]
