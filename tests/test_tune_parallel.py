@@ -102,3 +102,20 @@ def test_select_names_a_score_file_that_is_not_one(tmp_path):
     result = CliRunner().invoke(main, ["tune-select", str(bad), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert f"{bad}: missing score, balanced_accuracy, batch_mixing, params" in result.output
+
+
+def test_a_parallel_trial_is_tracked_like_a_sequential_one(prepared, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    from mlflow.tracking import MlflowClient
+
+    _plan(tmp_path / "plan", 1, 3, "--tune_fixed", FIXED)
+    uri = str(tmp_path / "mlruns")
+    _invoke("tune-trial", prepared, tmp_path / "plan" / "trials" / "trial_000.json", "--out", tmp_path / "t0", "--mlflow_uri", uri, *TINY)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("scpermut").experiment_id])
+    assert run.info.run_name == "tune trial 0" and run.info.status == "FINISHED"
+    score = json.loads((tmp_path / "t0" / "score.json").read_text())
+    assert run.data.metrics["score"] == pytest.approx(score["score"])
+    assert run.data.params["latent_dim"] == str(score["params"]["latent_dim"])
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 3  # one per epoch, three phases

@@ -296,6 +296,7 @@ def tune_plan(out, trials, mixing_weight, tune_fixed, seed):
 @click.argument("trial", metavar="TRIAL.json", type=click.Path(path_type=Path))
 @option("out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for score.json.")
 @seed_option
+@declared_options(options.MLFLOW_URI)
 @training_options
 @reports_errors
 def tune_trial(prepared, trial, out, **flags):

@@ -82,14 +82,17 @@ def run_trial(
     *,
     device: str = "auto",
     mixed_precision: bool = False,
+    mlflow_uri: str | None = None,
     **options,
 ) -> dict:
     """Train the trial of ``trial_path`` (its options win over ``options``) and write ``OUT/score.json``.
 
     The score file holds the trial number, the score and its parts, and ``params``: every
-    training option the trial used, so ``train --params`` on it trains the same model.
+    training option the trial used, so ``train --params`` on it trains the same model. With
+    ``mlflow_uri`` the trial is the MLflow run ``tune trial <n>``, as in a sequential search.
     """
     from scpermut.model.api import Model
+    from scpermut.tracking import log_record, tracked_run
 
     trial_path = Path(trial_path)
     plan = _read_json(trial_path, ("number", "seed", "mixing_weight", "options"))
@@ -97,8 +100,11 @@ def run_trial(
     planned = {name: tuple(value) if isinstance(value, list) else value for name, value in plan["options"].items()}
     values = {**options, **planned, "seed": plan["seed"]}
     adata, batch_key = read_tuning_data(Path(prepared_path), device, mixed_precision, values)
-    model = Model(**values).fit(adata, source=str(prepared_path))
-    scores = trial_score(model, adata, batch_key, plan["mixing_weight"])
+    with tracked_run(mlflow_uri, f"tune trial {plan['number']}", values) as callbacks:
+        model = Model(**values).fit(adata, callbacks=callbacks, source=str(prepared_path))
+        scores = trial_score(model, adata, batch_key, plan["mixing_weight"])
+        if mlflow_uri:
+            log_record(model.record.run, scores)
     log.info("trial %d: score %.4f %s", plan["number"], scores["score"], scores)
     result = {"number": plan["number"], **scores, "params": _json_values({**values, "mixed_precision": mixed_precision})}
     _atomic.write_json(Path(out) / SCORE_FILE, result)
