@@ -77,8 +77,6 @@ STANDARD = {
     "fractions": [5, 10],
     "max_rare_types": 1,
     "ablation_batches": ["ctrl101"],
-    # Kang PBMC (4 donor-batches) and mixology (5 batches): CellBench's 3 cell lines leave a search nothing to gain.
-    "tuned_datasets": ["kang_pbmc", "mixology_5batch"],
 }
 
 QUICK = {
