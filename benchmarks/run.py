@@ -223,21 +223,17 @@ def main(argv=None) -> None:
     paths, split_keys = write_splits(splits, outdir / "splits", code)
     print(f"{len(splits)} splits; running methods", flush=True)
     processes = run_methods(splits, paths, split_keys, profile, outdir, code, versions, only)
-    if only is not None:
-        if "cost" in only:
-            import cost
+    measure_cost = "cost" in only if only is not None else not args.skip_cost
+    cost_results = None
+    if measure_cost:
+        import cost
 
-            cost.run_all(profile["cost"], outdir / "cost", args.threads, code=code, versions=versions)
+        cost_results = cost.run_all(profile["cost"], outdir / "cost", args.threads, code=code, versions=versions)
+    if only is not None:
         print(f"stored {', '.join(only)} in {outdir}; a run without --only scores them and writes the page", flush=True)
         return
     scores = score_all(splits, paths, profile, outdir, processes)
     scores.to_csv(outdir / "scores.csv", index=False)
-
-    cost_results = None
-    if not args.skip_cost:
-        import cost
-
-        cost_results = cost.run_all(profile["cost"], outdir / "cost", args.threads, code=code, versions=versions)
 
     report.write(
         docs=docs,

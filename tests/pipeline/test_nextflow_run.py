@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,11 @@ def process_of(row: dict) -> str:
     return row["name"].split(" (")[0].split(":")[-1]
 
 
+def task_counts(outdir: Path, suffix: str) -> dict[str, int]:
+    """How many tasks of each process the run's trace lists."""
+    return dict(Counter(process_of(row) for row in trace_rows(outdir, suffix)))
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Path:
     """The pipeline to run: this checkout, or a copy using the nf-schema stand-in."""
@@ -157,12 +163,9 @@ def test_runtime_is_the_pinned_version():
 
 def test_test_profile_runs_every_step_once(test_run):
     _launch, outdir, _log = test_run
-    rows = trace_rows(outdir, "first")
-    counts = {name: 0 for name in TASKS}
-    for row in rows:
-        counts[process_of(row)] += 1
+    for row in trace_rows(outdir, "first"):
         assert row["status"] == "COMPLETED", row
-    assert counts == TASKS
+    assert task_counts(outdir, "first") == TASKS
 
 
 def test_test_profile_outputs(test_run):
@@ -251,10 +254,7 @@ def test_stub_run_completes(pipeline, tmp_path):
         tmp_path,
     )
     assert result.returncode == 0, explain(result, tmp_path)
-    counts = {name: 0 for name in TASKS}
-    for row in trace_rows(outdir, "stub"):
-        counts[process_of(row)] += 1
-    assert counts == TASKS
+    assert task_counts(outdir, "stub") == TASKS
     assert (outdir / "multiqc" / "multiqc_report.html").is_file()
 
 

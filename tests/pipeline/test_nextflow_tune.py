@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from test_nextflow_run import explain, nextflow, pipeline, process_of, pytestmark, trace_rows  # noqa: F401
+from test_nextflow_run import explain, nextflow, pipeline, process_of, pytestmark, task_counts, trace_rows  # noqa: F401
 
 pytest.importorskip("optuna")
 
@@ -26,16 +26,9 @@ def tune_run(pipeline, tmp_path_factory):  # noqa: F811
     return launch, outdir
 
 
-def _counts(outdir, suffix):
-    counts = {}
-    for row in trace_rows(outdir, suffix):
-        counts[process_of(row)] = counts.get(process_of(row), 0) + 1
-    return counts
-
-
 def test_tune_runs_one_task_per_trial_and_trains_with_the_best(tune_run):
     launch, outdir = tune_run
-    counts = _counts(outdir, "tune")
+    counts = task_counts(outdir, "tune")
     assert {name: counts.get(name) for name in TUNE_TASKS} == TUNE_TASKS
     assert sorted(path.name for path in (outdir / "tune" / "trials").iterdir()) == ["trial_000.json", "trial_001.json"]
 
@@ -62,7 +55,7 @@ def test_tune_resume_reruns_nothing(pipeline, tune_run):  # noqa: F811
     )
     assert result.returncode == 0, explain(result, launch)
     rows = trace_rows(outdir, "tune_resume")
-    assert {name: _counts(outdir, "tune_resume").get(name) for name in TUNE_TASKS} == TUNE_TASKS
+    assert {name: task_counts(outdir, "tune_resume").get(name) for name in TUNE_TASKS} == TUNE_TASKS
     assert [row["name"] for row in rows if row["status"] != "CACHED"] == []
 
 
@@ -75,7 +68,7 @@ def test_tune_steps_run_only_with_tune_and_no_model(pipeline, tmp_path, tune, gi
         args += ["--model", str(tmp_path / "model")]
     result = nextflow(args, tmp_path)
     assert result.returncode == 0, explain(result, tmp_path)
-    counts = _counts(outdir, "stub")
+    counts = task_counts(outdir, "stub")
     assert {name for name in counts if name.startswith("SCPERMUT_TUNE")} == expected
     assert ("SCPERMUT_TRAIN" in counts) == (not given_model)
     # A search that cannot happen is said, not silently dropped.
