@@ -14,8 +14,12 @@ from __future__ import annotations
 PEERS = ("scpermut", "scmusketeers", "scanvi", "celltypist", "pca_knn", "harmony_knn")
 
 # Each ablation variant is scpermut with options changed; run on the leave-one-batch-out splits.
+# The batch head is off by default (dann_weight 0): "+dann" adds it at the weight the tuned
+# searches chose (0.04-0.21).
 ABLATIONS = {
-    "scpermut -dann": {"use_dann": False},
+    "scpermut +dann (weight 0.2)": {"dann_weight": 0.2},
+    "scpermut -alignment": {"align_weight": 0.0},
+    "scpermut -pseudo-permutation": {"pseudo_permutation": False},
     "scpermut -permutation": {"use_permutation": False},
     "scpermut -classifier (kNN on latent)": {"use_classifier": False},
     "scpermut -focal (gamma 0)": {"focal_gamma": 0.0},

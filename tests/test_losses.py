@@ -113,11 +113,45 @@ def test_alignment_ignores_cells_without_a_type_and_types_seen_in_one_batch():
     assert float(losses.class_batch_alignment(latent, memberships, _one_hot(batches, 2))) == 0.0
 
 
-def test_alignment_of_spreads_sees_a_batch_that_only_spreads_its_cells_more():
+def test_kernel_alignment_sees_a_batch_that_only_spreads_its_cells_more():
     types = np.zeros(8, dtype=np.int64)
     batches = np.tile([0, 1], 4)
     offsets = np.repeat([-1.0, 1.0], 4)  # both batches centred on 0 ...
     latent = (offsets * np.where(batches == 1, 3.0, 1.0))[:, None].astype(np.float32)  # ... batch 1 wider
     args = (latent, _one_hot(types, 1), _one_hot(batches, 2))
     assert float(losses.class_batch_alignment(*args)) == pytest.approx(0.0, abs=1e-6)
-    assert float(losses.class_batch_alignment(*args, spreads=True)) > 0.1
+    assert float(losses.class_batch_kernel_alignment(*args)) > 0.1
+
+
+def test_kernel_alignment_compares_whole_distributions_not_only_centroids():
+    rng = np.random.default_rng(0)
+    types = np.repeat([0, 1], 200)
+    batches = np.tile([0, 1], 200)
+    memberships, batch_one_hot = _one_hot(types, 2), _one_hot(batches, 2)
+    latent = (rng.normal(size=(400, 4)) + types[:, None] * 8).astype(np.float32)
+    mixed = float(losses.class_batch_kernel_alignment(latent, memberships, batch_one_hot))
+    shifted = latent + batches[:, None].astype(np.float32) * np.float32(2.0)
+    apart = float(losses.class_batch_kernel_alignment(shifted, memberships, batch_one_hot))
+    assert mixed < 0.02 and apart > 5 * mixed
+    # Scale-free, like the centroid alignment.
+    smaller = losses.class_batch_kernel_alignment(shifted * 0.1, memberships, batch_one_hot)
+    assert float(smaller) == pytest.approx(apart, rel=1e-3)
+    # Batch 1 split into two far clumps around the same centroid: centroids see nothing.
+    clumps = latent.copy()
+    clumps[batches == 1, 0] += np.where(np.arange(200) % 2 == 0, 3.0, -3.0)
+    assert float(losses.class_batch_alignment(clumps, memberships, batch_one_hot)) < 0.02
+    assert float(losses.class_batch_kernel_alignment(clumps, memberships, batch_one_hot)) > 5 * mixed
+
+
+def test_kernel_alignment_judges_each_type_at_its_own_scale():
+    rng = np.random.default_rng(1)
+    types = np.repeat([0, 1], 200)
+    batches = np.tile([0, 1], 200)
+    memberships, batch_one_hot = _one_hot(types, 2), _one_hot(batches, 2)
+    # Type 0 is wide; type 1 is tight, and its batches sit apart on its own scale.
+    spread = np.where(types == 0, 10.0, 0.1)[:, None]
+    latent = (rng.normal(size=(400, 4)) * spread + types[:, None] * 100).astype(np.float32)
+    mixed = float(losses.class_batch_kernel_alignment(latent, memberships, batch_one_hot))
+    latent[types == 1] += (batches[types == 1, None] * 0.3).astype(np.float32)
+    apart = float(losses.class_batch_kernel_alignment(latent, memberships, batch_one_hot))
+    assert apart > 5 * mixed

@@ -108,3 +108,16 @@ def test_conditional_decoder_depends_on_the_batch_and_the_latent_does_not():
     assert not np.allclose(first["reconstruction"].numpy(), second["reconstruction"].numpy())
     # Prediction without a batch (a batch never seen in training) still works: encoder only.
     np.testing.assert_array_equal(network(x)["latent"].numpy(), first["latent"].numpy())
+
+
+def test_conditional_adversary_sees_the_class_probabilities_without_training_the_classifier(tf):
+    network = ScpermutNetwork(_config(conditional_adversary=True)).build_for_inputs()
+    # The batch head's first layer reads the latent and the three class probabilities.
+    assert network.adversary.layers[0].kernel.shape == (4 + 3, 64)
+    x = np.random.default_rng(3).random((5, 12), dtype=np.float32)
+    with tf.GradientTape() as tape:
+        batch_loss = tf.reduce_sum(network(x, training=True)["batch_probabilities"][:, 0])
+    classifier_gradients = tape.gradient(batch_loss, network.classifier.trainable_variables)
+    assert all(gradient is None for gradient in classifier_gradients)
+    plain = ScpermutNetwork(_config()).build_for_inputs()
+    assert plain.adversary.layers[0].kernel.shape == (4, 64)

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from scpermut.model.batches import CellBatches, TrainingData
-from scpermut.model.permutation import epoch_rng, permutation_targets
+from scpermut.model.permutation import epoch_rng, permutation_targets, pseudo_label_targets
 
 # 0/1 are classes, -1 unlabelled; class 2 exists in batch 0 only.
 CLASSES = np.array([0, 0, 0, 0, 1, 1, 1, 1, -1, -1, 2, 2])
@@ -124,3 +124,42 @@ def test_labelled_share_puts_class_balanced_labelled_cells_in_every_mini_batch()
         assert (classes[:3].sum(axis=0) == 1).all()  # one of each type in the labelled slots
     plain = CellBatches(data, batch_size=10, seed=0, phase=1)
     assert plain.labelled_slots == 0 and len(plain) == 10
+
+
+def test_pseudo_labelled_cells_reconstruct_a_labelled_cell_of_their_predicted_type():
+    # Labelled: class 0 in batches 0 and 1, class 1 in batch 0 only; cells 8-14 have no label.
+    classes = np.array([0, 0, 0, 0, 0, 0, 1, 1] + [-1] * 7)
+    batches = np.array([0, 0, 0, 1, 1, 1, 0, 0, 2, 2, 2, 0, 2, 2, 0])
+    # 8, 9, 11: sure of class 0; 10, 14: sure of class 1; 12: class 2 has no labelled cell;
+    # 13: the classifier is unsure.
+    pseudo = np.array([-1] * 8 + [0, 0, 1, 0, 2, -1, 1])
+    start = permutation_targets(classes, batches, epoch_rng(0, 1, 0), min_partners=2)
+    draw = lambda: pseudo_label_targets(  # noqa: E731
+        start, pseudo, classes, batches, epoch_rng(0, 1, 0, 2), min_partners=2
+    )
+    targets = draw()
+    np.testing.assert_array_equal(targets[:8], start[:8])  # labelled cells keep their partners
+    for cell in (8, 9, 10, 11, 14):
+        assert classes[targets[cell]] == pseudo[cell]
+    assert batches[targets[11]] == 1  # class 0 has partners outside batch 0
+    # Class 1's labelled cells all sit in batch 0: cell 14 (batch 0) still gets one of them.
+    assert targets[14] in (6, 7)
+    assert targets[12] == 12 and targets[13] == 13
+    np.testing.assert_array_equal(targets, draw())
+
+
+def test_cell_batches_ask_for_pseudo_labels_at_every_draw():
+    data = _data()
+    calls = []
+
+    def sure_of_class_1():
+        calls.append(1)
+        return np.where(data.train_codes < 0, 1, -1)
+
+    batches = CellBatches(
+        data, batch_size=4, seed=0, phase=1, permute=True, pseudo_labels=sure_of_class_1
+    )
+    unlabelled = np.flatnonzero(data.train_codes < 0)
+    assert (data.train_codes[batches.targets[unlabelled]] == 1).all()
+    batches.set_epoch(1)
+    assert len(calls) == 2

@@ -28,7 +28,9 @@ from scpermut.model.train import plan_phases, select_device, train_network
 from scpermut.steps.train import train_file
 
 TINY_NETWORK = {"hidden_layers": (16,), "latent_dim": 4}
+# Every module on, the batch head included (its weight is 0 by default).
 TINY_TRAINING = {
+    "dann_weight": 0.5,
     "batch_size": 32,
     "epochs_warmup": 1,
     "epochs_full": 3,
@@ -119,6 +121,8 @@ def test_phases_follow_the_switches():
         phase.name for phase in plan_phases(TrainingSettings(), no_classifier, has_labels=True)
     ] == ["warmup", "full"]
     full = plan_phases(TrainingSettings(), config, has_labels=True)[1]
+    assert full.permute and full.classifier and not full.adversary  # dann_weight 0 by default
+    full = plan_phases(TrainingSettings(dann_weight=0.5), config, has_labels=True)[1]
     assert full.permute and full.adversary and full.classifier
     full = plan_phases(
         TrainingSettings(use_permutation=False, dann_weight=0.0), config, has_labels=True
@@ -151,6 +155,12 @@ def test_negative_binomial_reconstruction_trains():
         np.isfinite(row["reconstruction_loss"]) and row["reconstruction_loss"] > 0
         for row in run.history
     )
+
+
+def test_no_batch_head_is_built_when_its_weight_is_zero():
+    run = _train(make_prepared(), dann_weight=0.0)
+    assert run.network.adversary is None and not run.config.use_dann
+    assert "adversary_loss" not in pd.DataFrame(run.history).columns
 
 
 def test_single_batch_turns_the_adversary_off_with_a_warning(caplog):

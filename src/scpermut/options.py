@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "gpu")
 EARLY_STOPPING_METRICS = ("balanced_accuracy", "mcc")
 RECONSTRUCTIONS = ("mse", "nb")
 ADVERSARY_OBJECTIVES = ("reversal", "confusion")
+ALIGNMENTS = ("kernel", "centroids")
 
 
 @dataclass(frozen=True)
@@ -111,17 +112,19 @@ TRAINING = _group(
     Option("min_epochs", 10, "Early stopping never ends a phase before this many epochs (a tie keeps the later epoch).", int),
     Option("min_validation_per_class", 5, "Fewer validation cells in some type: they train too, no early stopping.", int),
     Option("early_stopping_metric", "balanced_accuracy", "Validation score that picks the best epoch.", EARLY_STOPPING_METRICS),
-    Option("rec_weight", 1.0, "Weight of the reconstruction loss (0: off).", float),
+    Option("rec_weight", 0.5, "Weight of the reconstruction loss (0: off).", float),
     Option("clf_weight", 1.0, "Weight of the focal classification loss (0: off).", float),
-    Option("dann_weight", 0.5, "Weight of the adversarial batch loss (0: off).", float),
+    Option("dann_weight", 0.0, "Weight of the adversarial batch loss (0: no batch head).", float),
     Option("focal_gamma", 2.0, "Focal loss gamma (0: class-weighted cross-entropy).", float),
     Option("grl_lambda", 1.0, "Gradient-reversal strength.", float),
     Option("grl_ramp", True, "Ramp the gradient reversal from 0 to its strength over the adversarial epochs.", bool, negatable=True),
     Option("adversary_objective", "reversal", "Encoder vs batch head: reversal (maximise its loss) or confusion (make it uniform).", ADVERSARY_OBJECTIVES, param=False),
     Option("adversary_steps", 1, "Batch-head updates per mini-batch (extra ones with the encoder held still).", int, param=False),
-    Option("align_weight", 1.0, "Weight of the class-batch alignment of the latent (0: off).", float),
-    Option("align_spreads", False, "The alignment also matches per-dimension spreads of each type in each batch.", bool, negatable=True, param=False),
+    Option("align_weight", 3.0, "Weight of the class-batch alignment of the latent (0: off).", float),
+    Option("alignment", "kernel", "What the alignment matches: kernel (whole type-batch distributions, MMD) or centroids.", ALIGNMENTS, param=False),
     Option("pseudo_label_threshold", 0.7, "Unlabelled/query cells join the alignment under a predicted type this sure (>1: never).", float),
+    Option("pseudo_permutation", True, "Unlabelled/query cells the classifier is sure of reconstruct a labelled cell of that type.", bool, negatable=True),
+    Option("conditional_adversary", False, "The batch head also gets the predicted cell type, so it judges the batch within each type.", bool, negatable=True, param=False),
     Option("conditional_decoder", False, "The decoder also gets the batch of the cell it reconstructs (prediction needs no batch).", bool, negatable=True, param=False),
     Option("labelled_share", 0.0, "Minimum share of class-balanced labelled cells in each mini-batch of classifier phases.", float, param=False),
     Option("calibrate", True, "Temperature-scale the class probabilities on the validation cells.", bool, negatable=True),
@@ -132,7 +135,7 @@ TRAINING = _group(
     Option("reconstruction", "mse", "mse on log-normalised expression, or nb (negative binomial) on raw counts.", RECONSTRUCTIONS),
 )
 # Where the model keeps each training option; device and mixed_precision only shape the run.
-NETWORK_FIELDS = ("latent_dim", "hidden_layers", "dropout", "reconstruction", "use_classifier", "use_dann", "conditional_decoder", "grl_lambda")
+NETWORK_FIELDS = ("latent_dim", "hidden_layers", "dropout", "reconstruction", "use_classifier", "use_dann", "conditional_decoder", "conditional_adversary", "grl_lambda")
 RUNTIME_FIELDS = ("device", "mixed_precision")
 
 PREDICTION = _group(

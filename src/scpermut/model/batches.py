@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -12,7 +13,7 @@ import scipy.sparse as sp
 from scpermut import _keys
 from scpermut._plain import plain
 from scpermut.errors import InputError
-from scpermut.model.permutation import epoch_rng, permutation_targets
+from scpermut.model.permutation import epoch_rng, permutation_targets, pseudo_label_targets
 
 NOT_LABELLED = -1
 
@@ -152,6 +153,10 @@ class CellBatches(keras.utils.PyDataset):
     ``classes`` (one-hot, zeros when the cell is not a labelled training cell),
     ``batches`` (one-hot) and ``target_batches`` (one-hot batch of the cell to reconstruct,
     what a conditional decoder is told).
+
+    ``pseudo_labels`` (with ``permute``): called at each epoch's draw, returns the predicted class
+    of the unlabelled and query cells the classifier is sure of (``-1`` elsewhere); those cells
+    then reconstruct a labelled cell of that type (:func:`pseudo_label_targets`).
     """
 
     def __init__(
@@ -165,6 +170,7 @@ class CellBatches(keras.utils.PyDataset):
         permute: bool = False,
         across_batches: bool = True,
         labelled_share: float = 0.0,
+        pseudo_labels: Callable[[], np.ndarray] | None = None,
     ):
         super().__init__(workers=1, use_multiprocessing=False)
         self.data = data
@@ -174,6 +180,7 @@ class CellBatches(keras.utils.PyDataset):
         self.cells = np.arange(data.n_cells) if cells is None else np.asarray(cells)
         self.permute = permute
         self.across_batches = across_batches
+        self.pseudo_labels = pseudo_labels
         labelled = data.train_codes[self.cells] >= 0
         # Labelled slots per mini-batch: only when there are labelled and other cells to mix.
         self.labelled_slots = 0
@@ -194,6 +201,14 @@ class CellBatches(keras.utils.PyDataset):
             self.targets = permutation_targets(
                 self.data.train_codes, self.data.batch_codes, rng, self.across_batches
             )
+            if self.pseudo_labels is not None:
+                self.targets = pseudo_label_targets(
+                    self.targets,
+                    self.pseudo_labels(),
+                    self.data.train_codes,
+                    self.data.batch_codes,
+                    epoch_rng(self.seed, self.phase, epoch, 2),
+                )
         else:
             self.targets = np.arange(self.data.n_cells)
 

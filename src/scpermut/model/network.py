@@ -166,9 +166,18 @@ class ScpermutNetwork(keras.Model):
         if self.classifier is not None:
             outputs["class_probabilities"] = self.classifier(latent, training=training)
         if self.adversary is not None:
-            reversed_latent = self.gradient_reversal(latent)
-            outputs["batch_probabilities"] = self.adversary(reversed_latent, training=training)
+            outputs["batch_probabilities"] = self.adversary(
+                self.adversary_input(self.gradient_reversal(latent), outputs), training=training
+            )
         return outputs
+
+    def adversary_input(self, latent, outputs: dict):
+        """What the batch head sees: the latent, and with ``conditional_adversary`` the class
+        probabilities as given facts (no gradient flows back through them)."""
+        if not (self.network_config.conditional_adversary and "class_probabilities" in outputs):
+            return latent
+        probabilities = ops.stop_gradient(outputs["class_probabilities"])
+        return ops.concatenate([latent, ops.cast(probabilities, latent.dtype)], axis=-1)
 
     def build_for_inputs(self) -> ScpermutNetwork:
         """Create every weight by calling the network once on a zero batch; returns self."""

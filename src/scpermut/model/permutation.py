@@ -60,3 +60,44 @@ def permutation_targets(
             pool = elsewhere if elsewhere.size >= max(min_partners, 1) else members
             targets[in_batch] = rng.choice(pool, size=in_batch.size)
     return targets
+
+
+def pseudo_label_targets(
+    targets: np.ndarray,
+    pseudo_codes: np.ndarray,
+    class_codes: np.ndarray,
+    batch_codes: np.ndarray,
+    rng: np.random.Generator,
+    min_partners: int = MIN_PARTNERS,
+) -> np.ndarray:
+    """``targets`` with each pseudo-labelled cell sent to a labelled cell of its predicted type.
+
+    Parameters
+    ----------
+    targets
+        Partners from :func:`permutation_targets` (left as they are for every other cell).
+    pseudo_codes
+        Predicted class of the unlabelled and query cells the classifier is sure of, ``-1``
+        elsewhere (labelled cells included).
+    class_codes, batch_codes
+        The labelled training cells' classes (``-1`` for the others) and every cell's batch.
+
+    Returns
+    -------
+    A copy of ``targets``. A pseudo-labelled cell reconstructs a labelled cell of its predicted
+    type from another batch when there are at least ``min_partners`` of them, else from any batch;
+    a type without labelled cells leaves the cell reconstructing itself. So query cells stop
+    asking the latent to remember what their batch looks like.
+    """
+    targets = targets.copy()
+    for code in np.unique(pseudo_codes[pseudo_codes >= 0]):
+        partners = np.flatnonzero(class_codes == code)
+        if partners.size == 0:
+            continue
+        cells = np.flatnonzero(pseudo_codes == code)
+        for batch in np.unique(batch_codes[cells]):
+            in_batch = cells[batch_codes[cells] == batch]
+            elsewhere = partners[batch_codes[partners] != batch]
+            pool = elsewhere if elsewhere.size >= max(min_partners, 1) else partners
+            targets[in_batch] = rng.choice(pool, size=in_batch.size)
+    return targets

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from scpermut.errors import InputError
-from scpermut.options import ADVERSARY_OBJECTIVES, EARLY_STOPPING_METRICS, RECONSTRUCTIONS, default
+from scpermut.options import ADVERSARY_OBJECTIVES, ALIGNMENTS, EARLY_STOPPING_METRICS, RECONSTRUCTIONS, default
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ class NetworkConfig:
         The decoder also gets the one-hot batch of the cell it reconstructs (as scVI's does), so
         the latent need not carry the batch to reconstruct batch effects. Prediction uses the
         encoder only, so unseen batches still map.
+    conditional_adversary
+        The batch head also gets the classifier's probabilities (no gradient through them), so it
+        learns the batch given the cell type: the encoder then removes what the latent says
+        about the batch beyond the type, and batches that hold the types in different
+        proportions are not pushed to mix different types.
     grl_lambda
         Strength of the gradient reversal between the latent and the batch head.
     seed
@@ -65,6 +70,7 @@ class NetworkConfig:
     use_classifier: bool = default("use_classifier")
     use_dann: bool = default("use_dann")
     conditional_decoder: bool = default("conditional_decoder")
+    conditional_adversary: bool = default("conditional_adversary")
     grl_lambda: float = default("grl_lambda")
     seed: int = 0
 
@@ -130,14 +136,20 @@ class TrainingSettings:
         on the same latent with the encoder held still).
     align_weight
         Weight of the class-batch alignment in the phase that trains classifier and encoder: within
-        each mini-batch, each cell type's centroid in every batch is pulled to the type's
-        centroid over all batches (0: off). No adversary to out-run: it removes batch shifts
-        a lagging batch head lets through.
-    align_spreads
-        The alignment also matches each (type, batch) spread per latent dimension to the type's.
+        each mini-batch, each cell type's cells in every batch are pulled onto that type's cells
+        over all batches (0: off). No adversary to out-run, and batches that hold the types in
+        different proportions are not pushed to mix different types.
+    alignment
+        ``"kernel"``: each (type, batch) distribution is compared with the type's by a Gaussian
+        kernel MMD at the type's own scale; ``"centroids"``: only their centroids are compared.
     pseudo_label_threshold
         Unlabelled and query cells join the alignment under the type the classifier gives them
         with at least this probability (above 1: labelled cells only).
+    pseudo_permutation
+        In the phase that permutes and trains the classifier, unlabelled and query cells the
+        classifier gives a type with at least ``pseudo_label_threshold`` probability reconstruct
+        a labelled cell of that type, from another batch when it has enough (re-predicted at
+        every epoch); the others reconstruct themselves.
     grl_ramp
         Raise the gradient reversal from 0 to ``grl_lambda`` over the adversarial epochs.
     use_permutation, permute_across_batches
@@ -170,7 +182,8 @@ class TrainingSettings:
     adversary_objective: str = default("adversary_objective")
     adversary_steps: int = default("adversary_steps")
     align_weight: float = default("align_weight")
-    align_spreads: bool = default("align_spreads")
+    alignment: str = default("alignment")
+    pseudo_permutation: bool = default("pseudo_permutation")
     pseudo_label_threshold: float = default("pseudo_label_threshold")
     use_permutation: bool = default("use_permutation")
     permute_across_batches: bool = default("permute_across_batches")
@@ -181,6 +194,10 @@ class TrainingSettings:
         if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
             raise InputError(
                 f"`early_stopping_metric` must be one of {', '.join(EARLY_STOPPING_METRICS)}, not '{self.early_stopping_metric}'."
+            )
+        if self.alignment not in ALIGNMENTS:
+            raise InputError(
+                f"`alignment` must be one of {', '.join(ALIGNMENTS)}, not '{self.alignment}'."
             )
         if self.adversary_objective not in ADVERSARY_OBJECTIVES:
             raise InputError(

@@ -37,7 +37,7 @@ SEARCH_SPACE: dict[str, tuple] = {
     "rec_weight": ("float", 0.1, 2.0),
     "clf_weight": ("float", 0.1, 2.0),
     "dann_weight": ("float", 0.0, 1.5),
-    "align_weight": ("float", 0.0, 2.0),
+    "align_weight": ("float", 0.0, 6.0),
     "focal_gamma": ("float", 0.0, 4.0),
     "batch_size": ("choice", (64, 128, 256)),
     "epochs_warmup": ("int", 2, 20),

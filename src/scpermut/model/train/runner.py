@@ -35,6 +35,7 @@ from scpermut.model.train.plan import (
     too_few_validation_cells,
 )
 from scpermut.model.train.runtime import seed_everything
+from scpermut.model.train.scores import pseudo_label_codes
 from scpermut.model.train.trainer import PhaseTrainer
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class TrainingRun:
             log.warning(
                 "only one batch (%s): the domain adversary (DANN) is turned off", data.batches[0]
             )
+            config = dataclasses.replace(config, use_dann=False)
+        if config.use_dann and settings.dann_weight <= 0:
+            # An adversary with no weight would only add weights to the saved model.
             config = dataclasses.replace(config, use_dann=False)
         has_labels = bool((data.train_codes != NOT_LABELLED).any())
         if config.use_classifier and not has_labels:
@@ -212,6 +216,7 @@ class TrainingRun:
             permute=phase.permute,
             across_batches=self.settings.permute_across_batches,
             labelled_share=self.settings.labelled_share if phase.classifier else 0.0,
+            pseudo_labels=self._pseudo_labeller(phase),
         )
         trainer = PhaseTrainer(self.network, phase, self.settings, self.class_weights)
         adversary_optimizer = None
@@ -282,6 +287,19 @@ class TrainingRun:
             if stopper.state is None:
                 stopper.on_train_begin()
             stopper.restore_best()
+
+    def _pseudo_labeller(self, phase: Phase):
+        """What gives the cells without labels their permutation type in this phase, or None:
+        only phases that permute and train the classifier on all cells, with the option on."""
+        if not (
+            self.settings.pseudo_permutation
+            and phase.permute
+            and phase.classifier
+            and not phase.labelled_only
+        ):
+            return None
+        threshold, batch_size = self.settings.pseudo_label_threshold, self.settings.batch_size * 4
+        return lambda: pseudo_label_codes(self.network, self.data, threshold, batch_size)
 
     def phase_epochs(self) -> dict[str, int]:
         """Epochs actually run in each phase (early stopping may cut a phase short)."""

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef
 
-from scpermut.model.batches import infer
+from scpermut.model.batches import NOT_LABELLED, TrainingData, infer
 from scpermut.model.network import ScpermutNetwork
 
 
@@ -16,6 +16,19 @@ def predict_classes(network: ScpermutNetwork, expression, batch_size: int) -> np
     if expression.shape[0] == 0:
         return np.zeros((0, network.network_config.n_classes), np.float32)
     return infer(network, expression, batch_size)["class_probabilities"]
+
+
+def pseudo_label_codes(
+    network: ScpermutNetwork, data: TrainingData, threshold: float, batch_size: int
+) -> np.ndarray:
+    """The predicted class of every cell without a training label whose top probability reaches
+    ``threshold``; ``-1`` for the others and for the labelled training cells."""
+    codes = np.full(data.n_cells, NOT_LABELLED)
+    cells = np.flatnonzero(data.train_codes == NOT_LABELLED)
+    probabilities = predict_classes(network, data.expression[cells], batch_size)
+    sure = probabilities.max(axis=1) >= threshold if cells.size else np.zeros(0, bool)
+    codes[cells[sure]] = probabilities[sure].argmax(axis=1)
+    return codes
 
 
 def classification_scores(true_codes: np.ndarray, predicted_codes: np.ndarray) -> dict[str, float]:

@@ -36,7 +36,7 @@ class PhaseTrainer(keras.Model):
             self.term_weights["adversary_loss"] = settings.dann_weight
         self.confusion = settings.adversary_objective == "confusion"
         self.pseudo_threshold = settings.pseudo_label_threshold
-        self.align_spreads = settings.align_spreads
+        self.alignment = settings.alignment
         if phase.classifier and not phase.freeze_encoder and settings.align_weight > 0:
             self.term_weights["alignment_loss"] = settings.align_weight
         self.adversary_steps = settings.adversary_steps
@@ -86,11 +86,13 @@ class PhaseTrainer(keras.Model):
             per_cell = self.focal(batch["classes"], outputs["class_probabilities"])
             terms["classifier_loss"] = losses.masked_mean(per_cell, labelled)
         if "alignment_loss" in self.term_weights:
-            terms["alignment_loss"] = losses.class_batch_alignment(
-                outputs["latent"],
-                self.memberships(batch, outputs),
-                batch["batches"],
-                spreads=self.align_spreads,
+            align = (
+                losses.class_batch_kernel_alignment
+                if self.alignment == "kernel"
+                else losses.class_batch_alignment
+            )
+            terms["alignment_loss"] = align(
+                outputs["latent"], self.memberships(batch, outputs), batch["batches"]
             )
         if self.phase.adversary:
             terms["adversary_loss"] = ops.mean(
@@ -121,18 +123,18 @@ class PhaseTrainer(keras.Model):
         probabilities = outputs["batch_probabilities"]
         return -ops.mean(losses.batch_confusion_per_cell(probabilities))
 
-    def extra_adversary_steps(self, batch: dict, latent, variables: list) -> None:
+    def extra_adversary_steps(self, batch: dict, outputs: dict, variables: list) -> None:
         """``adversary_steps - 1`` more updates of the batch head on this mini-batch's latent.
 
         The encoder is held still meanwhile, so the head catches up with the latent it has to
         judge: a head that lags behind only teaches the encoder to fool it, not to drop the batch.
         The head is tiny next to the encoder and decoder, so the extra steps cost little.
         """
-        latent = tf.stop_gradient(latent)
+        seen = tf.stop_gradient(self.network.adversary_input(outputs["latent"], outputs))
         weight = self.term_weights["adversary_loss"]
         for _ in range(self.adversary_steps - 1):
             with tf.GradientTape() as tape:
-                probabilities = self.network.adversary(latent, training=True)
+                probabilities = self.network.adversary(seen, training=True)
                 loss = weight * ops.mean(
                     losses.batch_cross_entropy_per_cell(batch["batches"], probabilities)
                 )
@@ -179,7 +181,7 @@ class PhaseTrainer(keras.Model):
             )
         del tape
         if adversary_variables:
-            self.extra_adversary_steps(batch, outputs["latent"], adversary_variables)
+            self.extra_adversary_steps(batch, outputs, adversary_variables)
         self.trackers["loss"].update_state(total)
         for name, value in terms.items():
             self.trackers[name].update_state(value)
