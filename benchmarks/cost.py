@@ -84,7 +84,7 @@ def training_flops(shapes: list[list[int]], batch_size: int) -> float:
 
 
 def scpermut_training(n_cells: int, epochs: int, max_steps: int | None = None, options: dict | None = None) -> dict:
-    """Train scpermut's ``full`` phase (permutation + classifier + DANN) on synthetic cells and time it."""
+    """Train scpermut's ``full`` phase at its defaults (``options`` changed) on synthetic cells and time it."""
     import synthetic
     import tensorflow as tf
     from methods import scpermut_code_fingerprint

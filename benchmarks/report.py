@@ -257,7 +257,8 @@ def cost_section(cost: dict, img: Path) -> list[str]:
         f"Head-to-head on {fmt(ours.get('n_cells'))} SYNTHETIC cells × 2,000 genes, same architecture "
         f"(encoder {ours.get('architecture', {}).get('hidden_layers')} → latent {ours.get('architecture', {}).get('latent_dim')}, "
         "64-unit classifier and batch heads, dropout 0.1, batch 128, Adam 1e-3), same epochs of each tool's main phase "
-        "(scpermut `full`: permutation + focal classifier + DANN on all cells; scMusketeers `full_model`), each in its own process.",
+        "(scpermut `full` at its defaults: permutation, pseudo-labelled cells included, + focal classifier + kernel alignment on all cells, no batch head; "
+        "scMusketeers `full_model`: permutation + classifier + DANN), each in its own process.",
         "",
         markdown_table(pd.DataFrame(rows), 2),
         "",
@@ -275,7 +276,7 @@ def cost_section(cost: dict, img: Path) -> list[str]:
     out += [
         "### Scaling (SYNTHETIC cells)",
         "",
-        "scpermut's `full` phase (permutation + focal classifier + DANN), default architecture, on synthetic cells held as `scpermut train` holds a "
+        "scpermut's `full` phase at its defaults (permutation with pseudo-labels + focal classifier + kernel alignment), default architecture, on synthetic cells held as `scpermut train` holds a "
         "`prepared.h5ad`: log-normalised `X` and the raw-count layer, both sparse. Up to 100k cells a whole epoch is timed (including the per-epoch "
         "validation pass); at 1M, a few hundred steps are timed and the epoch is extrapolated as steps per epoch × median step + the measured per-epoch overhead.",
         "",
