@@ -53,13 +53,26 @@ def permutation_targets(
         if not across_batches:
             targets[members] = rng.choice(members, size=members.size)
             continue
-        member_batches = batch_codes[members]
-        for batch in np.unique(member_batches):
-            in_batch = members[member_batches == batch]
-            elsewhere = members[member_batches != batch]
-            pool = elsewhere if elsewhere.size >= max(min_partners, 1) else members
-            targets[in_batch] = rng.choice(pool, size=in_batch.size)
+        _draw_partners(targets, members, members, batch_codes, rng, min_partners)
     return targets
+
+
+def _draw_partners(
+    targets: np.ndarray,
+    cells: np.ndarray,
+    partners: np.ndarray,
+    batch_codes: np.ndarray,
+    rng: np.random.Generator,
+    min_partners: int,
+) -> None:
+    """Set ``targets[cells]`` to draws from ``partners``, batch by batch: from the partners in the
+    other batches when there are at least ``min_partners`` of them, else from all of them."""
+    cell_batches, partner_batches = batch_codes[cells], batch_codes[partners]
+    for batch in np.unique(cell_batches):
+        in_batch = cells[cell_batches == batch]
+        elsewhere = partners[partner_batches != batch]
+        pool = elsewhere if elsewhere.size >= max(min_partners, 1) else partners
+        targets[in_batch] = rng.choice(pool, size=in_batch.size)
 
 
 def pseudo_label_targets(
@@ -95,9 +108,5 @@ def pseudo_label_targets(
         if partners.size == 0:
             continue
         cells = np.flatnonzero(pseudo_codes == code)
-        for batch in np.unique(batch_codes[cells]):
-            in_batch = cells[batch_codes[cells] == batch]
-            elsewhere = partners[batch_codes[partners] != batch]
-            pool = elsewhere if elsewhere.size >= max(min_partners, 1) else partners
-            targets[in_batch] = rng.choice(pool, size=in_batch.size)
+        _draw_partners(targets, cells, partners, batch_codes, rng, min_partners)
     return targets

@@ -36,7 +36,11 @@ class PhaseTrainer(keras.Model):
             self.term_weights["adversary_loss"] = settings.dann_weight
         self.confusion = settings.adversary_objective == "confusion"
         self.pseudo_threshold = settings.pseudo_label_threshold
-        self.alignment = settings.alignment
+        self.align = (
+            losses.class_batch_kernel_alignment
+            if settings.alignment == "kernel"
+            else losses.class_batch_alignment
+        )
         if phase.classifier and not phase.freeze_encoder and settings.align_weight > 0:
             self.term_weights["alignment_loss"] = settings.align_weight
         self.adversary_steps = settings.adversary_steps
@@ -86,12 +90,7 @@ class PhaseTrainer(keras.Model):
             per_cell = self.focal(batch["classes"], outputs["class_probabilities"])
             terms["classifier_loss"] = losses.masked_mean(per_cell, labelled)
         if "alignment_loss" in self.term_weights:
-            align = (
-                losses.class_batch_kernel_alignment
-                if self.alignment == "kernel"
-                else losses.class_batch_alignment
-            )
-            terms["alignment_loss"] = align(
+            terms["alignment_loss"] = self.align(
                 outputs["latent"], self.memberships(batch, outputs), batch["batches"]
             )
         if self.phase.adversary:
