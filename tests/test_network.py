@@ -121,3 +121,18 @@ def test_conditional_adversary_sees_the_class_probabilities_without_training_the
     assert all(gradient is None for gradient in classifier_gradients)
     plain = ScpermutNetwork(_config()).build_for_inputs()
     assert plain.adversary.layers[0].kernel.shape == (4, 64)
+
+
+def test_latent_without_dropout_is_the_training_latent_minus_the_dropout_noise():
+    x = np.random.default_rng(4).random((32, 12), dtype=np.float32)
+    noisy = ScpermutNetwork(_config(dropout=0.5)).build_for_inputs()
+    clean = noisy.latent_without_dropout(x).numpy()
+    # No dropout draw: the same cells give the same latent, unlike the dropout-noised one.
+    np.testing.assert_array_equal(clean, noisy.latent_without_dropout(x).numpy())
+    assert not np.allclose(clean, noisy(x, training=True)["latent"].numpy())
+    # Batch-norm still normalises with the mini-batch, as in training: with dropout 0 the two agree.
+    plain = ScpermutNetwork(_config(dropout=0.0)).build_for_inputs()
+    np.testing.assert_allclose(
+        plain.latent_without_dropout(x).numpy(), plain(x, training=True)["latent"].numpy(), rtol=1e-6, atol=1e-6
+    )
+    assert not np.allclose(plain.latent_without_dropout(x).numpy(), plain(x)["latent"].numpy())

@@ -157,6 +157,26 @@ def test_negative_binomial_reconstruction_trains():
     )
 
 
+def test_alignment_judges_the_latent_without_dropout_noise():
+    from scpermut.model.network import ScpermutNetwork
+    from scpermut.model.train.plan import Phase
+    from scpermut.model.train.trainer import PhaseTrainer
+
+    config = NetworkConfig(n_genes=12, n_classes=3, n_batches=2, hidden_layers=(16,), latent_dim=4, dropout=0.5)
+    network = ScpermutNetwork(config).build_for_inputs()
+    trainer = PhaseTrainer(network, Phase("full", 1, False, True, False), TrainingSettings(), np.ones(3, np.float32))
+    rng = np.random.default_rng(5)
+    batch = {
+        "x": rng.random((24, 12), dtype=np.float32),
+        "classes": np.eye(3, dtype=np.float32)[np.arange(24) % 3],
+        "batches": np.eye(2, dtype=np.float32)[np.arange(24) // 12],
+    }
+    # Two dropout draws: the classifier sees the noise, the alignment does not.
+    first, second = (trainer.loss_terms(batch, network(batch["x"], training=True)) for _ in range(2))
+    assert float(first["classifier_loss"]) != float(second["classifier_loss"])
+    assert float(first["alignment_loss"]) == float(second["alignment_loss"]) > 0
+
+
 def test_no_batch_head_is_built_when_its_weight_is_zero():
     run = _train(make_prepared(), dann_weight=0.0)
     assert run.network.adversary is None and not run.config.use_dann

@@ -171,6 +171,16 @@ class ScpermutNetwork(keras.Model):
             )
         return outputs
 
+    def latent_without_dropout(self, inputs):
+        """The latent in training mode (batch-norm on the mini-batch's statistics) without dropout:
+        the latent that prediction will see, for the loss terms that must judge that latent rather
+        than a dropout-noised copy (dropout noise hides a batch's offset below its scale)."""
+        hidden = inputs
+        for layer in self.encoder.layers:
+            if not isinstance(layer, layers.Dropout):
+                hidden = layer(hidden, training=True)
+        return ops.cast(hidden, "float32")
+
     def adversary_input(self, latent, outputs: dict):
         """What the batch head sees: the latent, and with ``conditional_adversary`` the class
         probabilities as given facts (no gradient flows back through them)."""

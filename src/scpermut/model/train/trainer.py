@@ -91,7 +91,7 @@ class PhaseTrainer(keras.Model):
             terms["classifier_loss"] = losses.masked_mean(per_cell, labelled)
         if "alignment_loss" in self.term_weights:
             terms["alignment_loss"] = self.align(
-                outputs["latent"], self.memberships(batch, outputs), batch["batches"]
+                self.aligned_latent(batch, outputs), self.memberships(batch, outputs), batch["batches"]
             )
         if self.phase.adversary:
             terms["adversary_loss"] = ops.mean(
@@ -100,6 +100,17 @@ class PhaseTrainer(keras.Model):
                 )
             )
         return terms
+
+    def aligned_latent(self, batch: dict, outputs: dict):
+        """The latent the alignment judges: the one prediction will see, without dropout.
+
+        Measured on CellBench (leave one batch out), aligning the dropout-noised latent left
+        the held-out batch apart at prediction time (iLISI 0.13): the noise hides an offset
+        smaller than itself from the alignment, and prediction runs without the noise.
+        """
+        if self.network.network_config.dropout == 0:
+            return outputs["latent"]
+        return self.network.latent_without_dropout(batch["x"])
 
     def memberships(self, batch: dict, outputs: dict):
         """Cell-type weights for the alignment: the label of labelled training cells, and for the
