@@ -1,0 +1,60 @@
+"""Score scpermut with changed options on one benchmark split, seed by seed: a quick A/B before a full run.
+
+    /work/bench-venv/bin/python benchmarks/try_options.py cellbench_3cl lobo --seeds 0,1,2 --options '{"align_weight": 1.0}'
+
+``lobo`` holds out the dataset's first batch (sorted), as the standard profile does;
+``partial5`` / ``partial10`` label that share of each type (the seed draws the labelled cells).
+Prints one JSON line per seed (balanced accuracy, iLISI, label silhouette, epochs run) and
+their mean. Nothing is cached or written: the page still comes from ``run.py`` alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import methods  # noqa: E402
+import scoring  # noqa: E402
+import tasks  # noqa: E402
+from common import BATCH  # noqa: E402
+
+SHOWN = ("balanced_accuracy", "ilisi", "label_silhouette")
+
+
+def split_for(adata, split: str, seed: int):
+    if split == "lobo":
+        return tasks.leave_one_batch_out(adata, sorted(adata.obs[BATCH].unique())[0])
+    if split.startswith("partial"):
+        return tasks.partial_atlas(adata, float(split.removeprefix("partial")) / 100, seed)
+    raise SystemExit(f"unknown split {split!r}: lobo, partial5, partial10, ...")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(tasks.DATASETS))
+    parser.add_argument("split", help="lobo, or partialN (N %% of each type labelled)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--options", default="{}", help="scpermut options as JSON, e.g. '{\"min_epochs\": 30}'")
+    args = parser.parse_args(argv)
+    options = json.loads(args.options)
+    adata = tasks.DATASETS[args.dataset].load()
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        start = time.perf_counter()
+        split = split_for(adata, args.split, seed)
+        prediction = methods.scpermut(split, seed, {"options": options})
+        scores = scoring.score(split, prediction.labels, prediction.latent)
+        row = {"seed": seed, **{name: round(scores[name], 3) for name in SHOWN}, "epochs": prediction.settings["epochs_run"], "seconds": round(time.perf_counter() - start, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(json.dumps({"mean": {name: round(float(np.mean([row[name] for row in rows])), 3) for name in SHOWN}, "options": options}))
+
+
+if __name__ == "__main__":
+    main()
