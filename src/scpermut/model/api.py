@@ -22,6 +22,7 @@ from scpermut.model.settings import NetworkConfig, TrainingSettings
 from scpermut.model.train import (
     classification_scores,
     describe_device,
+    platform_record,
     predict_classes,
     train_network,
 )
@@ -149,6 +150,7 @@ class Model:
             "parameters": {"network": run.config.to_dict(), "training": self.settings.to_dict()},
             "device": describe_device(),
             "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""),
+            "platform": platform_record(),
             "input": {"name": source, "fingerprint": fingerprint},
             "n_cells": data.n_cells,
             "n_genes": len(data.genes),

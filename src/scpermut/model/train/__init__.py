@@ -9,7 +9,7 @@
 
 from scpermut.model.train.plan import Phase, plan_phases
 from scpermut.model.train.runner import TrainingRun, train_network
-from scpermut.model.train.runtime import describe_device, seed_everything, select_device
+from scpermut.model.train.runtime import describe_device, platform_record, seed_everything, select_device
 from scpermut.model.train.scores import classification_scores, predict_classes
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "classification_scores",
     "describe_device",
     "plan_phases",
+    "platform_record",
     "predict_classes",
     "seed_everything",
     "select_device",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import platform
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -57,3 +60,49 @@ def describe_device() -> str:
         ", mixed precision" if keras.mixed_precision.global_policy().name == "mixed_float16" else ""
     )
     return f"gpu ({name}{precision})"
+
+
+# Instruction-set extensions that change which float kernels TensorFlow and numpy's BLAS run.
+_ISA_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve",
+)
+
+
+def _cpu_info() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty off Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.split("\n\n")[0].splitlines():
+        name, _, value = line.partition(":")
+        fields[name.strip()] = value.strip()
+    return fields
+
+
+def platform_record() -> dict:
+    """What decides whether two runs can be bit-identical: CPU, instruction set, TensorFlow build.
+
+    Same data and seed give bit-identical results on machines with the same ``cpu_kind`` and the
+    same TensorFlow build; across CPU kinds the float kernels round differently, so results agree
+    only within a tolerance (README, "Reproducibility").
+    """
+    info = _cpu_info()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    isa = [flag for flag in _ISA_FLAGS if flag in flags]
+    vendor = info.get("vendor_id") or info.get("CPU implementer") or platform.processor() or "unknown"
+    model = info.get("model name") or info.get("CPU part") or platform.machine()
+    build = {key: value if isinstance(value, bool) else str(value) for key, value in tf.sysconfig.get_build_info().items()}
+    return {
+        "cpu_kind": f"{vendor} {model} [{' '.join(isa) or 'no extension listed'}]",
+        "cpu_vendor": vendor,
+        "cpu_model": model,
+        "instruction_set": isa,
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "tensorflow_build": {"version": tf.__version__, "git_version": tf.version.GIT_VERSION, **build},
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""),
+    }
