@@ -24,6 +24,7 @@ def _config(**changes) -> NetworkConfig:
         "hidden_layers": (16, 8),
         "latent_dim": 4,
         "seed": 0,
+        "batch_head": True,
     }
     return NetworkConfig(**{**values, **changes})
 
@@ -68,7 +69,7 @@ def test_network_outputs_every_head_with_the_right_shapes():
 
 @pytest.mark.parametrize(
     ("switch", "missing"),
-    [("use_classifier", "class_probabilities"), ("use_dann", "batch_probabilities")],
+    [("use_classifier", "class_probabilities"), ("batch_head", "batch_probabilities")],
 )
 def test_switched_off_heads_are_not_built(switch, missing):
     network = ScpermutNetwork(_config(**{switch: False})).build_for_inputs()

@@ -59,7 +59,7 @@ def annotated(prepared, trained) -> ad.AnnData:
 @pytest.fixture(scope="session")
 def latent_uncorrected(prepared) -> np.ndarray:
     """The same model with both batch-correction terms off: no adversary, no class-batch alignment."""
-    model = Model(use_dann=False, align_weight=0.0, **TEST_SETTINGS).fit(prepared)
+    model = Model(align_weight=0.0, **TEST_SETTINGS).fit(prepared)
     return annotate(prepared, model, umap=False, copy=True).obsm[_keys.LATENT]
 
 

@@ -101,6 +101,7 @@ def _train(adata, checkpoint_dir=None, resume=False, callbacks=(), **changes):
         n_genes=len(data.genes),
         n_classes=len(data.classes),
         n_batches=len(data.batches),
+        batch_head=settings.dann_weight > 0,
         **network_options,
     )
     return train_network(
@@ -121,19 +122,19 @@ def test_phases_follow_the_switches():
         phase.name for phase in plan_phases(TrainingSettings(), no_classifier, has_labels=True)
     ] == ["warmup", "full"]
     full = plan_phases(TrainingSettings(), config, has_labels=True)[1]
-    assert full.permute and full.classifier and not full.adversary  # dann_weight 0 by default
-    full = plan_phases(TrainingSettings(dann_weight=0.5), config, has_labels=True)[1]
-    assert full.permute and full.adversary and full.classifier
-    full = plan_phases(
-        TrainingSettings(use_permutation=False, dann_weight=0.0), config, has_labels=True
-    )[1]
-    assert not full.permute and not full.adversary and full.classifier
+    assert full.permute and full.terms == ("reconstruction", "classifier", "alignment")  # no batch head by default
+    with_head = NetworkConfig(n_genes=5, n_classes=2, n_batches=2, batch_head=True)
+    warmup, full, finetune = plan_phases(TrainingSettings(dann_weight=0.5), with_head, has_labels=True)
+    assert warmup.terms == ("reconstruction", "adversary") and finetune.terms == ("classifier",)
+    assert full.permute and full.terms == ("reconstruction", "classifier", "alignment", "adversary")
+    full = plan_phases(TrainingSettings(use_permutation=False, align_weight=0.0), config, has_labels=True)[1]
+    assert not full.permute and full.terms == ("reconstruction", "classifier")
 
 
 @pytest.mark.parametrize(
     ("changes", "absent_loss"),
     [
-        ({"use_dann": False}, "adversary_loss"),
+        ({"dann_weight": 0.0}, "adversary_loss"),
         ({"use_classifier": False}, "classifier_loss"),
         ({"rec_weight": 0.0}, "reconstruction_loss"),
         ({"use_permutation": False}, None),
@@ -164,7 +165,7 @@ def test_alignment_judges_the_latent_without_dropout_noise():
 
     config = NetworkConfig(n_genes=12, n_classes=3, n_batches=2, hidden_layers=(16,), latent_dim=4, dropout=0.5)
     network = ScpermutNetwork(config).build_for_inputs()
-    trainer = PhaseTrainer(network, Phase("full", 1, False, True, False), TrainingSettings(), np.ones(3, np.float32))
+    trainer = PhaseTrainer(network, Phase("full", 1, ("classifier", "alignment")), TrainingSettings(), np.ones(3, np.float32))
     rng = np.random.default_rng(5)
     batch = {
         "x": rng.random((24, 12), dtype=np.float32),
@@ -173,13 +174,13 @@ def test_alignment_judges_the_latent_without_dropout_noise():
     }
     # Two dropout draws: the classifier sees the noise, the alignment does not.
     first, second = (trainer.loss_terms(batch, network(batch["x"], training=True)) for _ in range(2))
-    assert float(first["classifier_loss"]) != float(second["classifier_loss"])
-    assert float(first["alignment_loss"]) == float(second["alignment_loss"]) > 0
+    assert float(first["classifier"]) != float(second["classifier"])
+    assert float(first["alignment"]) == float(second["alignment"]) > 0
 
 
 def test_no_batch_head_is_built_when_its_weight_is_zero():
     run = _train(make_prepared(), dann_weight=0.0)
-    assert run.network.adversary is None and not run.config.use_dann
+    assert run.network.adversary is None and not run.config.batch_head
     assert "adversary_loss" not in pd.DataFrame(run.history).columns
 
 

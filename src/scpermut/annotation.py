@@ -253,7 +253,7 @@ def annotate(
             ),
             "training": {
                 key: record.run[key]
-                for key in ("device", "input", "validation", "epochs_run", "dann", "n_cells")
+                for key in ("device", "input", "validation", "epochs_run", "loss_terms", "batch_head", "n_cells")
                 if key in record.run
             },
             "versions": record.run.get("versions", {}),

@@ -18,6 +18,14 @@ from scpermut.options import Option, flag_text
 log = logging.getLogger("scpermut")
 
 
+class DeclaredOption(click.Option):
+    """A click option made from a declared :class:`~scpermut.options.Option`, which it keeps."""
+
+    def __init__(self, *args, declared: Option, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.declared = declared
+
+
 def option(name: str, python_name: str | None = None, **kwargs):
     """A click option accepting both ``--snake_case`` and ``--kebab-case`` spellings.
 
@@ -62,40 +70,58 @@ def reports_errors(func):
 
 
 def _click_kwargs(declared: Option) -> dict:
-    """The click keyword arguments of one declared option."""
+    """The click keyword arguments of one declared option: its type, limits, default and help."""
     kwargs = {"default": declared.cli_default(), "show_default": declared.default is not None, "help": declared.help}
     if declared.kind is bool:
         kwargs.update(is_flag=True, negatable=declared.negatable)
-    elif declared.kind == "int_list":
-        kwargs["callback"] = _int_list
     elif isinstance(declared.kind, tuple):
         kwargs["type"] = click.Choice(declared.kind)
+    elif declared.kind in (int, float):
+        range_type = click.IntRange if declared.kind is int else click.FloatRange
+        kwargs["type"] = range_type(**_range(declared.limits or {}))
     else:
-        kwargs["type"] = declared.kind
+        kwargs["type"] = str
+        if declared.kind == "int_list" or declared.pattern:
+            kwargs["callback"] = functools.partial(_checked, declared)
     return kwargs
+
+
+def _range(limits: dict) -> dict:
+    """click's range arguments for JSON-schema limits."""
+    bounds = {}
+    for name, (side, is_open) in {"minimum": ("min", False), "exclusiveMinimum": ("min", True), "maximum": ("max", False), "exclusiveMaximum": ("max", True)}.items():
+        if name in limits:
+            bounds[side], bounds[f"{side}_open"] = limits[name], is_open
+    return bounds
+
+
+def _checked(declared: Option, ctx, param, value):
+    """Parse ``256,128`` into ``(256, 128)`` and check a value against its option's pattern."""
+    if value is None:
+        return value
+    if declared.kind == "int_list":
+        try:
+            value = tuple(int(part) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            raise click.BadParameter("give comma-separated integers, e.g. 256,128") from None
+    if (problem := declared.problem(value)) is not None:
+        raise click.BadParameter(problem)
+    return value
 
 
 def declared_options(*groups):
     """A decorator adding one click option per declared option (see ``scpermut.options``), in order.
 
-    Each option's value reaches the command under its Python name (``--dann`` -> ``use_dann``).
+    Each option's value reaches the command under its Python name (``--classifier`` -> ``use_classifier``).
     """
     declared = [item for group in groups for item in (group.values() if isinstance(group, dict) else [group])]
 
     def decorate(func):
         for item in reversed(declared):
-            func = option(item.cli, python_name=item.name, **_click_kwargs(item))(func)
+            func = option(item.cli, python_name=item.name, cls=DeclaredOption, declared=item, **_click_kwargs(item))(func)
         return func
 
     return decorate
-
-
-def _int_list(ctx, param, value):
-    """Parse ``256,128`` into ``(256, 128)``."""
-    try:
-        return tuple(int(part) for part in str(value).split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter("give comma-separated integers, e.g. 256,128") from None
 
 
 def apply_params_file(flags: dict) -> dict:
@@ -125,7 +151,29 @@ seed_option = declared_options(options.SEED)
 training_options = declared_options(options.TRAINING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class SectionedCommand(click.Command):
+    """A command whose ``--help`` lists its own input and output options first, then one section per
+    :data:`scpermut.options.SECTIONS` entry."""
+
+    def format_options(self, ctx, formatter):
+        records = {param.name: param.get_help_record(ctx) for param in self.get_params(ctx) if isinstance(param, click.Option)}
+        sectioned = {option.name for section in options.SECTIONS for option in section.options}
+        groups = [("Input and output", [name for name in records if name not in sectioned])]
+        groups += [(section.title, [option.name for option in section.options]) for section in options.SECTIONS]
+        for title, names in groups:
+            rows = [records[name] for name in names if records.get(name)]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+class CommandGroup(click.Group):
+    """The ``scpermut`` group: every command lists its options by section."""
+
+    command_class = SectionedCommand
+
+
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="scpermut")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
@@ -325,35 +373,6 @@ def tune_select(scores, out):
     best = select_best(scores, out)
     log.info("tune-select: best score %.4f (trial %d) of %d -> %s", best["score"], best["number"], len(scores), out / BEST_PARAMS_FILE)
 
-# The sections of `run --help` and `label --help`, in order: section title -> parameter names.
-_MODEL_NAMES = (*options.NETWORK_FIELDS, "use_permutation", "permute_across_batches", "rec_weight", "clf_weight", "dann_weight", "focal_gamma", "grl_ramp")
-HELP_SECTIONS = {
-    "Input": ("input", "query", "layer", *options.KEYS, "model"),
-    "Quality control and genes": (*options.QC, *options.PREPARE),
-    "Model": _MODEL_NAMES,
-    "Training": ("seed", "params", "resume", *(name for name in options.TRAINING if name not in _MODEL_NAMES)),
-    "Output": ("outdir", "overwrite", *options.PREDICTION, "umap", "mlflow_uri"),
-}
-
-
-class SectionedCommand(click.Command):
-    """A command whose ``--help`` lists its options in the sections of ``HELP_SECTIONS``."""
-
-    def format_options(self, ctx, formatter):
-        records = {param.name: param.get_help_record(ctx) for param in self.get_params(ctx) if isinstance(param, click.Option)}
-        placed = set()
-        for title, names in HELP_SECTIONS.items():
-            rows = [records[name] for name in names if records.get(name) and name not in placed]
-            placed.update(names)
-            if rows:
-                with formatter.section(f"{title} options"):
-                    formatter.write_dl(rows)
-        rest = [record for name, record in records.items() if record and name not in placed]
-        if rest:
-            with formatter.section("Other options"):
-                formatter.write_dl(rest)
-
-
 def run_options(umap: Option):
     """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting, resuming, tracking."""
 
@@ -384,7 +403,7 @@ Examples:
 """
 
 
-@main.command(cls=SectionedCommand, epilog=RUN_EXAMPLE)
+@main.command(epilog=RUN_EXAMPLE)
 @option("input", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Samplesheet CSV: sample,h5ad[,role,batch_col,label_col,unknown_label,layer].")
 @run_options(options.UMAP)
 @key_options
@@ -413,7 +432,7 @@ def run(outdir, model, layer, **flags):
     click.echo(summary_text(result))
 
 
-@main.command(cls=SectionedCommand, epilog=LABEL_EXAMPLE)
+@main.command(epilog=LABEL_EXAMPLE)
 @click.argument("atlas", metavar="ATLAS.h5ad", type=click.Path(dir_okay=False, path_type=Path))
 @option("query", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Annotate this file instead of the atlas's unlabelled cells (its labels, if any, only score the result).")
 @run_options(options.LABEL_UMAP)
@@ -437,6 +456,21 @@ def label(atlas, query, outdir, model, layer, **flags):
     apply_params_file(flags)
     result = label_atlas(atlas, outdir, options_from_flags(flags, model_dir=model), query=query, layer=layer)
     click.echo(summary_text(result))
+
+
+@main.command("options")
+@option("nextflow", "pipeline_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="Pipeline checkout whose nextflow.config params, nextflow_schema.json sections and conf/modules_args.config to write.")
+@option("check", is_flag=True, help="Write nothing; exit 1 when a generated file is not up to date.")
+@reports_errors
+def options_command(pipeline_dir, check):
+    """Write the pipeline's params, launch-form sections and step flags from the declared options."""
+    from scpermut.pipeline_files import write
+
+    changed = write(pipeline_dir, main.commands, check=check)
+    for path in changed:
+        log.info("%s: %s", path, "out of date" if check else "written")
+    if check and changed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

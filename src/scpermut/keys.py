@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from scpermut.options import default
+from scpermut.options import check, default
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class Keys:
     class_key: str = default("class_key")
     batch_key: str = default("batch_key")
     unlabeled_category: str = default("unlabeled_category")
+
+    def __post_init__(self):
+        check(asdict(self))
 
     def to_dict(self) -> dict[str, str]:
         """``{"class_key": ..., "batch_key": ..., "unlabeled_category": ...}``."""

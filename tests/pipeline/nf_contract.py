@@ -78,7 +78,10 @@ CONFIG_PARAMS = parse_params_block(REPO / "nextflow.config", REPO)
 TEST_PARAMS = {**CONFIG_PARAMS, **parse_params_block(REPO / "conf" / "test.config", REPO)}
 NEXTFLOW_SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())
 INPUT_SCHEMA = json.loads((REPO / "assets" / "schema_input.json").read_text())
-EXT_ARGS = ext_args_closures(REPO / "conf" / "modules.config")
+EXT_ARGS = {
+    **ext_args_closures(REPO / "conf" / "modules.config"),
+    **ext_args_closures(REPO / "conf" / "modules_args.config"),
+}
 
 
 def samplesheet_rows(path: Path) -> list[dict]:

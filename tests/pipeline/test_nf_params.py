@@ -155,44 +155,34 @@ def test_schema_params_are_documented_with_type_and_description():
         )
 
 
+def test_the_generated_nextflow_files_are_the_committed_ones():
+    """``scpermut.options`` is the one source: params, launch form and step flags are written from it."""
+    from scpermut.cli import main
+    from scpermut.pipeline_files import generated_files
+
+    for path, text in generated_files(REPO, main.commands).items():
+        assert path.read_text() == text, (
+            f"{path.relative_to(REPO)} is not what scpermut.options gives; run `scpermut options --nextflow .`"
+        )
 
 
-def _same_default(param_default, declared_default) -> bool:
-    if isinstance(declared_default, bool) or isinstance(param_default, bool):
-        return param_default is declared_default
-    if isinstance(declared_default, (int, float)):
-        return isinstance(param_default, (int, float)) and float(param_default) == float(declared_default)
-    return str(param_default) == str(declared_default)
-
-
-def test_config_and_schema_params_have_the_declared_option_defaults():
-    """``scpermut.options`` is the one source: ``nextflow.config`` and the schema follow it."""
+def test_the_launch_form_says_what_the_cli_says():
     from scpermut import options
 
-    declared = options.pipeline_params()
     schema = schema_params(NEXTFLOW_SCHEMA)
-    for name, default in declared.items():
-        assert name in CONFIG_PARAMS, f"option {name} is a pipeline param but nextflow.config has no params.{name}"
-        assert _same_default(CONFIG_PARAMS[name], default), (
-            f"params.{name} = {CONFIG_PARAMS[name]!r} in nextflow.config, {default!r} in scpermut.options"
-        )
-        assert _same_default(schema[name].get("default"), default), (
-            f"{name}: default {schema[name].get('default')!r} in nextflow_schema.json, {default!r} in scpermut.options"
-        )
+    for option in options.ALL.values():
+        if option.param:
+            assert schema[option.cli]["description"] == option.help, option.cli
+            for bound, value in (option.limits or {}).items():
+                assert schema[option.cli][bound] == value, (option.cli, bound)
 
 
-def test_every_cli_option_comes_from_the_declaration():
-    """The click options of every step are generated from ``scpermut.options``: same default and help."""
+def test_every_cli_option_of_a_declared_name_comes_from_the_declaration():
+    """No command hand-writes a twin of a declared option (its default or help would drift)."""
     from scpermut import options
 
-    declared = [*options.ALL.values(), *options.CLI_ONLY]
+    names = {option.name for option in [*options.ALL.values(), options.INFERENCE_BATCH_SIZE, options.LAYER, options.PARAMS, options.MLFLOW_URI]}
     for command in cli_commands().values():
         for parameter in command.params:
-            if not isinstance(parameter, click.Option):
-                continue
-            candidates = [o for o in declared if o.name == parameter.name and f"--{o.cli}" in parameter.opts]
-            if not candidates:
-                continue  # a step's own argument (--outdir, --sample...)
-            assert any(
-                parameter.default == o.cli_default() and parameter.help == o.help for o in candidates
-            ), (command.name, parameter.name)
+            if isinstance(parameter, click.Option) and parameter.name in names:
+                assert getattr(parameter, "declared", None) is not None, (command.name, parameter.name)

@@ -150,9 +150,10 @@ BOOLEAN_PARAMS = sorted(
 
 
 def test_boolean_params_are_read_with_to_boolean():
-    """A command-line `--dann false` can reach the pipeline as the string 'false', which
-    Groovy takes as true: every read of a boolean param must go through toBoolean()."""
-    assert {"dann", "umap", "mixed_precision", "validate_params"} <= set(BOOLEAN_PARAMS)
+    """A `--calibrate false` from a params file or a launch form can reach the pipeline as the
+    string 'false', which Groovy takes as true: every read of a boolean param must go through
+    toBoolean()."""
+    assert {"calibrate", "umap", "mixed_precision", "validate_params"} <= set(BOOLEAN_PARAMS)
     read = set()
     for path in [*NF_FILES, *CONFIG_FILES]:
         text = strip_comments(path.read_text())
@@ -172,7 +173,7 @@ def test_boolean_params_are_read_with_to_boolean():
 def test_a_false_boolean_param_turns_its_flag_off_whatever_its_type(given):
     params = {**CONFIG_PARAMS, **dict.fromkeys(BOOLEAN_PARAMS, given)}
     train = evaluate(EXT_ARGS["SCPERMUT_TRAIN"], {"params": params}).split()
-    off = {"--no-dann", "--no-classifier", "--no-permutation", "--no-grl_ramp", "--no-calibrate"}
+    off = {"--no-classifier", "--no-permutation", "--no-grl_ramp", "--no-calibrate", "--no-pseudo_permutation"}
     assert off | {"--no-permute_across_batches"} <= set(train), train
     assert "--mixed_precision" not in train
     assert "--no-umap" in evaluate(EXT_ARGS["SCPERMUT_PREDICT"], {"params": params}).split()

@@ -19,7 +19,7 @@ from scpermut import _keys
 from scpermut._version import __version__
 from scpermut.errors import InputError
 from scpermut.keys import Keys
-from scpermut.options import default
+from scpermut.options import check, default
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ class PrepareSettings:
     min_shared_genes: int = default("min_shared_genes")
     validation_fraction: float = default("validation_fraction")
     seed: int = default("seed")
+
+    def __post_init__(self):
+        check(asdict(self))
 
 
 def _role(adata: ad.AnnData) -> str:

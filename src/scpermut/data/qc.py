@@ -17,7 +17,7 @@ from scpermut import _keys
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.errors import InputError
 from scpermut.keys import Keys
-from scpermut.options import default
+from scpermut.options import check, default
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ class QCThresholds:
     min_counts: int = default("min_counts")
     max_pct_mito: float = default("max_pct_mito")
     min_cells: int = default("min_cells")
+
+    def __post_init__(self):
+        check(asdict(self))
 
 
 def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:

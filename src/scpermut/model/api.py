@@ -29,7 +29,8 @@ from scpermut.model.train import (
 
 log = logging.getLogger(__name__)
 
-_DATA_SHAPE_FIELDS = ("n_genes", "n_classes", "n_batches", "seed")
+# Set from the data (shape, seed) or from the training settings (a batch head when dann_weight > 0).
+_DATA_SHAPE_FIELDS = ("n_genes", "n_classes", "n_batches", "seed", "batch_head")
 NETWORK_OPTIONS = tuple(
     f.name for f in dataclasses.fields(NetworkConfig) if f.name not in _DATA_SHAPE_FIELDS
 )
@@ -57,15 +58,19 @@ def software_versions() -> dict[str, str]:
 
 
 class Model:
-    """Permutation autoencoder + focal-loss classifier + domain adversary on one latent space.
+    """Permutation autoencoder + focal-loss classifier + class-batch alignment on one latent space.
+
+    Labelled cells reconstruct another cell of their type, a focal-loss classifier reads the
+    latent, and the alignment pulls each type's cells in every batch onto that type's cells over
+    all batches; ``dann_weight`` > 0 adds a batch head behind gradient reversal.
 
     Parameters
     ----------
     **options
         Network options (``hidden_layers``, ``latent_dim``, ``dropout``, ``batch_norm``,
         ``activation``, ``latent_activation``, ``classifier_layers``, ``adversary_layers``,
-        ``reconstruction``, ``use_classifier``, ``use_dann``, ``grl_lambda``) and training
-        options (see :class:`~scpermut.model.settings.TrainingSettings`, including ``seed``).
+        ``reconstruction``, ``use_classifier``, ``grl_lambda``...) and training options (see
+        :class:`~scpermut.model.settings.TrainingSettings`, including ``seed`` and the loss weights).
 
     Examples
     --------
@@ -124,6 +129,7 @@ class Model:
             n_classes=len(data.classes),
             n_batches=len(data.batches),
             seed=self.settings.seed,
+            batch_head=self.settings.dann_weight > 0,
             **self.network_options,
         )
         log.info(
@@ -157,8 +163,9 @@ class Model:
             "n_labelled_train": int((data.train_codes != NOT_LABELLED).sum()),
             "n_validation": int((data.validation_codes != NOT_LABELLED).sum()),
             "validation_joined_training": run.validation_joined_training,
-            "dann": run.config.use_dann,
+            "batch_head": run.config.batch_head,
             "phases": [phase.name for phase in run.phases],
+            "loss_terms": sorted({term for phase in run.phases for term in phase.terms}),
             "epochs_run": run.phase_epochs(),
             "resumed_from": run.resumed_from or {},
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

@@ -1,6 +1,7 @@
-"""The network alone: encoder -> latent -> decoder, a classifier head and a batch head behind gradient reversal.
+"""The network alone: encoder -> latent -> decoder, a classifier head and an optional batch head
+behind gradient reversal.
 
-Nothing here knows about losses, phases or data; ``training.py`` drives it.
+Nothing here knows about losses, phases or data; :mod:`scpermut.model.train` drives it.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class ScpermutNetwork(keras.Model):
     Calling the network on log-normalised expression returns a dict with ``latent`` and
     ``reconstruction`` (plus ``dispersion`` for the negative-binomial decoder),
     ``class_probabilities`` when the classifier is on and ``batch_probabilities`` when the
-    adversary is on.
+    batch head is built.
     """
 
     def __init__(self, config: NetworkConfig | dict, **kwargs):
@@ -137,7 +138,7 @@ class ScpermutNetwork(keras.Model):
             )
         self.gradient_reversal = None
         self.adversary = None
-        if cfg.use_dann:
+        if cfg.batch_head:
             self.gradient_reversal = GradientReversal(cfg.grl_lambda, name="gradient_reversal")
             self.adversary = _softmax_head(
                 cfg.adversary_layers, cfg.n_batches, cfg, cfg.seed + 300, "adversary", "batch_probabilities"

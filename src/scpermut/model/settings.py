@@ -1,7 +1,7 @@
 """Settings of the network and of training: plain dataclasses, importable without TensorFlow.
 
-Defaults of the options a user sets come from :mod:`scpermut.options`; the others (layer
-activations, head widths, the adversary's learning-rate factor) are Python-only and set here.
+Defaults and limits of the options a user sets come from :mod:`scpermut.options`; the others
+(layer activations, head widths, the batch head's learning-rate factor) are Python-only and set here.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from scpermut.errors import InputError
-from scpermut.options import ADVERSARY_OBJECTIVES, ALIGNMENTS, EARLY_STOPPING_METRICS, RECONSTRUCTIONS, default
+from scpermut.options import check, default
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,11 @@ class NetworkConfig:
     reconstruction
         ``"mse"`` (decoder predicts log-normalised expression) or ``"nb"`` (decoder predicts
         negative-binomial means of raw counts and learns one dispersion per gene).
-    use_classifier, use_dann
-        Build the classifier head and the batch head (ablation switches).
+    use_classifier
+        Build the classifier head (ablation switch).
+    batch_head
+        Build the batch head behind gradient reversal: set by training when ``dann_weight`` is
+        above 0 and there are two batches or more (not a user option).
     conditional_decoder
         The decoder also gets the one-hot batch of the cell it reconstructs (as scVI's does), so
         the latent need not carry the batch to reconstruct batch effects. Prediction uses the
@@ -68,17 +70,14 @@ class NetworkConfig:
     adversary_layers: tuple[int, ...] = (64,)
     reconstruction: str = default("reconstruction")
     use_classifier: bool = default("use_classifier")
-    use_dann: bool = default("use_dann")
+    batch_head: bool = False
     conditional_decoder: bool = default("conditional_decoder")
     conditional_adversary: bool = default("conditional_adversary")
     grl_lambda: float = default("grl_lambda")
     seed: int = 0
 
     def __post_init__(self):
-        if self.reconstruction not in RECONSTRUCTIONS:
-            raise InputError(
-                f"`reconstruction` must be one of {', '.join(RECONSTRUCTIONS)}, not '{self.reconstruction}'."
-            )
+        check(dataclasses.asdict(self))
         object.__setattr__(self, "hidden_layers", tuple(int(n) for n in self.hidden_layers))
         object.__setattr__(self, "classifier_layers", tuple(int(n) for n in self.classifier_layers))
         object.__setattr__(self, "adversary_layers", tuple(int(n) for n in self.adversary_layers))
@@ -92,7 +91,10 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> NetworkConfig:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; reads model folders of earlier versions too."""
+        values = dict(values)
+        if "use_dann" in values:  # before 0.1.0's alignment-first names: the batch head's switch
+            values["batch_head"] = bool(values.pop("use_dann"))
         return cls(**values)
 
 
@@ -107,9 +109,8 @@ class TrainingSettings:
     batch_size, learning_rate
         Mini-batch size and Adam learning rate of the encoder, decoder and classifier.
     adversary_lr_factor
-        The batch head learns this many times faster than the rest. With an adversary as
-        slow as the encoder, the reversed gradient only fools the current adversary (its loss
-        rose above chance on the shipped data) instead of removing the batch from the latent.
+        The batch head learns this many times faster than the rest, so that the reversed gradient
+        removes the batch from the latent instead of fooling a stale head (CHANGELOG, issue 8).
     epochs_warmup, epochs_full, epochs_finetune
         Epochs of each phase (warm-up and full are maxima when early stopping applies).
     patience, early_stopping_metric
@@ -123,8 +124,8 @@ class TrainingSettings:
         Early stopping needs at least this many validation cells in every cell type. With fewer
         (a sparsely labelled atlas), its scores are too coarse to choose an epoch: the
         validation cells train too and every phase runs its full schedule.
-    rec_weight, clf_weight, dann_weight
-        Loss weights; 0 switches a term off.
+    rec_weight, clf_weight, align_weight, dann_weight
+        Loss weights; 0 switches a term off (``dann_weight`` 0: no batch head).
     focal_gamma
         Focal loss focusing parameter (class weights alpha are always the balanced ones).
     adversary_objective
@@ -134,11 +135,6 @@ class TrainingSettings:
     adversary_steps
         Updates of the batch head per mini-batch (the first with the encoder's step, the others
         on the same latent with the encoder held still).
-    align_weight
-        Weight of the class-batch alignment in the phase that trains classifier and encoder: within
-        each mini-batch, each cell type's cells in every batch are pulled onto that type's cells
-        over all batches (0: off). No adversary to out-run, and batches that hold the types in
-        different proportions are not pushed to mix different types.
     alignment
         ``"kernel"``: each (type, batch) distribution is compared with the type's by a Gaussian
         kernel MMD at the type's own scale; ``"centroids"``: only their centroids are compared.
@@ -191,28 +187,7 @@ class TrainingSettings:
     calibrate: bool = default("calibrate")
 
     def __post_init__(self):
-        if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
-            raise InputError(
-                f"`early_stopping_metric` must be one of {', '.join(EARLY_STOPPING_METRICS)}, not '{self.early_stopping_metric}'."
-            )
-        if self.alignment not in ALIGNMENTS:
-            raise InputError(
-                f"`alignment` must be one of {', '.join(ALIGNMENTS)}, not '{self.alignment}'."
-            )
-        if self.adversary_objective not in ADVERSARY_OBJECTIVES:
-            raise InputError(
-                f"`adversary_objective` must be one of {', '.join(ADVERSARY_OBJECTIVES)}, not '{self.adversary_objective}'."
-            )
-        if self.min_epochs < 0 or self.min_validation_per_class < 0:
-            raise InputError("`min_epochs` and `min_validation_per_class` must be 0 or more.")
-        if not 0.0 <= self.labelled_share < 1.0:
-            raise InputError("`labelled_share` must be at least 0 and below 1.")
-        if self.adversary_steps < 1:
-            raise InputError("`adversary_steps` must be at least 1.")
-        if self.batch_size < 2:
-            raise InputError(
-                "`batch_size` must be at least 2 (batch normalisation needs two cells)."
-            )
+        check(dataclasses.asdict(self))
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values."""

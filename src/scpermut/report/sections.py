@@ -221,7 +221,8 @@ def _run_facts(run: dict) -> dict:
         "cells trained on": run.get("n_cells"),
         "labelled training cells": run.get("n_labelled_train"),
         "validation cells": run.get("n_validation"),
-        "batch adversary (DANN)": run.get("dann"),
+        "loss terms": ", ".join(run.get("loss_terms", [])) or None,
+        "batch head (DANN)": run.get("batch_head", run.get("dann")),  # "dann": model folders before 0.1.0
     }
     facts.update(
         {f"epochs: {phase}": epochs for phase, epochs in (run.get("epochs_run") or {}).items()}

@@ -118,21 +118,6 @@ def summary_text(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_samplesheet(
-    samplesheet: str | Path, outdir: str | Path, options: RunOptions | None = None
-) -> dict:
-    """``scpermut run``: every step on the samples of a samplesheet (default options when None).
-
-    Returns
-    -------
-    dict
-        See :func:`run_steps`.
-    """
-    from scpermut.data.samplesheet import read_samplesheet
-
-    return run_steps(read_samplesheet(samplesheet), outdir, options or RunOptions())
-
-
 def run_steps(specs: list[SampleSpec], outdir: str | Path, options: RunOptions, command: str = "run") -> dict:
     """Run qc, prepare, train (unless ``options.model_dir``), predict and report into ``outdir``.
 

@@ -1,10 +1,13 @@
-"""The phase plan: which ``fit`` calls run, in which order, with which losses and cells.
+"""The phase plan: which ``fit`` calls run, in which order, with which loss terms and cells.
 
-Phases (each skipped when it has 0 epochs or nothing to train):
+Phases (each skipped when it has 0 epochs or no loss term):
 
-1. ``warmup``   autoencoder (+ DANN) on all cells, every cell reconstructs itself;
-2. ``full``     autoencoder with permutation + focal classifier + DANN on all cells;
+1. ``warmup``   reconstruction (+ the batch head) on all cells, every cell reconstructs itself;
+2. ``full``     reconstruction with permutation, focal classifier, class-batch alignment (+ the
+   batch head) on all cells;
 3. ``finetune`` classifier head only, encoder frozen, labelled training cells only.
+
+A phase's ``terms`` are the one switch of each loss term: the trainer computes exactly those.
 """
 
 from __future__ import annotations
@@ -17,51 +20,51 @@ import numpy as np
 from scpermut.model.batches import NOT_LABELLED, TrainingData
 from scpermut.model.settings import NetworkConfig, TrainingSettings
 
+RECONSTRUCTION, CLASSIFIER, ALIGNMENT, ADVERSARY = "reconstruction", "classifier", "alignment", "adversary"
+# Each loss term and the training setting that weighs it (0 switches the term off).
+TERM_WEIGHTS = {RECONSTRUCTION: "rec_weight", CLASSIFIER: "clf_weight", ALIGNMENT: "align_weight", ADVERSARY: "dann_weight"}
+
 
 @dataclass(frozen=True)
 class Phase:
-    """One ``fit`` call: which losses are on and which cells are fed."""
+    """One ``fit`` call: the loss terms it trains and which cells it feeds."""
 
     name: str
     epochs: int
-    reconstruction: bool
-    classifier: bool
-    adversary: bool
+    terms: tuple[str, ...]
     permute: bool = False
     freeze_encoder: bool = False
     labelled_only: bool = False
 
+    def trains(self, term: str) -> bool:
+        """True when this phase computes the loss term ``term``."""
+        return term in self.terms
+
 
 def plan_phases(settings: TrainingSettings, config: NetworkConfig, has_labels: bool) -> list[Phase]:
     """List the phases to run, in order, given the switches and weights."""
-    reconstruction = settings.rec_weight > 0
-    classifier = config.use_classifier and settings.clf_weight > 0 and has_labels
-    adversary = config.use_dann and settings.dann_weight > 0
+    on = {
+        RECONSTRUCTION: settings.rec_weight > 0,
+        CLASSIFIER: config.use_classifier and settings.clf_weight > 0 and has_labels,
+        ADVERSARY: config.batch_head and settings.dann_weight > 0,
+    }
+    # The alignment groups cells by type: labels, and the classifier's confident predictions.
+    on[ALIGNMENT] = on[CLASSIFIER] and settings.align_weight > 0
+
+    def terms(*names: str) -> tuple[str, ...]:
+        return tuple(name for name in names if on[name])
+
     candidates = [
-        Phase("warmup", settings.epochs_warmup, reconstruction, False, adversary),
+        Phase("warmup", settings.epochs_warmup, terms(RECONSTRUCTION, ADVERSARY)),
         Phase(
             "full",
             settings.epochs_full,
-            reconstruction,
-            classifier,
-            adversary,
-            permute=settings.use_permutation and has_labels and reconstruction,
+            terms(RECONSTRUCTION, CLASSIFIER, ALIGNMENT, ADVERSARY),
+            permute=settings.use_permutation and has_labels and on[RECONSTRUCTION],
         ),
-        Phase(
-            "finetune",
-            settings.epochs_finetune,
-            False,
-            classifier,
-            False,
-            freeze_encoder=True,
-            labelled_only=True,
-        ),
+        Phase("finetune", settings.epochs_finetune, terms(CLASSIFIER), freeze_encoder=True, labelled_only=True),
     ]
-    return [
-        phase
-        for phase in candidates
-        if phase.epochs > 0 and (phase.reconstruction or phase.classifier or phase.adversary)
-    ]
+    return [phase for phase in candidates if phase.epochs > 0 and phase.terms]
 
 
 def too_few_validation_cells(data: TrainingData, minimum: int) -> bool:

@@ -29,6 +29,8 @@ from scpermut.model.train.callbacks import (
     ValidationScores,
 )
 from scpermut.model.train.plan import (
+    ADVERSARY,
+    CLASSIFIER,
     Phase,
     join_validation_to_training,
     plan_phases,
@@ -49,7 +51,7 @@ class TrainingRun:
     data
         The prepared cells.
     config
-        Network shape; ``use_dann`` is switched off here (with a warning) when there is one batch.
+        Network shape; ``batch_head`` is switched off here (with a warning) when there is one batch.
     settings
         Training settings.
     checkpoint_dir
@@ -66,14 +68,9 @@ class TrainingRun:
         checkpoint_dir: Path | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
     ):
-        if config.use_dann and len(data.batches) < 2:
-            log.warning(
-                "only one batch (%s): the domain adversary (DANN) is turned off", data.batches[0]
-            )
-            config = dataclasses.replace(config, use_dann=False)
-        if config.use_dann and settings.dann_weight <= 0:
-            # An adversary with no weight would only add weights to the saved model.
-            config = dataclasses.replace(config, use_dann=False)
+        if config.batch_head and len(data.batches) < 2:
+            log.warning("only one batch (%s): no batch head (`dann_weight` is ignored)", data.batches[0])
+            config = dataclasses.replace(config, batch_head=False)
         has_labels = bool((data.train_codes != NOT_LABELLED).any())
         if config.use_classifier and not has_labels:
             raise InputError(
@@ -168,7 +165,7 @@ class TrainingRun:
         if resume and (found := self._load_checkpoint()) is not None:
             saved = found
             start_phase, start_epoch = found[0]["phase"], found[0]["epoch"]
-        adversarial_epochs = [phase.epochs if phase.adversary else 0 for phase in self.phases]
+        adversarial_epochs = [phase.epochs if phase.trains(ADVERSARY) else 0 for phase in self.phases]
         for index, phase in enumerate(self.phases):
             if index < start_phase:
                 continue
@@ -197,12 +194,7 @@ class TrainingRun:
             "phase %s: up to %d epochs (%s)",
             phase.name,
             phase.epochs,
-            ", ".join(
-                name
-                for name in ("reconstruction", "classifier", "adversary")
-                if getattr(phase, name)
-            )
-            + (", permutation" if phase.permute else ""),
+            ", ".join(phase.terms) + (", permutation" if phase.permute else ""),
         )
         cells = (
             np.flatnonzero(self.data.train_codes != NOT_LABELLED) if phase.labelled_only else None
@@ -215,12 +207,12 @@ class TrainingRun:
             cells=cells,
             permute=phase.permute,
             across_batches=self.settings.permute_across_batches,
-            labelled_share=self.settings.labelled_share if phase.classifier else 0.0,
+            labelled_share=self.settings.labelled_share if phase.trains(CLASSIFIER) else 0.0,
             pseudo_labels=self._pseudo_labeller(phase),
         )
         trainer = PhaseTrainer(self.network, phase, self.settings, self.class_weights)
         adversary_optimizer = None
-        if phase.adversary:
+        if phase.trains(ADVERSARY):
             adversary_optimizer = keras.optimizers.Adam(
                 self.settings.learning_rate * self.settings.adversary_lr_factor
             )
@@ -234,14 +226,14 @@ class TrainingRun:
         )
         trainer.optimizer.build(trainer.phase_variables())
         callbacks: list[keras.callbacks.Callback] = [EpochData(dataset)]
-        if phase.adversary:
+        if phase.trains(ADVERSARY):
             callbacks.append(
                 ReversalRamp(
                     self.network, adversarial_before, adversarial_total, self.settings.grl_ramp
                 )
             )
         stopper = None
-        if phase.classifier and self.has_validation:
+        if phase.trains(CLASSIFIER) and self.has_validation:
             scorer = ValidationScores(self.network, self.data, self.settings.batch_size)
             early_state = (
                 dict(saved[0]["early_stopping"]) if saved and saved[0]["early_stopping"] else None
@@ -256,7 +248,7 @@ class TrainingRun:
                 self.settings.min_epochs,
             )
             callbacks += [scorer, stopper]
-        elif phase.classifier:
+        elif phase.trains(CLASSIFIER):
             log.warning("no validation cells: no early stopping, the last epoch's weights are kept")
         callbacks.append(Checkpoint(self, index, stopper))
         for name, optimizer in (
@@ -294,7 +286,7 @@ class TrainingRun:
         if not (
             self.settings.pseudo_permutation
             and phase.permute
-            and phase.classifier
+            and phase.trains(CLASSIFIER)
             and not phase.labelled_only
         ):
             return None

@@ -1,4 +1,9 @@
-"""``PhaseTrainer``: the network wrapped for one phase, with a custom ``train_step``."""
+"""``PhaseTrainer``: the network wrapped for one phase, with a custom ``train_step``.
+
+The phase names its loss terms (:mod:`~scpermut.model.train.plan`); each term is one method
+here, registered in ``PhaseTrainer.term_functions``, weighted by its setting and tracked by
+its own ``Mean`` (the ``<term>_loss`` columns of ``history.csv``).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,11 @@ from keras import ops
 from scpermut.model import losses
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import TrainingSettings
-from scpermut.model.train.plan import Phase
+from scpermut.model.train.plan import ADVERSARY, ALIGNMENT, CLASSIFIER, RECONSTRUCTION, TERM_WEIGHTS, Phase
 
 
 class PhaseTrainer(keras.Model):
-    """Wraps the network for one phase: the loss terms, their weights and a ``Mean`` tracker each."""
+    """Wraps the network for one phase: its loss terms, their weights and a ``Mean`` tracker each."""
 
     def __init__(
         self,
@@ -26,14 +31,14 @@ class PhaseTrainer(keras.Model):
         super().__init__(name=f"trainer_{phase.name}")
         self.network = network
         self.phase = phase
-        self.term_weights = {}
-        if phase.reconstruction:
-            self.term_weights["reconstruction_loss"] = settings.rec_weight
-        if phase.classifier:
-            self.term_weights["classifier_loss"] = settings.clf_weight
-            self.focal = losses.focal_loss(settings.focal_gamma, class_weights)
-        if phase.adversary:
-            self.term_weights["adversary_loss"] = settings.dann_weight
+        self.term_functions = {
+            RECONSTRUCTION: self.reconstruction_loss,
+            CLASSIFIER: self.classifier_loss,
+            ALIGNMENT: self.alignment_loss,
+            ADVERSARY: self.adversary_loss,
+        }
+        self.term_weights = {term: getattr(settings, TERM_WEIGHTS[term]) for term in phase.terms}
+        self.focal = losses.focal_loss(settings.focal_gamma, class_weights)
         self.confusion = settings.adversary_objective == "confusion"
         self.pseudo_threshold = settings.pseudo_label_threshold
         self.align = (
@@ -41,11 +46,10 @@ class PhaseTrainer(keras.Model):
             if settings.alignment == "kernel"
             else losses.class_batch_alignment
         )
-        if phase.classifier and not phase.freeze_encoder and settings.align_weight > 0:
-            self.term_weights["alignment_loss"] = settings.align_weight
         self.adversary_steps = settings.adversary_steps
         self.trackers = {
-            name: keras.metrics.Mean(name=name) for name in ["loss", *self.term_weights]
+            name: keras.metrics.Mean(name=name)
+            for name in ["loss", *(f"{term}_loss" for term in phase.terms)]
         }
 
     @property
@@ -53,18 +57,12 @@ class PhaseTrainer(keras.Model):
         return list(self.trackers.values())
 
     def phase_variables(self) -> list:
-        """Return what the main optimiser updates: modules with a gradient, the adversary excepted."""
+        """Return what the main optimiser updates: modules with a gradient, the batch head excepted."""
         network, phase = self.network, self.phase
-        modules = []
-        if not phase.freeze_encoder and (
-            phase.reconstruction or phase.adversary or phase.classifier
-        ):
-            modules.append(network.encoder)
-        if phase.reconstruction:
-            modules += [network.decoder] + (
-                [network.dispersion] if network.dispersion is not None else []
-            )
-        if phase.classifier:
+        modules = [] if phase.freeze_encoder else [network.encoder]
+        if phase.trains(RECONSTRUCTION):
+            modules += [network.decoder] + ([network.dispersion] if network.dispersion is not None else [])
+        if phase.trains(CLASSIFIER):
             modules.append(network.classifier)
         return [variable for module in modules for variable in module.trainable_variables]
 
@@ -72,41 +70,33 @@ class PhaseTrainer(keras.Model):
         return self.network(inputs, training=training)
 
     def loss_terms(self, batch: dict, outputs: dict) -> dict:
-        """Each active loss term, averaged over the cells it applies to."""
-        terms = {}
-        if self.phase.reconstruction:
-            if "dispersion" in outputs:
-                per_cell = losses.negative_binomial_per_cell(
-                    batch["target"],
-                    outputs["reconstruction"],
-                    batch["library_size"],
-                    outputs["dispersion"],
-                )
-            else:
-                per_cell = losses.mse_per_cell(batch["target"], outputs["reconstruction"])
-            terms["reconstruction_loss"] = ops.mean(per_cell)
-        if self.phase.classifier:
-            labelled = ops.sum(batch["classes"], axis=-1)
-            per_cell = self.focal(batch["classes"], outputs["class_probabilities"])
-            terms["classifier_loss"] = losses.masked_mean(per_cell, labelled)
-        if "alignment_loss" in self.term_weights:
-            terms["alignment_loss"] = self.align(
-                self.aligned_latent(batch, outputs), self.memberships(batch, outputs), batch["batches"]
+        """Each loss term of the phase, averaged over the cells it applies to."""
+        return {term: self.term_functions[term](batch, outputs) for term in self.phase.terms}
+
+    def reconstruction_loss(self, batch: dict, outputs: dict):
+        if "dispersion" in outputs:
+            per_cell = losses.negative_binomial_per_cell(
+                batch["target"], outputs["reconstruction"], batch["library_size"], outputs["dispersion"]
             )
-        if self.phase.adversary:
-            terms["adversary_loss"] = ops.mean(
-                losses.batch_cross_entropy_per_cell(
-                    batch["batches"], outputs["batch_probabilities"]
-                )
-            )
-        return terms
+        else:
+            per_cell = losses.mse_per_cell(batch["target"], outputs["reconstruction"])
+        return ops.mean(per_cell)
+
+    def classifier_loss(self, batch: dict, outputs: dict):
+        labelled = ops.sum(batch["classes"], axis=-1)
+        return losses.masked_mean(self.focal(batch["classes"], outputs["class_probabilities"]), labelled)
+
+    def alignment_loss(self, batch: dict, outputs: dict):
+        return self.align(self.aligned_latent(batch, outputs), self.memberships(batch, outputs), batch["batches"])
+
+    def adversary_loss(self, batch: dict, outputs: dict):
+        return ops.mean(losses.batch_cross_entropy_per_cell(batch["batches"], outputs["batch_probabilities"]))
 
     def aligned_latent(self, batch: dict, outputs: dict):
         """The latent the alignment judges: the one prediction will see, without dropout.
 
-        Measured on CellBench (leave one batch out), aligning the dropout-noised latent left
-        the held-out batch apart at prediction time (iLISI 0.13): the noise hides an offset
-        smaller than itself from the alignment, and prediction runs without the noise.
+        Dropout noise hides from the alignment a batch offset smaller than the noise, which
+        prediction, run without dropout, then shows.
         """
         if self.network.network_config.dropout == 0:
             return outputs["latent"]
@@ -138,10 +128,9 @@ class PhaseTrainer(keras.Model):
 
         The encoder is held still meanwhile, so the head catches up with the latent it has to
         judge: a head that lags behind only teaches the encoder to fool it, not to drop the batch.
-        The head is tiny next to the encoder and decoder, so the extra steps cost little.
         """
         seen = tf.stop_gradient(self.network.adversary_input(outputs["latent"], outputs))
-        weight = self.term_weights["adversary_loss"]
+        weight = self.term_weights[ADVERSARY]
         for _ in range(self.adversary_steps - 1):
             with tf.GradientTape() as tape:
                 probabilities = self.network.adversary(seen, training=True)
@@ -153,46 +142,38 @@ class PhaseTrainer(keras.Model):
             self.adversary_optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
     def compile(self, optimizer, adversary_optimizer=None, **kwargs):
-        """Like ``keras.Model.compile``, plus the batch head's own optimiser (GAN style).
-
-        The adversary learns faster than the encoder moves (``adversary_lr_factor``): a stale
-        adversary would let the reversed gradient merely fool it instead of removing the batch.
-        """
+        """Like ``keras.Model.compile``, plus the batch head's own optimiser (GAN style)."""
         super().compile(optimizer=optimizer, **kwargs)
         self.adversary_optimizer = adversary_optimizer
 
     def train_step(self, batch):
         variables = self.phase_variables()
-        adversary_variables = (
-            self.network.adversary.trainable_variables if self.phase.adversary else []
-        )
-        with tf.GradientTape(persistent=bool(adversary_variables)) as tape:
+        adversarial = self.phase.trains(ADVERSARY)
+        adversary_variables = self.network.adversary.trainable_variables if adversarial else []
+        with tf.GradientTape(persistent=adversarial) as tape:
             outputs = self.network(
                 batch["x"], training=True, decoder_batches=batch["target_batches"]
             )
             terms = self.loss_terms(batch, outputs)
             total = sum(self.term_weights[name] * value for name, value in terms.items())
             main_total = total
-            if self.phase.adversary and self.confusion:
-                main_total = total + self.term_weights["adversary_loss"] * (
-                    self.encoder_adversary_term(outputs) - terms["adversary_loss"]
+            if adversarial and self.confusion:
+                main_total = total + self.term_weights[ADVERSARY] * (
+                    self.encoder_adversary_term(outputs) - terms[ADVERSARY]
                 )
             scaled = self.optimizer.scale_loss(main_total)
-            adversary_scaled = (
-                self.adversary_optimizer.scale_loss(total) if adversary_variables else None
-            )
+            adversary_scaled = self.adversary_optimizer.scale_loss(total) if adversarial else None
         self.optimizer.apply_gradients(
             zip(tape.gradient(scaled, variables), variables, strict=True)
         )
-        if adversary_variables:
+        if adversarial:
             gradients = tape.gradient(adversary_scaled, adversary_variables)
             self.adversary_optimizer.apply_gradients(
                 zip(gradients, adversary_variables, strict=True)
             )
-        del tape
-        if adversary_variables:
             self.extra_adversary_steps(batch, outputs, adversary_variables)
+        del tape
         self.trackers["loss"].update_state(total)
         for name, value in terms.items():
-            self.trackers[name].update_state(value)
+            self.trackers[f"{name}_loss"].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
