@@ -204,7 +204,8 @@ def tuned_options(adata, tune: dict) -> dict:
     """
     from pathlib import Path
 
-    from scpermut.steps.tune import BEST_PARAMS_FILE, tune_file
+    from scpermut.constants import TUNE_BEST_PARAMS
+    from scpermut.steps.tune import tune_file
 
     search = {"seed": 0, **tune}
     parts = [*adata.obs_names, *adata.obs[LABEL].astype(str), json.dumps(search, sort_keys=True)]
@@ -214,7 +215,7 @@ def tuned_options(adata, tune: dict) -> dict:
             path = Path(folder) / "prepared.h5ad"
             scpermut_prepared(adata, search["seed"]).write_h5ad(path)
             tune_file(path, Path(folder) / "tune", **search)
-            _SEARCHES[memo] = json.loads((Path(folder) / "tune" / BEST_PARAMS_FILE).read_text())
+            _SEARCHES[memo] = json.loads((Path(folder) / "tune" / TUNE_BEST_PARAMS).read_text())
     return dict(_SEARCHES[memo])
 
 

@@ -60,7 +60,7 @@ def prepared(n_cells: int, seed: int = 0, with_counts: bool = True):
     import anndata as ad
     import pandas as pd
 
-    from scpermut import _keys
+    from scpermut import constants
     from scpermut.keys import Keys
 
     keys = Keys()
@@ -68,8 +68,8 @@ def prepared(n_cells: int, seed: int = 0, with_counts: bool = True):
     matrix, truth, batches, genes = counts(n_cells, seed)
     rng = np.random.default_rng(seed + 1)
     draw = rng.random(n_cells)
-    split = np.where(draw < LABELLED_SHARE * (1 - VALIDATION_SHARE), _keys.SPLIT_TRAIN, np.where(draw < LABELLED_SHARE, _keys.SPLIT_VALIDATION, _keys.SPLIT_UNLABELLED))
-    labels = np.where(split == _keys.SPLIT_UNLABELLED, keys.unlabeled_category, truth)
+    split = np.where(draw < LABELLED_SHARE * (1 - VALIDATION_SHARE), constants.SPLIT_TRAIN, np.where(draw < LABELLED_SHARE, constants.SPLIT_VALIDATION, constants.SPLIT_UNLABELLED))
+    labels = np.where(split == constants.SPLIT_UNLABELLED, keys.unlabeled_category, truth)
     expression = matrix.copy()
     totals = np.asarray(expression.sum(axis=1)).ravel()
     expression.data *= np.repeat(1e4 / np.maximum(totals, 1), np.diff(expression.indptr)).astype(np.float32)
@@ -78,17 +78,17 @@ def prepared(n_cells: int, seed: int = 0, with_counts: bool = True):
         {
             keys.class_key: pd.Categorical(labels),
             keys.batch_key: pd.Categorical(batches),
-            _keys.SPLIT: pd.Categorical(split, categories=list(_keys.SPLITS)),
+            constants.SPLIT: pd.Categorical(split, categories=list(constants.SPLITS)),
             "synthetic": True,
         },
         index=[f"synthetic_{i}" for i in range(n_cells)],
     )
     adata = ad.AnnData(X=expression, obs=obs, var=pd.DataFrame({"highly_variable": True}, index=genes))
     if with_counts:
-        adata.layers[_keys.COUNTS_LAYER] = matrix
+        adata.layers[constants.COUNTS_LAYER] = matrix
     else:
         del matrix
-    adata.uns[_keys.PREPARE_UNS] = {
+    adata.uns[constants.PREPARE_UNS] = {
         **keys.to_dict(),
         "target_sum": 1e4,
         "n_top_genes": N_GENES,

@@ -49,8 +49,9 @@ def qc_dir(tmp_path_factory, samplesheet_test) -> Path:
 @pytest.fixture(scope="session")
 def prepared_path(tmp_path_factory, qc_dir) -> Path:
     """prepared.h5ad of the test samplesheet: ctrl101/ctrl107 reference, stim101/stim107 query."""
+    from scpermut.constants import PREPARED_FILE
     from scpermut.data.preprocess import PrepareSettings
-    from scpermut.steps.prepare import PREPARED_FILE, prepare_files
+    from scpermut.steps.prepare import prepare_files
 
     outdir = tmp_path_factory.mktemp("prepare")
     prepare_files(sorted(qc_dir.glob("*.qc.h5ad")), outdir, PrepareSettings(n_top_genes=TEST_N_TOP_GENES))

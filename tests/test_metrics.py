@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scpermut import _keys, metrics
+from scpermut import constants, metrics
 
 
 def test_perfect_predictions_score_one():
@@ -118,13 +118,13 @@ def test_evaluate_scores_only_held_out_labelled_cells():
         {
             "cell_type": truth,
             "batch": ["x", "y"] * 9,
-            _keys.SPLIT: split,
-            _keys.PREDICTION: predicted,
-            _keys.CONFIDENCE: 0.9,
+            constants.SPLIT: split,
+            constants.PREDICTION: predicted,
+            constants.CONFIDENCE: 0.9,
         }
     )
     adata = ad.AnnData(obs=obs.set_axis([f"c{i}" for i in range(18)]))
-    adata.obsm[_keys.LATENT] = np.random.default_rng(0).normal(size=(18, 4))
+    adata.obsm[constants.LATENT] = np.random.default_rng(0).normal(size=(18, 4))
     result = metrics.evaluate(adata)
     assert result["evaluation_set"] == "query"
     assert result["sets"]["query"]["scores"]["n_cells"] == 6
@@ -135,7 +135,7 @@ def test_evaluate_scores_only_held_out_labelled_cells():
 
 def test_evaluate_without_split_treats_every_labelled_cell_as_query():
     obs = pd.DataFrame(
-        {"cell_type": ["a", "b", "a", "Unknown"], _keys.PREDICTION: ["a", "b", "b", "a"]},
+        {"cell_type": ["a", "b", "a", "Unknown"], constants.PREDICTION: ["a", "b", "b", "a"]},
         index=list("wxyz"),
     )
     result = metrics.evaluate(ad.AnnData(obs=obs))

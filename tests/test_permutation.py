@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from scpermut.model.batches import CellBatches, TrainingData
+from scpermut.model.minibatches import CellBatches
 from scpermut.model.permutation import epoch_rng, permutation_targets, pseudo_label_targets
+from scpermut.model.training_data import TrainingData
 
 # 0/1 are classes, -1 unlabelled; class 2 exists in batch 0 only.
 CLASSES = np.array([0, 0, 0, 0, 1, 1, 1, 1, -1, -1, 2, 2])

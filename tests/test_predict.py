@@ -12,12 +12,11 @@ import scipy.sparse as sp
 from click.testing import CliRunner
 from sklearn.metrics import balanced_accuracy_score
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut.annotation import annotate
 from scpermut.cli import main
 from scpermut.errors import InputError
 from scpermut.metrics import batch_mixing
-from scpermut.model import persistence
 from scpermut.model.api import Model
 from scpermut.steps.train import train_file
 
@@ -51,53 +50,60 @@ def trained(tmp_path_factory, prepared_path) -> tuple[Model, object]:
     return model, model_dir
 
 
+# A UMAP of the user's own, which annotation must leave alone.
+USER_UMAP = np.arange(2.0)
+
+
 @pytest.fixture(scope="session")
 def annotated(prepared, trained) -> ad.AnnData:
-    return annotate(prepared, trained[0], copy=True)
+    query = prepared.copy()
+    query.obsm["X_umap"] = np.tile(USER_UMAP, (query.n_obs, 1))
+    return annotate(query, trained[0], copy=True)
 
 
 @pytest.fixture(scope="session")
 def latent_uncorrected(prepared) -> np.ndarray:
     """The same model with both batch-correction terms off: no adversary, no class-batch alignment."""
     model = Model(align_weight=0.0, **TEST_SETTINGS).fit(prepared)
-    return annotate(prepared, model, umap=False, copy=True).obsm[_keys.LATENT]
+    return annotate(prepared, model, umap=False, copy=True).obsm[constants.LATENT]
 
 
 def test_annotation_writes_every_documented_field(annotated, trained, tmp_path):
     n_cells, classes = annotated.n_obs, trained[0].classes
-    assert annotated.obsm[_keys.LATENT].shape == (n_cells, 16)
-    assert annotated.obsm[_keys.PROBABILITIES].shape == (n_cells, len(classes))
-    np.testing.assert_allclose(annotated.obsm[_keys.PROBABILITIES].sum(axis=1), 1.0, rtol=1e-5)
+    assert annotated.obsm[constants.LATENT].shape == (n_cells, 16)
+    assert annotated.obsm[constants.PROBABILITIES].shape == (n_cells, len(classes))
+    np.testing.assert_allclose(annotated.obsm[constants.PROBABILITIES].sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(
-        annotated.obs[_keys.CONFIDENCE], annotated.obsm[_keys.PROBABILITIES].max(axis=1)
+        annotated.obs[constants.CONFIDENCE], annotated.obsm[constants.PROBABILITIES].max(axis=1)
     )
-    assert list(annotated.obs[_keys.PREDICTION].cat.categories) == classes
+    assert list(annotated.obs[constants.PREDICTION].cat.categories) == classes
     # The final label: given where the reference is labelled, else the prediction (query cells too).
-    split = annotated.obs[_keys.SPLIT].astype(str)
+    split = annotated.obs[constants.SPLIT].astype(str)
     given = split.isin(["train", "validation"])
-    final = annotated.obs[_keys.LABEL].astype(str)
+    final = annotated.obs[constants.LABEL].astype(str)
     assert (final[given] == annotated.obs.loc[given, "cell_type"].astype(str)).all()
-    assert (final[~given] == annotated.obs.loc[~given, _keys.PREDICTION].astype(str)).all()
-    assert annotated.obsm[_keys.UMAP].shape == (n_cells, 2)
-    assert list(annotated.uns[_keys.UNS]["classes"]) == classes
-    assert annotated.uns[_keys.UNS]["seed"] == 0
+    assert (final[~given] == annotated.obs.loc[~given, constants.PREDICTION].astype(str)).all()
+    assert annotated.obsm[constants.UMAP].shape == (n_cells, 2)
+    np.testing.assert_array_equal(annotated.obsm["X_umap"], np.tile(USER_UMAP, (n_cells, 1)))
+    assert list(annotated.uns[constants.UNS]["classes"]) == classes
+    assert annotated.uns[constants.UNS]["seed"] == 0
     annotated.write_h5ad(tmp_path / "annotated.h5ad")
-    stored = ad.read_h5ad(tmp_path / "annotated.h5ad").uns[_keys.UNS]
+    stored = ad.read_h5ad(tmp_path / "annotated.h5ad").uns[constants.UNS]
     assert stored["parameters"]["training"]["epochs_full"] == TEST_SETTINGS["epochs_full"]
     assert "tensorflow" in stored["versions"] and stored["training"]["device"] == "cpu"
 
 
 def test_held_out_query_batches_are_predicted_clearly_better_than_chance(annotated):
-    query = annotated[annotated.obs[_keys.SPLIT] == _keys.SPLIT_QUERY]
+    query = annotated[annotated.obs[constants.SPLIT] == constants.SPLIT_QUERY]
     score = balanced_accuracy_score(
-        query.obs["cell_type"].astype(str), query.obs[_keys.PREDICTION].astype(str)
+        query.obs["cell_type"].astype(str), query.obs[constants.PREDICTION].astype(str)
     )
     print(f"query (stim101 + stim107) balanced accuracy: {score:.3f} (chance 0.2)")
     assert score >= MIN_QUERY_BALANCED_ACCURACY
 
 
 def test_batch_correction_mixes_batches(annotated, latent_uncorrected):
-    corrected = batch_mixing(annotated.obsm[_keys.LATENT], annotated.obs["batch"])["batch_entropy"]
+    corrected = batch_mixing(annotated.obsm[constants.LATENT], annotated.obs["batch"])["batch_entropy"]
     uncorrected = batch_mixing(latent_uncorrected, annotated.obs["batch"])["batch_entropy"]
     print(
         f"kNN batch entropy (30 neighbours, 4 batches): correction on {corrected:.3f}, off {uncorrected:.3f}"
@@ -115,8 +121,8 @@ def test_a_reloaded_model_predicts_identically(trained, prepared):
 
 def _raw_query(prepared, genes) -> ad.AnnData:
     """The query cells as a new raw-count file would bring them: no prepare record, genes in any order."""
-    query = prepared[prepared.obs[_keys.SPLIT] == _keys.SPLIT_QUERY]
-    counts = query[:, genes].layers[_keys.COUNTS_LAYER]
+    query = prepared[prepared.obs[constants.SPLIT] == constants.SPLIT_QUERY]
+    counts = query[:, genes].layers[constants.COUNTS_LAYER]
     return ad.AnnData(
         X=sp.csr_matrix(counts), obs=query.obs[["cell_type"]].copy(), var=pd.DataFrame(index=genes)
     )
@@ -128,17 +134,17 @@ def test_a_new_query_with_shuffled_and_missing_genes_is_aligned(trained, prepare
     shuffled = list(rng.permutation(prepared.var_names))
     query = _raw_query(prepared, shuffled)
     annotate(query, model, umap=False)
-    reference = annotated[annotated.obs[_keys.SPLIT] == _keys.SPLIT_QUERY]
-    np.testing.assert_allclose(query.obsm[_keys.LATENT], reference.obsm[_keys.LATENT], atol=1e-4)
-    assert query.uns[_keys.UNS]["genes_missing"] == 0
+    reference = annotated[annotated.obs[constants.SPLIT] == constants.SPLIT_QUERY]
+    np.testing.assert_allclose(query.obsm[constants.LATENT], reference.obsm[constants.LATENT], atol=1e-4)
+    assert query.uns[constants.UNS]["genes_missing"] == 0
 
     dropped = set(rng.choice(model.genes, size=len(model.genes) // 10, replace=False))
     partial = _raw_query(prepared, [gene for gene in shuffled if gene not in dropped])
     annotate(partial, model, umap=False)
-    assert partial.uns[_keys.UNS]["genes_missing"] == len(dropped)
+    assert partial.uns[constants.UNS]["genes_missing"] == len(dropped)
     agreement = (
-        partial.obs[_keys.PREDICTION].astype(str).to_numpy()
-        == reference.obs[_keys.PREDICTION].astype(str).to_numpy()
+        partial.obs[constants.PREDICTION].astype(str).to_numpy()
+        == reference.obs[constants.PREDICTION].astype(str).to_numpy()
     ).mean()
     assert agreement > 0.8
 
@@ -173,15 +179,15 @@ def test_too_many_missing_genes_stop_clearly(trained, prepared):
     ):
         annotate(few, model, umap=False, source="query")
     annotate(few, model, umap=False, max_missing_genes=0.8)
-    assert few.uns[_keys.UNS]["genes_missing"] == len(model.genes) - len(model.genes) // 4
+    assert few.uns[constants.UNS]["genes_missing"] == len(model.genes) - len(model.genes) // 4
 
 
 def test_low_confidence_cells_become_unknown(trained, prepared, annotated):
-    threshold = float(np.median(annotated.obs[_keys.CONFIDENCE]))
+    threshold = float(np.median(annotated.obs[constants.CONFIDENCE]))
     result = annotate(prepared, trained[0], unknown_threshold=threshold, umap=False, copy=True)
-    assert "Unknown" in result.obs[_keys.PREDICTION].cat.categories
-    unknown = (result.obs[_keys.PREDICTION] == "Unknown").to_numpy()
-    np.testing.assert_array_equal(unknown, result.obs[_keys.CONFIDENCE].to_numpy() < threshold)
+    assert "Unknown" in result.obs[constants.PREDICTION].cat.categories
+    unknown = (result.obs[constants.PREDICTION] == "Unknown").to_numpy()
+    np.testing.assert_array_equal(unknown, result.obs[constants.CONFIDENCE].to_numpy() < threshold)
     assert 0 < unknown.sum() < result.n_obs
 
 
@@ -193,8 +199,8 @@ def test_predict_command_writes_the_annotated_file(trained, prepared_path, tmp_p
     )
     assert result.exit_code == 0, result.output
     written = ad.read_h5ad(out)
-    assert {_keys.PREDICTION, _keys.CONFIDENCE} <= set(written.obs.columns)
-    assert _keys.LATENT in written.obsm and _keys.UMAP not in written.obsm
+    assert {constants.PREDICTION, constants.CONFIDENCE} <= set(written.obs.columns)
+    assert constants.LATENT in written.obsm and constants.UMAP not in written.obsm
     missing = CliRunner().invoke(
         main, ["predict", str(prepared_path), "--model", str(tmp_path / "nope"), "--out", str(out)]
     )
@@ -204,11 +210,11 @@ def test_predict_command_writes_the_annotated_file(trained, prepared_path, tmp_p
 def test_loading_checks_the_model_folder(trained, tmp_path):
     copy = tmp_path / "model"
     shutil.copytree(trained[1], copy)
-    genes = (copy / persistence.GENES).read_text().splitlines()
-    (copy / persistence.GENES).write_text("\n".join(genes[:-1]) + "\n")
+    genes = (copy / constants.MODEL_GENES).read_text().splitlines()
+    (copy / constants.MODEL_GENES).write_text("\n".join(genes[:-1]) + "\n")
     with pytest.raises(InputError, match=r"lists \d+ genes but the network was built for \d+"):
         Model.load(copy)
-    (copy / persistence.WEIGHTS).unlink()
+    (copy / constants.MODEL_WEIGHTS).unlink()
     with pytest.raises(InputError, match="missing model.weights.h5"):
         Model.load(copy)
 
@@ -218,15 +224,15 @@ def test_notebook_flow_without_files(prepared_path):
     from scpermut.data.preprocess import PrepareSettings, prepare_anndata
 
     raw = ad.read_h5ad(prepared_path)
-    raw.X = raw.layers[_keys.COUNTS_LAYER]
-    raw.obs["is_query"] = raw.obs[_keys.ROLE] == "query"
+    raw.X = raw.layers[constants.COUNTS_LAYER]
+    raw.obs["is_query"] = raw.obs[constants.ROLE] == "query"
     adata = prepare_anndata(raw, query_key="is_query", settings=PrepareSettings(n_top_genes=500))
     model = Model(**{**TEST_SETTINGS, "epochs_full": 4, "epochs_finetune": 1}).fit(adata)
     model.predict(adata, umap=False)
-    query = adata.obs[_keys.SPLIT] == _keys.SPLIT_QUERY
-    score = balanced_accuracy_score(adata.obs.loc[query, "cell_type"], adata.obs.loc[query, _keys.PREDICTION])
+    query = adata.obs[constants.SPLIT] == constants.SPLIT_QUERY
+    score = balanced_accuracy_score(adata.obs.loc[query, "cell_type"], adata.obs.loc[query, constants.PREDICTION])
     assert score > 0.5  # chance is 0.2 with five types
-    assert adata.obsm[_keys.LATENT].shape == (adata.n_obs, TEST_SETTINGS["latent_dim"])
+    assert adata.obsm[constants.LATENT].shape == (adata.n_obs, TEST_SETTINGS["latent_dim"])
 
 
 def test_a_raw_query_file_is_normalised_exactly_as_prepare_did(trained, prepared, assets_dir):
@@ -248,8 +254,8 @@ def test_scaled_or_wrongly_normalised_queries_are_refused(trained, prepared):
     preprocess = trained[0].record.preprocess
     query = prepared[:50].copy()
     del query.uns["scpermut_prepare"]
-    counts = query.layers[_keys.COUNTS_LAYER].toarray()
-    del query.layers[_keys.COUNTS_LAYER]
+    counts = query.layers[constants.COUNTS_LAYER].toarray()
+    del query.layers[constants.COUNTS_LAYER]
     query.X = sp.csr_matrix(np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e6))
     with pytest.raises(InputError, match="log-normalised to about 1e\\+06 counts per cell"):
         log_normalised_expression(query, preprocess, "cpm.h5ad")

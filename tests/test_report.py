@@ -14,9 +14,9 @@ import scipy.sparse as sp
 import yaml
 from click.testing import CliRunner
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut.cli import main
-from scpermut.report import report_outputs
+from scpermut.report.files import report_outputs
 from scpermut.steps.report import write_report
 
 CLASSES = ["B cells", "Monocytes", "NK cells", "T cells", "pDC"]
@@ -61,13 +61,13 @@ def synthetic_annotated(seed: int = 0) -> ad.AnnData:
 
     obs = pd.DataFrame(
         {
-            _keys.SAMPLE: pd.Categorical(batches),
+            constants.SAMPLE: pd.Categorical(batches),
             "batch": pd.Categorical(batches),
             "cell_type": pd.Categorical(truth),
-            _keys.ROLE: pd.Categorical(role),
-            _keys.SPLIT: pd.Categorical(split, categories=list(_keys.SPLITS)),
-            _keys.PREDICTION: pd.Categorical(predictions),
-            _keys.CONFIDENCE: confidence.astype(np.float32),
+            constants.ROLE: pd.Categorical(role),
+            constants.SPLIT: pd.Categorical(split, categories=list(constants.SPLITS)),
+            constants.PREDICTION: pd.Categorical(predictions),
+            constants.CONFIDENCE: confidence.astype(np.float32),
         },
         index=[f"cell{i}" for i in range(n)],
     )
@@ -75,24 +75,24 @@ def synthetic_annotated(seed: int = 0) -> ad.AnnData:
         sp.random(n, 50, density=0.1, format="csr", dtype=np.float32, random_state=seed), obs=obs
     )
     adata.var_names = [f"gene{i}" for i in range(50)]
-    adata.obsm[_keys.LATENT] = latent.astype(np.float32)
-    adata.obsm[_keys.PROBABILITIES] = probabilities
-    adata.obsm[_keys.UMAP] = latent[:, :2]
-    adata.uns[_keys.UNS] = {
+    adata.obsm[constants.LATENT] = latent.astype(np.float32)
+    adata.obsm[constants.PROBABILITIES] = probabilities
+    adata.obsm[constants.UMAP] = latent[:, :2]
+    adata.uns[constants.UNS] = {
         "classes": np.array(CLASSES),
         "unknown_label": "Unknown",
         "prediction": {"unknown_threshold": 0.3, "umap": True},
         "seed": 0,
         "versions": {"scpermut": "0.1.0"},
     }
-    adata.uns[_keys.PREPARE_UNS] = {
+    adata.uns[constants.PREPARE_UNS] = {
         "class_key": "cell_type",
         "batch_key": "batch",
         "unlabeled_category": "Unknown",
         "n_top_genes": 50,
         "seed": 0,
     }
-    adata.uns[_keys.QC_UNS] = {
+    adata.uns[constants.QC_UNS] = {
         name: {
             "sample": name,
             "n_cells_before": 900,
@@ -271,7 +271,7 @@ def test_multiqc_files_have_a_yaml_header_and_a_table(
 def test_report_without_labels_umap_or_history_still_renders(tmp_path):
     adata = synthetic_annotated()
     adata.obs["cell_type"] = "Unknown"
-    del adata.obsm[_keys.UMAP]
+    del adata.obsm[constants.UMAP]
     model = synthetic_model_dir(tmp_path / "model")
     (model / "history.csv").unlink()
     result = write_report(adata, model, tmp_path / "out")
@@ -285,7 +285,7 @@ def test_report_without_labels_umap_or_history_still_renders(tmp_path):
 
 def test_report_of_a_model_without_classifier_scores_the_latent_only(tmp_path):
     adata = synthetic_annotated()
-    del adata.obs[_keys.PREDICTION], adata.obs[_keys.CONFIDENCE], adata.obsm[_keys.PROBABILITIES]
+    del adata.obs[constants.PREDICTION], adata.obs[constants.CONFIDENCE], adata.obsm[constants.PROBABILITIES]
     result = write_report(adata, synthetic_model_dir(tmp_path / "model"), tmp_path / "out")
     assert result["headline"]["evaluation_set"] is None
     assert result["headline"]["batch_entropy"] > 0.8
@@ -298,7 +298,7 @@ def test_report_of_a_model_without_classifier_scores_the_latent_only(tmp_path):
 def test_report_on_a_file_without_predictions_fails_with_one_sentence_before_any_write(tmp_path):
     # An input check, before any output is opened; a failure *during* a write is tested in test_atomic.py.
     adata = synthetic_annotated()
-    del adata.obs[_keys.PREDICTION], adata.obsm[_keys.LATENT]
+    del adata.obs[constants.PREDICTION], adata.obsm[constants.LATENT]
     adata.write_h5ad(tmp_path / "plain.h5ad")
     model = synthetic_model_dir(tmp_path / "model")
     result = CliRunner().invoke(
@@ -323,7 +323,7 @@ def test_report_samples_cells_with_the_runs_seed_and_takes_the_keys_from_the_mod
     config["training"]["seed"] = 7
     (model / "config.json").write_text(json.dumps(config))
     adata = synthetic_annotated()
-    del adata.uns[_keys.PREPARE_UNS]  # the keys come from the model folder, not the annotated file
+    del adata.uns[constants.PREPARE_UNS]  # the keys come from the model folder, not the annotated file
     write_report(adata, model, tmp_path / "out")
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert record["settings"]["seed"] == 7
@@ -334,18 +334,18 @@ def test_the_annotated_cells_are_summarised_for_the_user(tmp_path):
     from scpermut import metrics
 
     adata = synthetic_annotated()
-    adata.obs[_keys.QC_PASS] = True
-    adata.obs.iloc[:5, adata.obs.columns.get_loc(_keys.QC_PASS)] = False
+    adata.obs[constants.QC_PASS] = True
+    adata.obs.iloc[:5, adata.obs.columns.get_loc(constants.QC_PASS)] = False
     result = metrics.evaluate(adata)
     annotated = result["annotated"]
-    chosen = adata.obs[_keys.SPLIT].astype(str).isin(["query", "unlabelled"])
+    chosen = adata.obs[constants.SPLIT].astype(str).isin(["query", "unlabelled"])
     assert annotated["n_cells"] == int(chosen.sum())
-    assert annotated["n_failed_qc"] == int((chosen & ~adata.obs[_keys.QC_PASS]).sum())
+    assert annotated["n_failed_qc"] == int((chosen & ~adata.obs[constants.QC_PASS]).sum())
     assert sum(annotated["composition"].values()) == annotated["n_cells"]
     assert 0 < annotated["confidence"]["q10"] <= annotated["confidence"]["q50"] <= annotated["confidence"]["q90"] <= 1
     query = chosen & (adata.obs["batch"] == "query1")
     truth = adata.obs.loc[query, "cell_type"].astype(str)
-    accuracy = float((truth == adata.obs.loc[query, _keys.PREDICTION].astype(str)).mean())
+    accuracy = float((truth == adata.obs.loc[query, constants.PREDICTION].astype(str)).mean())
     assert annotated["per_batch"]["query1"]["accuracy"] == pytest.approx(accuracy)
     assert "accuracy" not in annotated["per_batch"]["ref1"]  # unlabelled reference cells: no truth
     assert metrics.headline(result)["n_cells_annotated"] == annotated["n_cells"]

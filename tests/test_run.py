@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut.cli import main
 
 # Small and fast: a few epochs, the QC the shipped cells pass (169+ detected genes).
@@ -96,7 +96,7 @@ def test_run_latent_mixes_batches_better_than_uncorrected_pca_of_the_same_cells(
     prepared = ad.read_h5ad(outdir / "prepare" / "prepared.h5ad")
     annotated = ad.read_h5ad(outdir / "annotated" / "annotated.h5ad")
     assert list(prepared.obs_names) == list(annotated.obs_names)
-    latent = annotated.obsm[_keys.LATENT]
+    latent = annotated.obsm[constants.LATENT]
     genes = prepared.var["highly_variable"].to_numpy()
     pca = PCA(n_components=latent.shape[1], random_state=0).fit_transform(prepared[:, genes].X.toarray())
     batches = annotated.obs["batch"].astype(str).to_numpy()
@@ -140,8 +140,8 @@ def test_run_maps_a_new_query_onto_the_saved_model_without_retraining(
     assert len(shared) == mapped.n_obs
     # Only the gene set the library size is computed over differs: predictions barely move.
     agreement = np.mean(
-        mapped.obs.loc[shared, _keys.PREDICTION].astype(str).to_numpy()
-        == first.obs.loc[shared, _keys.PREDICTION].astype(str).to_numpy()
+        mapped.obs.loc[shared, constants.PREDICTION].astype(str).to_numpy()
+        == first.obs.loc[shared, constants.PREDICTION].astype(str).to_numpy()
     )
     assert agreement > 0.9
     assert json.loads((tmp_path / "mapped" / "report" / "metrics.json").read_text())["inputs"][
@@ -171,10 +171,10 @@ def test_label_completes_an_atlas_of_which_a_third_is_labelled(tmp_path, assets_
     )
     assert result.exit_code == 0, result.output
     annotated = ad.read_h5ad(tmp_path / "out" / "annotated" / "annotated.h5ad")
-    assert set(annotated.obs[_keys.SPLIT].astype(str)) == {"train", "validation", "unlabelled"}
-    completed = annotated.obs[_keys.SPLIT].astype(str) == "unlabelled"
+    assert set(annotated.obs[constants.SPLIT].astype(str)) == {"train", "validation", "unlabelled"}
+    completed = annotated.obs[constants.SPLIT].astype(str) == "unlabelled"
     original = dict(zip(atlas.obs_names, truth))
-    correct = annotated.obs.loc[completed, _keys.PREDICTION].astype(str).to_numpy() == np.array(
+    correct = annotated.obs.loc[completed, constants.PREDICTION].astype(str).to_numpy() == np.array(
         [original[name] for name in annotated.obs_names[completed]]
     )
     assert correct.mean() > 0.8  # three cell lines, easy to tell apart

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut.cli import main
+from scpermut.errors import InputError
 
 TINY = [
     "--class_key", "cell_line",
@@ -61,7 +62,7 @@ def straight(tmp_path_factory, atlas):
 def test_the_users_obs_columns_are_kept(straight):
     annotated = _annotated(straight)
     assert set(annotated.obs["sample"]) == {"the user's own column"}
-    assert set(annotated.obs[_keys.SAMPLE]) == {"atlas"}
+    assert set(annotated.obs[constants.SAMPLE]) == {"atlas"}
 
 
 def test_help_is_grouped_in_sections_with_an_example():
@@ -84,11 +85,11 @@ def test_every_query_cell_of_a_targeted_panel_is_annotated(tmp_path, atlas, asse
     result = invoke("label", atlas, "--query", tmp_path / "panel.h5ad", "--outdir", tmp_path / "out", *TINY, "--min_genes", "200")
     assert result.exit_code == 0, result.output
     annotated = _annotated(tmp_path / "out")
-    is_query = annotated.obs[_keys.ROLE] == "query"
+    is_query = annotated.obs[constants.ROLE] == "query"
     assert is_query.sum() == 120  # not one query cell dropped
-    failed = ~annotated.obs.loc[is_query, _keys.QC_PASS].astype(bool)
+    failed = ~annotated.obs.loc[is_query, constants.QC_PASS].astype(bool)
     assert failed.sum() > 60  # about 128 of the 300 genes detected per cell: most fail --min_genes 200
-    assert annotated.obs.loc[is_query, _keys.PREDICTION].notna().all()
+    assert annotated.obs.loc[is_query, constants.PREDICTION].notna().all()
     assert annotated.uns["scpermut"]["genes_used"] == 200  # the reference's HVGs, not the panel's
     assert "cells to annotate in sample 'panel' fail QC" in result.output
     assert f"annotated {120 + int((reference.obs['cell_line'] == 'Unknown').sum())} cells" in result.output
@@ -146,6 +147,43 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, straight, atlas
     assert "training continues from its checkpoint" in result.output
     assert not (outdir / ".scpermut-partial").exists()
     resumed, expected = _annotated(outdir), _annotated(straight)
-    np.testing.assert_array_equal(resumed.obsm[_keys.LATENT], expected.obsm[_keys.LATENT])
-    assert list(resumed.obs[_keys.PREDICTION]) == list(expected.obs[_keys.PREDICTION])
+    np.testing.assert_array_equal(resumed.obsm[constants.LATENT], expected.obsm[constants.LATENT])
+    assert list(resumed.obs[constants.PREDICTION]) == list(expected.obs[constants.PREDICTION])
     assert resumed.uns["scpermut"]["model"] == str((outdir / "model").resolve())
+
+
+def test_a_second_run_into_the_same_folder_stops_naming_the_first_and_leaves_it_alone(tmp_path):
+    import os
+
+    from scpermut.steps.outdir import RunFolder
+
+    first = RunFolder(tmp_path / "out", "options a", overwrite=False, resume=False)
+    first.open()
+    (first.folders["qc"]).mkdir()
+    second = RunFolder(tmp_path / "out", "options b", overwrite=True, resume=False)
+    with pytest.raises(InputError, match=rf"another scpermut run writes here \(process {os.getpid()} on "):
+        second.open()
+    assert first.folders["qc"].is_dir()  # the first run's work is untouched
+    first.publish()
+    assert (tmp_path / "out" / "qc").is_dir() and not (tmp_path / "out" / ".scpermut.lock").exists()
+    second.open()  # the folder is free again
+    second.discard()
+
+
+def test_the_lock_of_a_run_that_no_longer_exists_is_taken_over(tmp_path, caplog):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from scpermut.steps.outdir import LOCK_FILE, RunFolder
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / LOCK_FILE).write_text(json.dumps({"pid": int(finished.stdout), "host": socket.gethostname(), "started": "then"}))
+    folder = RunFolder(tmp_path / "out", "options", overwrite=False, resume=False)
+    with caplog.at_level("WARNING"):
+        folder.open()
+    assert "taking over the lock of a run that no longer exists" in caplog.text
+    folder.discard()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -17,14 +17,14 @@ import scipy.sparse as sp
 from click.testing import CliRunner
 from conftest import package_only_environment
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut.cli import main
 from scpermut.errors import InputError
 from scpermut.model import persistence
 from scpermut.model.api import Model
-from scpermut.model.batches import TrainingData
 from scpermut.model.settings import NetworkConfig, TrainingSettings
 from scpermut.model.train import plan_phases, select_device, train_network
+from scpermut.model.training_data import TrainingData
 from scpermut.steps.train import train_file
 
 TINY_NETWORK = {"hidden_layers": (16,), "latent_dim": 4}
@@ -65,16 +65,16 @@ def make_prepared(
             np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4), dtype=np.float32
         ),
         obs=pd.DataFrame(
-            {"cell_type": types, "batch": batch, _keys.SPLIT: split},
+            {"cell_type": types, "batch": batch, constants.SPLIT: split},
             index=[f"c{i}" for i in range(n_cells)],
         ).astype("category"),
         var=pd.DataFrame(
             {"highly_variable": np.arange(n_genes) < n_genes - 5},
             index=[f"G{j}" for j in range(n_genes)],
         ),
-        layers={_keys.COUNTS_LAYER: sp.csr_matrix(counts)},
+        layers={constants.COUNTS_LAYER: sp.csr_matrix(counts)},
     )
-    adata.uns[_keys.PREPARE_UNS] = {
+    adata.uns[constants.PREPARE_UNS] = {
         "class_key": "cell_type",
         "batch_key": "batch",
         "unlabeled_category": "Unknown",
@@ -260,7 +260,7 @@ def test_too_few_validation_cells_train_too_and_the_schedule_runs_in_full(caplog
     assert "fewer than 9 validation cells" in caplog.text
     run = model.record.run
     assert run["validation_joined_training"] and run["n_validation"] == 0
-    assert run["n_labelled_train"] == int(adata.obs[_keys.SPLIT].isin(["train", "validation"]).sum())
+    assert run["n_labelled_train"] == int(adata.obs[constants.SPLIT].isin(["train", "validation"]).sum())
     assert run["epochs_run"]["full"] == TINY_TRAINING["epochs_full"]
     assert "val_balanced_accuracy" not in model.record.history.columns
     enough = Model(**TINY_NETWORK, **{**TINY_TRAINING, "min_validation_per_class": 8}).fit(adata)
@@ -356,8 +356,8 @@ def test_model_folder_is_complete_refuses_overwrite_and_reloads(tmp_path):
     make_prepared().write_h5ad(prepared)
     model_dir = tmp_path / "model"
     train_file(prepared, model_dir, device="cpu", **TINY_NETWORK, **TINY_TRAINING)
-    assert sorted(path.name for path in model_dir.iterdir()) == sorted(persistence.MODEL_FILES)
-    run = json.loads((model_dir / persistence.RUN).read_text())
+    assert sorted(path.name for path in model_dir.iterdir()) == sorted(constants.MODEL_FILES)
+    run = json.loads((model_dir / constants.MODEL_RUN).read_text())
     assert run["seed"] == 0 and run["device"] == "cpu" and len(run["input"]["sha256"]) == 64
     assert {"tensorflow", "keras", "scpermut"} <= set(run["versions"])
     with pytest.raises(InputError, match="already exists.*`overwrite`"):
@@ -368,7 +368,7 @@ def test_model_folder_is_complete_refuses_overwrite_and_reloads(tmp_path):
 
 
 def test_unfinished_checkpoint_needs_resume_or_overwrite(tmp_path):
-    (tmp_path / "model" / persistence.CHECKPOINT).mkdir(parents=True)
+    (tmp_path / "model" / constants.CHECKPOINT_FOLDER).mkdir(parents=True)
     with pytest.raises(InputError, match="`resume`"):
         persistence.check_model_dir_free(tmp_path / "model", overwrite=False, resume=False)
     persistence.check_model_dir_free(tmp_path / "model", overwrite=False, resume=True)
@@ -418,18 +418,18 @@ def test_same_seed_is_bit_identical_across_processes_and_seeds_differ(tmp_path, 
         )
     train_file(prepared_path, tmp_path / "other", device="cpu", seed=1, **tiny)
     first, second, other = (
-        _h5_arrays(tmp_path / name / persistence.WEIGHTS) for name in ("first", "second", "other")
+        _h5_arrays(tmp_path / name / constants.MODEL_WEIGHTS) for name in ("first", "second", "other")
     )
     assert first.keys() == second.keys() == other.keys() and len(first) > 10
     for key in first:
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
     assert any(not np.array_equal(first[key], other[key]) for key in first)
-    assert (tmp_path / "first" / persistence.HISTORY).read_text() == (
-        tmp_path / "second" / persistence.HISTORY
+    assert (tmp_path / "first" / constants.MODEL_HISTORY).read_text() == (
+        tmp_path / "second" / constants.MODEL_HISTORY
     ).read_text()
     # The children ran with the package's own oneDNN switch, not one inherited from the tests.
     for name in ("first", "second"):
-        run = json.loads((tmp_path / name / persistence.RUN).read_text())
+        run = json.loads((tmp_path / name / constants.MODEL_RUN).read_text())
         assert run["tf_enable_onednn_opts"] == "0", name
     adata = ad.read_h5ad(prepared_path)
     expression = adata[:, adata.var["highly_variable"].to_numpy()].X
@@ -448,7 +448,7 @@ def test_train_command_resumes_a_killed_run(tmp_path):
     with pytest.raises(_Interrupt):
         Model(**TINY_NETWORK, **TINY_TRAINING).fit(
             ad.read_h5ad(prepared),
-            checkpoint_dir=model_dir / persistence.CHECKPOINT,
+            checkpoint_dir=model_dir / constants.CHECKPOINT_FOLDER,
             callbacks=[_interrupt_after(2)],
         )
     flags = [
@@ -462,8 +462,8 @@ def test_train_command_resumes_a_killed_run(tmp_path):
         main, ["train", str(prepared), "--out", str(model_dir), "--resume", *flags]
     )
     assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in model_dir.iterdir()) == sorted(persistence.MODEL_FILES)
-    assert json.loads((model_dir / persistence.RUN).read_text())["resumed_from"] == {
+    assert sorted(path.name for path in model_dir.iterdir()) == sorted(constants.MODEL_FILES)
+    assert json.loads((model_dir / constants.MODEL_RUN).read_text())["resumed_from"] == {
         "phase": "full",
         "epoch": 1,
     }

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut._plain import plain
 from scpermut.data.io import count_problem
 from scpermut.errors import InputError
@@ -31,16 +31,16 @@ def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") 
     (``log1p`` of counts scaled to ``preprocess["target_sum"]`` per cell); otherwise ``X`` is
     taken to be log-normalised already.
     """
-    if _keys.PREPARE_UNS in adata.uns:
+    if constants.PREPARE_UNS in adata.uns:
         return sp.csr_matrix(adata.X, dtype=np.float32)
     counts = None
     if count_problem(adata.X) is None:
         counts = adata.X
     elif (
-        _keys.COUNTS_LAYER in adata.layers
-        and count_problem(adata.layers[_keys.COUNTS_LAYER]) is None
+        constants.COUNTS_LAYER in adata.layers
+        and count_problem(adata.layers[constants.COUNTS_LAYER]) is None
     ):
-        counts = adata.layers[_keys.COUNTS_LAYER]
+        counts = adata.layers[constants.COUNTS_LAYER]
     target_sum = float(preprocess["target_sum"])
     if counts is not None:
         log.info("%s: normalising raw counts (target_sum %g, log1p) as in training", source, target_sum)
@@ -52,19 +52,19 @@ def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") 
     if matrix.nnz and not np.isfinite(matrix.data).all():
         raise InputError(
             f"{source}: X holds {int((~np.isfinite(matrix.data)).sum())} NaN or infinite values; "
-            f"give raw counts in X or layers['{_keys.COUNTS_LAYER}']."
+            f"give raw counts in X or layers['{constants.COUNTS_LAYER}']."
         )
     if matrix.nnz and (matrix.data.min() < 0 or matrix.data.max() > _MAX_LOG_NORMALISED):
         raise InputError(
             f"{source}: X is neither raw counts nor log-normalised (values from {matrix.data.min():.2g} "
-            f"to {matrix.data.max():.2g}, e.g. scaled data); give raw counts in X or layers['{_keys.COUNTS_LAYER}']."
+            f"to {matrix.data.max():.2g}, e.g. scaled data); give raw counts in X or layers['{constants.COUNTS_LAYER}']."
         )
     totals = np.asarray(np.expm1(matrix).sum(axis=1)).ravel()
     typical_total = float(np.median(totals[totals > 0])) if (totals > 0).any() else target_sum
     if typical_total > target_sum * (1 + _TARGET_SUM_TOLERANCE):
         raise InputError(
             f"{source}: X looks log-normalised to about {typical_total:.3g} counts per cell, but the model "
-            f"was trained at {target_sum:.3g}; give raw counts in X or layers['{_keys.COUNTS_LAYER}']."
+            f"was trained at {target_sum:.3g}; give raw counts in X or layers['{constants.COUNTS_LAYER}']."
         )
     if typical_total < target_sum * (1 - _TARGET_SUM_TOLERANCE):
         # Normalised data later subset to some genes sums below target_sum: plausible, so only warn.
@@ -195,8 +195,9 @@ def annotate(
         Highest class probability; with a classifier only.
     ``adata.obsm["scpermut_probabilities"]`` : ndarray (float32, cells x classes)
         Class probabilities, columns in the order of ``uns["scpermut"]["classes"]``.
-    ``adata.obsm["X_umap"]`` : ndarray
-        UMAP of the latent space (when ``umap``).
+    ``adata.obsm["X_scpermut_umap"]`` : ndarray
+        UMAP of the latent space (when ``umap``; ``sc.pl.embedding(adata, "X_scpermut_umap")``
+        draws it). A UMAP of the user's own in ``obsm["X_umap"]`` is left untouched.
     ``adata.uns["scpermut"]`` : dict
         Classes, the model's keys (class, batch, unlabelled category), prediction parameters,
         training parameters, seed, versions, device, missing genes.
@@ -212,7 +213,7 @@ def annotate(
         source=source,
     )
     outputs = model.transform(aligned, batch_size)
-    adata.obsm[_keys.LATENT] = outputs["latent"]
+    adata.obsm[constants.LATENT] = outputs["latent"]
     keys = Keys.from_record(record.preprocess)
     unknown_label = keys.unlabeled_category
     if "class_probabilities" in outputs:
@@ -223,10 +224,10 @@ def annotate(
         if unknown_threshold > 0:
             labels[confidence < unknown_threshold] = unknown_label
             categories.append(unknown_label)
-        adata.obs[_keys.PREDICTION] = pd.Categorical(labels, categories=categories)
-        adata.obs[_keys.LABEL] = final_labels(adata, keys.class_key)
-        adata.obs[_keys.CONFIDENCE] = confidence.astype(np.float32)
-        adata.obsm[_keys.PROBABILITIES] = probabilities
+        adata.obs[constants.PREDICTION] = pd.Categorical(labels, categories=categories)
+        adata.obs[constants.LABEL] = final_labels(adata, keys.class_key)
+        adata.obs[constants.CONFIDENCE] = confidence.astype(np.float32)
+        adata.obsm[constants.PROBABILITIES] = probabilities
     else:
         log.warning(
             "the model was trained without a classifier: only the latent space (and UMAP) are written"
@@ -234,7 +235,7 @@ def annotate(
     seed = int(record.training["seed"])
     if umap:
         compute_umap(adata, seed)
-    adata.uns[_keys.UNS] = plain(
+    adata.uns[constants.UNS] = plain(
         {
             "classes": list(record.classes),
             "unknown_label": unknown_label,
@@ -270,27 +271,28 @@ def final_labels(adata, class_key: str) -> pd.Categorical:
     The labelled reference cells are those ``prepare`` put in the train or validation split;
     a query cell's label is evidence for scoring, not a given label, so it gets the prediction.
     """
-    labels = adata.obs[_keys.PREDICTION].astype(str).to_numpy(dtype=object)
-    if _keys.SPLIT in adata.obs and class_key in adata.obs:
-        split = adata.obs[_keys.SPLIT].astype(str).to_numpy()
-        given = np.isin(split, [_keys.SPLIT_TRAIN, _keys.SPLIT_VALIDATION])
+    labels = adata.obs[constants.PREDICTION].astype(str).to_numpy(dtype=object)
+    if constants.SPLIT in adata.obs and class_key in adata.obs:
+        split = adata.obs[constants.SPLIT].astype(str).to_numpy()
+        given = np.isin(split, [constants.SPLIT_TRAIN, constants.SPLIT_VALIDATION])
         labels[given] = adata.obs[class_key].astype(str).to_numpy()[given]
     return pd.Categorical(labels)
 
 
 def compute_umap(adata, seed: int) -> None:
-    """UMAP of ``obsm["X_scpermut"]`` into ``obsm["X_umap"]`` (neighbours under ``scpermut_neighbors``)."""
+    """UMAP of ``obsm["X_scpermut"]`` into ``obsm["X_scpermut_umap"]`` (its parameters in
+    ``uns["X_scpermut_umap"]``, the neighbours under ``scpermut_neighbors``): a UMAP the user
+    already has (``obsm["X_umap"]``) is left as it is."""
     import scanpy as sc
 
     if adata.n_obs < 4:
         log.warning("only %d cells: no UMAP", adata.n_obs)
         return
-    neighbors_key = f"{_keys.UNS}_neighbors"
     sc.pp.neighbors(
         adata,
         n_neighbors=min(15, adata.n_obs - 1),
-        use_rep=_keys.LATENT,
+        use_rep=constants.LATENT,
         random_state=seed,
-        key_added=neighbors_key,
+        key_added=constants.NEIGHBORS,
     )
-    sc.tl.umap(adata, random_state=seed, neighbors_key=neighbors_key)
+    sc.tl.umap(adata, random_state=seed, neighbors_key=constants.NEIGHBORS, key_added=constants.UMAP)

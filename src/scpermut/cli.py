@@ -313,12 +313,13 @@ def tune(prepared, out, trials, mixing_weight, seed, mlflow_uri, **flags):
     Options given on the command line are fixed and left out of the search. Train with the result:
     `scpermut train PREPARED.h5ad --params OUT/best_params.json --out model`.
     """
-    from scpermut.steps.tune import BEST_PARAMS_FILE, tune_file
+    from scpermut.constants import TUNE_BEST_PARAMS
+    from scpermut.steps.tune import tune_file
 
     study = tune_file(prepared, out, trials=trials, mixing_weight=mixing_weight, seed=seed, fixed=given_on_command_line(flags), mlflow_uri=mlflow_uri, **flags)
     done = [t for t in study.trials if t.value is not None]
     best = f"best score {study.best_value:.4f} (trial {study.best_trial.number})" if done else "no finished trial"
-    log.info("tune: %d trials, %s -> %s", len(study.trials), best, out / BEST_PARAMS_FILE)
+    log.info("tune: %d trials, %s -> %s", len(study.trials), best, out / TUNE_BEST_PARAMS)
 
 
 
@@ -352,10 +353,11 @@ def tune_trial(prepared, trial, out, **flags):
 
     The trial file's options and seed win over the flags; the flags set the others (those of --tune_fixed).
     """
-    from scpermut.steps.tune_parallel import SCORE_FILE, run_trial
+    from scpermut.constants import TUNE_SCORE
+    from scpermut.steps.tune_parallel import run_trial
 
     result = run_trial(prepared, trial, out, **flags)
-    log.info("tune-trial %d: score %.4f -> %s", result["number"], result["score"], out / SCORE_FILE)
+    log.info("tune-trial %d: score %.4f -> %s", result["number"], result["score"], out / TUNE_SCORE)
 
 
 @main.command("tune-select")
@@ -367,11 +369,11 @@ def tune_select(scores, out):
 
     Train the final model with `scpermut train PREPARED.h5ad --params OUT/best_params.json --out model`.
     """
-    from scpermut.steps.tune import BEST_PARAMS_FILE
+    from scpermut.constants import TUNE_BEST_PARAMS
     from scpermut.steps.tune_parallel import select_best
 
     best = select_best(scores, out)
-    log.info("tune-select: best score %.4f (trial %d) of %d -> %s", best["score"], best["number"], len(scores), out / BEST_PARAMS_FILE)
+    log.info("tune-select: best score %.4f (trial %d) of %d -> %s", best["score"], best["number"], len(scores), out / TUNE_BEST_PARAMS)
 
 def run_options(umap: Option):
     """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting, resuming, tracking."""

@@ -23,10 +23,10 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.neighbors import NearestNeighbors
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut.options import default
 
-HEADLINE_SETS = (_keys.SPLIT_QUERY, _keys.SPLIT_VALIDATION)
+HEADLINE_SETS = (constants.SPLIT_QUERY, constants.SPLIT_VALIDATION)
 
 # Rarity of a class = its share of the evaluated cells; bounds are [low, high).
 RARITY_GROUPS = (
@@ -55,7 +55,7 @@ class MetricSettings:
     n_neighbors: int = 30
     max_cells_neighbors: int = 20_000
     max_cells_silhouette: int = 5_000
-    seed: int = 0
+    seed: int = default("seed")
 
 
 def classification_scores(y_true, y_pred, unknown: str = default("unlabeled_category")) -> dict:
@@ -285,46 +285,19 @@ def evaluate(
         all cells; None, like ``sets``, for a model without a classifier), ``latent`` (:func:`batch_mixing`, :func:`batch_silhouette` and :func:`label_silhouette` results, or None
         without a latent) and ``settings``.
     """
-    has_predictions = _keys.PREDICTION in adata.obs  # a model trained with --no-classifier has none
-    predictions = adata.obs[_keys.PREDICTION].astype(str).to_numpy() if has_predictions else None
+    has_predictions = constants.PREDICTION in adata.obs  # a model trained with --no-classifier has none
+    predictions = adata.obs[constants.PREDICTION].astype(str).to_numpy() if has_predictions else None
     truth = known_labels(adata, class_key, unlabeled_category)
     split = (
-        adata.obs[_keys.SPLIT].astype(str).to_numpy()
-        if _keys.SPLIT in adata.obs
-        else np.full(adata.n_obs, _keys.SPLIT_QUERY, dtype=object)
+        adata.obs[constants.SPLIT].astype(str).to_numpy()
+        if constants.SPLIT in adata.obs
+        else np.full(adata.n_obs, constants.SPLIT_QUERY, dtype=object)
     )
 
-    sets = {}
-    for name in HEADLINE_SETS:
-        scored = (split == name) & truth.notna().to_numpy()
-        if has_predictions and scored.any():
-            y_true, y_pred = truth.to_numpy()[scored].astype(str), predictions[scored]
-            per_class = per_class_scores(y_true, y_pred)
-            sets[name] = {
-                "scores": classification_scores(y_true, y_pred, unknown=unlabeled_category),
-                "per_class": per_class.to_dict(orient="records"),
-                "by_rarity": rarity_scores(per_class).to_dict(orient="records"),
-            }
-
+    sets = _set_scores(truth, predictions, split, unlabeled_category) if has_predictions else {}
     latent = None
-    if _keys.LATENT in adata.obsm:
-        embedding = np.asarray(adata.obsm[_keys.LATENT])
-        # Without a batch column every cell is one batch, and the batch scores come out undefined (None).
-        batches = (
-            adata.obs[batch_key].astype(str).to_numpy()
-            if batch_key in adata.obs
-            else np.zeros(adata.n_obs, dtype=str)
-        )
-        # Batch silhouette needs a cell type for every cell: the true one where known, else the predicted one.
-        structure = truth
-        if has_predictions:
-            structure = truth.where(truth.notna(), pd.Series(predictions, index=truth.index))
-            structure = structure.where(structure != unlabeled_category)
-        latent = {
-            "batch_mixing": batch_mixing(embedding, batches, settings),
-            "batch_silhouette": batch_silhouette(embedding, batches, structure, settings),
-            "label_silhouette": label_silhouette(embedding, truth, settings),
-        }
+    if constants.LATENT in adata.obsm:
+        latent = _latent_scores(adata, truth, predictions, batch_key, unlabeled_category, settings)
 
     return {
         "evaluation_set": next((name for name in HEADLINE_SETS if name in sets), None),
@@ -343,6 +316,39 @@ def evaluate(
     }
 
 
+def _set_scores(truth: pd.Series, predictions: np.ndarray, split: np.ndarray, unlabeled_category: str) -> dict:
+    """Scores, per-class scores and rarity groups of each headline set with labelled cells."""
+    sets = {}
+    for name in HEADLINE_SETS:
+        scored = (split == name) & truth.notna().to_numpy()
+        if scored.any():
+            y_true, y_pred = truth.to_numpy()[scored].astype(str), predictions[scored]
+            per_class = per_class_scores(y_true, y_pred)
+            sets[name] = {
+                "scores": classification_scores(y_true, y_pred, unknown=unlabeled_category),
+                "per_class": per_class.to_dict(orient="records"),
+                "by_rarity": rarity_scores(per_class).to_dict(orient="records"),
+            }
+    return sets
+
+
+def _latent_scores(adata, truth: pd.Series, predictions, batch_key: str, unlabeled_category: str, settings: MetricSettings) -> dict:
+    """Batch mixing, batch silhouette and label silhouette of ``obsm["X_scpermut"]``."""
+    embedding = np.asarray(adata.obsm[constants.LATENT])
+    # Without a batch column every cell is one batch, and the batch scores come out undefined (None).
+    batches = adata.obs[batch_key].astype(str).to_numpy() if batch_key in adata.obs else np.zeros(adata.n_obs, dtype=str)
+    # Batch silhouette needs a cell type for every cell: the true one where known, else the predicted one.
+    structure = truth
+    if predictions is not None:
+        structure = truth.where(truth.notna(), pd.Series(predictions, index=truth.index))
+        structure = structure.where(structure != unlabeled_category)
+    return {
+        "batch_mixing": batch_mixing(embedding, batches, settings),
+        "batch_silhouette": batch_silhouette(embedding, batches, structure, settings),
+        "label_silhouette": label_silhouette(embedding, truth, settings),
+    }
+
+
 # Quantiles of the confidence of the annotated cells that summaries show.
 CONFIDENCE_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -358,16 +364,16 @@ def annotated_cells(adata, truth: pd.Series, predictions: np.ndarray, split: np.
         ``per_batch`` (per batch: cells, and where true labels are known, ``n_labelled``,
         ``accuracy`` and ``balanced_accuracy``).
     """
-    chosen = np.isin(split, [_keys.SPLIT_QUERY, _keys.SPLIT_UNLABELLED])
+    chosen = np.isin(split, [constants.SPLIT_QUERY, constants.SPLIT_UNLABELLED])
     result = {"n_cells": int(chosen.sum()), "n_failed_qc": 0, "composition": {}, "confidence": None, "per_batch": {}}
     if not chosen.any():
         return result
-    if _keys.QC_PASS in adata.obs:
-        result["n_failed_qc"] = int((~adata.obs[_keys.QC_PASS].to_numpy(bool) & chosen).sum())
+    if constants.QC_PASS in adata.obs:
+        result["n_failed_qc"] = int((~adata.obs[constants.QC_PASS].to_numpy(bool) & chosen).sum())
     chosen_predictions = predictions[chosen]
     result["composition"] = {str(k): int(v) for k, v in pd.Series(chosen_predictions).value_counts().items()}
-    if _keys.CONFIDENCE in adata.obs:
-        confidence = adata.obs[_keys.CONFIDENCE].to_numpy(dtype=float)[chosen]
+    if constants.CONFIDENCE in adata.obs:
+        confidence = adata.obs[constants.CONFIDENCE].to_numpy(dtype=float)[chosen]
         result["confidence"] = {
             "mean": float(confidence.mean()),
             **{f"q{int(q * 100)}": float(np.quantile(confidence, q)) for q in CONFIDENCE_QUANTILES},
@@ -395,7 +401,7 @@ def annotated_cells(adata, truth: pd.Series, predictions: np.ndarray, split: np.
 
 def _prediction_counts(adata, predictions: np.ndarray, unlabeled_category: str) -> dict:
     unknown = predictions == unlabeled_category
-    confidence = adata.obs[_keys.CONFIDENCE] if _keys.CONFIDENCE in adata.obs else None
+    confidence = adata.obs[constants.CONFIDENCE] if constants.CONFIDENCE in adata.obs else None
     return {
         "n_cells": int(adata.n_obs),
         "counts": pd.Series(predictions).value_counts().astype(int).to_dict(),

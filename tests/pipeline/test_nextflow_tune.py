@@ -6,7 +6,15 @@ import json
 
 import pandas as pd
 import pytest
-from test_nextflow_run import explain, nextflow, pipeline, process_of, pytestmark, task_counts, trace_rows  # noqa: F401
+from test_nextflow_run import (  # noqa: F401
+    explain,
+    nextflow,
+    pipeline,
+    process_of,
+    pytestmark,
+    task_counts,
+    trace_rows,
+)
 
 pytest.importorskip("optuna")
 

@@ -9,7 +9,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from scpermut._keys import COUNTS_LAYER
+from scpermut import constants
+from scpermut.constants import COUNTS_LAYER
 from scpermut.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -125,4 +126,35 @@ def read_counts(path: str | Path, layer: str | None = None) -> ad.AnnData:
         log.warning("%s: %d duplicated gene names made unique", path, adata.var_names.duplicated().sum())
         adata.var_names_make_unique()
     adata.obs_names = adata.obs_names.astype(str)
+    return adata
+
+
+def read_training_cells(path: str | Path, with_counts: bool = False) -> ad.AnnData:
+    """The cells of a ``prepared.h5ad`` that may train a model: X, obs, var and uns.
+
+    Cells to annotate that failed QC (``obs["scpermut_qc_pass"]`` False) are left out: they are
+    annotated, never trained on. The counts layer is read only when asked (the MSE loss never
+    reads it, and it is as large as X). Every fault is an ``InputError`` naming the file.
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found.")
+    try:
+        with h5py.File(path, "r") as handle:
+            parts = {name: read_elem(handle[name]) for name in ("X", "obs", "var", "uns") if name in handle}
+            layers = {}
+            if with_counts and COUNTS_LAYER in handle.get("layers", {}):
+                layers[COUNTS_LAYER] = read_elem(handle["layers"][COUNTS_LAYER])
+        adata = ad.AnnData(**parts, layers=layers)
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{path}: cannot be read as .h5ad ({error}).") from error
+    if constants.PREPARE_UNS not in adata.uns:
+        raise InputError(f"{path}: no uns['{constants.PREPARE_UNS}'] record; run `scpermut prepare` first.")
+    if constants.QC_PASS in adata.obs and not adata.obs[constants.QC_PASS].all():
+        passed = adata.obs[constants.QC_PASS].to_numpy(bool)
+        log.info("%s: training leaves out %d cells that failed QC", path, int((~passed).sum()))
+        adata = adata[passed].copy()
     return adata

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut._version import __version__
 from scpermut.errors import InputError
 from scpermut.keys import Keys
@@ -38,7 +38,7 @@ class PrepareSettings:
 
 
 def _role(adata: ad.AnnData) -> str:
-    roles = set(adata.obs[_keys.ROLE].astype(str)) if _keys.ROLE in adata.obs else {"reference"}
+    roles = set(adata.obs[constants.ROLE].astype(str)) if constants.ROLE in adata.obs else {"reference"}
     return "reference" if "reference" in roles else "query"
 
 
@@ -168,44 +168,21 @@ def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSet
     """
     import scanpy as sc
 
-    class_key, batch_key, unlabeled = keys.class_key, keys.batch_key, keys.unlabeled_category
-    qc = {adata.uns[_keys.QC_UNS]["sample"]: adata.uns[_keys.QC_UNS] for adata in samples if _keys.QC_UNS in adata.uns}
-    names = [adata.uns[_keys.QC_UNS]["sample"] if _keys.QC_UNS in adata.uns else "AnnData" for adata in samples]
+    class_key, batch_key = keys.class_key, keys.batch_key
+    qc = {adata.uns[constants.QC_UNS]["sample"]: adata.uns[constants.QC_UNS] for adata in samples if constants.QC_UNS in adata.uns}
+    names = [adata.uns[constants.QC_UNS]["sample"] if constants.QC_UNS in adata.uns else "AnnData" for adata in samples]
     genes, lost = shared_genes(samples, names, settings.min_shared_genes)
     for name, n_lost in lost.items():
         if n_lost:
             log.info("sample %s: %d of its genes are not among the reference's genes", name, n_lost)
 
-    merged = ad.concat([on_genes(adata, genes) for adata in samples], join="inner", merge="same")
-    if _keys.QC_PASS not in merged.obs:  # samples that went through no QC (prepare_anndata)
-        merged.obs[_keys.QC_PASS] = True
-    merged.obs[_keys.QC_PASS] = merged.obs[_keys.QC_PASS].astype(bool)
-    for column in uniform_obs_types(merged.obs):
-        log.warning("obs column '%s' holds values of different types across the samples; it is written as text", column)
-    if not merged.obs_names.is_unique:
-        n_duplicated = int(merged.obs_names.duplicated().sum())
-        log.warning("%d cell barcodes occur in more than one sample: they are prefixed with the sample id", n_duplicated)
-        merged.obs["barcode"] = merged.obs_names.to_numpy()
-        merged.obs_names = (merged.obs[_keys.SAMPLE].astype(str) + "_" + merged.obs_names.to_series().astype(str)).to_numpy()
-    for column in (_keys.SAMPLE, batch_key, class_key):
-        merged.obs[column] = merged.obs[column].astype(str).astype("category")
-    merged.obs[_keys.ROLE] = pd.Categorical(merged.obs[_keys.ROLE].astype(str), categories=["reference", "query"])
-
-    reference = (merged.obs[_keys.ROLE] == "reference").to_numpy()
-    labelled = reference & (merged.obs[class_key] != unlabeled).to_numpy()
-    if reference.any() and not labelled.any():
-        raise InputError(
-            f"no labelled cell: every reference cell has {class_key} '{unlabeled}'; "
-            "check label_col in the samplesheet or `class_key`."
-        )
-    validation = stratified_split(merged.obs[class_key], labelled, settings.validation_fraction, settings.seed)
-    split = np.where(reference, _keys.SPLIT_UNLABELLED, _keys.SPLIT_QUERY).astype(object)
-    split[labelled] = _keys.SPLIT_TRAIN
-    split[validation] = _keys.SPLIT_VALIDATION
-    merged.obs[_keys.SPLIT] = pd.Categorical(split, categories=list(_keys.SPLITS))
+    merged = _merge(samples, genes, keys)
+    split = _split(merged.obs, keys, settings)
+    merged.obs[constants.SPLIT] = pd.Categorical(split, categories=list(constants.SPLITS))
+    labelled = np.isin(split, [constants.SPLIT_TRAIN, constants.SPLIT_VALIDATION])
 
     merged.X = sp.csr_matrix(merged.X, dtype=np.float32)
-    merged.layers[_keys.COUNTS_LAYER] = merged.X.copy()
+    merged.layers[constants.COUNTS_LAYER] = merged.X.copy()
     sc.pp.normalize_total(merged, target_sum=settings.target_sum)
     sc.pp.log1p(merged)
     merged.uns.pop("log1p", None)
@@ -217,11 +194,11 @@ def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSet
         "n_highly_variable": int(merged.var["highly_variable"].sum()),
         "n_batches": int(merged.obs[batch_key].nunique()),
         "n_classes": int(merged.obs.loc[labelled, class_key].nunique()),
-        "cells_per_split": {name: int((split == name).sum()) for name in _keys.SPLITS},
+        "cells_per_split": {name: int((split == name).sum()) for name in constants.SPLITS},
         "genes_lost_per_sample": lost,
-        "cells_per_sample": {str(k): int(v) for k, v in merged.obs[_keys.SAMPLE].value_counts().items()},
+        "cells_per_sample": {str(k): int(v) for k, v in merged.obs[constants.SAMPLE].value_counts().items()},
     }
-    merged.uns[_keys.PREPARE_UNS] = {
+    merged.uns[constants.PREPARE_UNS] = {
         **keys.to_dict(),
         **asdict(settings),
         "scpermut_version": __version__,
@@ -230,8 +207,44 @@ def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSet
         "normalisation_genes": np.asarray(merged.var_names, dtype=str),
     }
     if qc:
-        merged.uns[_keys.QC_UNS] = qc
+        merged.uns[constants.QC_UNS] = qc
     return merged, summary
+
+
+def _merge(samples: list[ad.AnnData], genes: pd.Index, keys: Keys) -> ad.AnnData:
+    """The samples on the model's genes in one AnnData, with unique barcodes and uniform obs columns."""
+    merged = ad.concat([on_genes(adata, genes) for adata in samples], join="inner", merge="same")
+    if constants.QC_PASS not in merged.obs:  # samples that went through no QC (prepare_anndata)
+        merged.obs[constants.QC_PASS] = True
+    merged.obs[constants.QC_PASS] = merged.obs[constants.QC_PASS].astype(bool)
+    for column in uniform_obs_types(merged.obs):
+        log.warning("obs column '%s' holds values of different types across the samples; it is written as text", column)
+    if not merged.obs_names.is_unique:
+        n_duplicated = int(merged.obs_names.duplicated().sum())
+        log.warning("%d cell barcodes occur in more than one sample: they are prefixed with the sample id", n_duplicated)
+        merged.obs["barcode"] = merged.obs_names.to_numpy()
+        merged.obs_names = (merged.obs[constants.SAMPLE].astype(str) + "_" + merged.obs_names.to_series().astype(str)).to_numpy()
+    for column in (constants.SAMPLE, keys.batch_key, keys.class_key):
+        merged.obs[column] = merged.obs[column].astype(str).astype("category")
+    merged.obs[constants.ROLE] = pd.Categorical(merged.obs[constants.ROLE].astype(str), categories=["reference", "query"])
+    return merged
+
+
+def _split(obs: pd.DataFrame, keys: Keys, settings: PrepareSettings) -> np.ndarray:
+    """Each cell's split: labelled reference cells to train or validation (stratified, seeded),
+    unlabelled reference cells, and query cells."""
+    reference = (obs[constants.ROLE] == "reference").to_numpy()
+    labelled = reference & (obs[keys.class_key] != keys.unlabeled_category).to_numpy()
+    if reference.any() and not labelled.any():
+        raise InputError(
+            f"no labelled cell: every reference cell has {keys.class_key} '{keys.unlabeled_category}'; "
+            "check label_col in the samplesheet or `class_key`."
+        )
+    validation = stratified_split(obs[keys.class_key], labelled, settings.validation_fraction, settings.seed)
+    split = np.where(reference, constants.SPLIT_UNLABELLED, constants.SPLIT_QUERY).astype(object)
+    split[labelled] = constants.SPLIT_TRAIN
+    split[validation] = constants.SPLIT_VALIDATION
+    return split
 
 
 def prepare_anndata(
@@ -278,7 +291,7 @@ def prepare_anndata(
     cells = ad.AnnData(X=sp.csr_matrix(counts, dtype=np.float32), obs=adata.obs.copy(), var=pd.DataFrame(index=adata.var_names))
     cells.obs[class_key] = labels.where(labels.notna(), unlabeled_category).astype(str).to_numpy()
     cells.obs[batch_key] = adata.obs[batch_key].astype(str).to_numpy()
-    cells.obs[_keys.SAMPLE] = cells.obs[batch_key]
-    cells.obs[_keys.ROLE] = np.where(query, "query", "reference")
+    cells.obs[constants.SAMPLE] = cells.obs[batch_key]
+    cells.obs[constants.ROLE] = np.where(query, "query", "reference")
     prepared, _ = prepare([cells], keys, settings)
     return prepared

@@ -13,7 +13,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.errors import InputError
 from scpermut.keys import Keys
@@ -76,8 +76,8 @@ def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
     if class_key != label_col and class_key in adata.obs:
         adata.obs[f"original_{class_key}"] = adata.obs[class_key]
     adata.obs[class_key] = pd.Categorical(labels)
-    adata.obs[_keys.SAMPLE] = pd.Categorical([spec.sample] * adata.n_obs)
-    adata.obs[_keys.ROLE] = pd.Categorical([spec.role] * adata.n_obs, categories=["reference", "query"])
+    adata.obs[constants.SAMPLE] = pd.Categorical([spec.sample] * adata.n_obs)
+    adata.obs[constants.ROLE] = pd.Categorical([spec.role] * adata.n_obs, categories=["reference", "query"])
 
 
 # Label values that usually mean "no label" (compared lower-case, stripped).
@@ -100,14 +100,50 @@ def compute_qc_metrics(adata: ad.AnnData) -> pd.DataFrame:
     return adata.obs[["n_genes_by_counts", "total_counts", "pct_counts_mt"]]
 
 
+@dataclass(frozen=True)
+class QCRule:
+    """One cell filter: cells whose ``metric`` lies below (``minimum``) or above the value of the
+    ``threshold`` option fail; the value ``off`` switches the rule off."""
+
+    threshold: str
+    metric: str
+    minimum: bool
+    off: float
+
+    def limit(self, thresholds: QCThresholds) -> float | None:
+        """The rule's limit under ``thresholds``, None when it is switched off."""
+        value = getattr(thresholds, self.threshold)
+        return None if value == self.off else value
+
+    def failing(self, metrics: pd.DataFrame, thresholds: QCThresholds) -> pd.Series:
+        """True for the cells this rule fails."""
+        limit = self.limit(thresholds)
+        if limit is None:
+            return pd.Series(False, index=metrics.index)
+        return metrics[self.metric] < limit if self.minimum else metrics[self.metric] > limit
+
+    def describe(self, count: int, thresholds: QCThresholds) -> str:
+        """E.g. "32 below min_genes 200"."""
+        return f"{count} {'below' if self.minimum else 'above'} {self.threshold} {self.limit(thresholds):g}"
+
+
+# The QC metrics (scanpy's names) and how plots and tables title them.
+QC_METRICS = {"n_genes_by_counts": "detected genes", "total_counts": "total counts", "pct_counts_mt": "% mitochondrial"}
+# Every cell filter, one rule each: the filter, its failure text, the summary, the plots and the
+# report's QC table all read this.
+QC_RULES = (
+    QCRule("min_genes", "n_genes_by_counts", minimum=True, off=0),
+    QCRule("max_genes", "n_genes_by_counts", minimum=False, off=0),
+    QCRule("min_counts", "total_counts", minimum=True, off=0),
+    QCRule("max_pct_mito", "pct_counts_mt", minimum=False, off=100),
+)
+
+
 def cell_filter(metrics: pd.DataFrame, thresholds: QCThresholds) -> pd.Series:
     """True for cells passing every threshold."""
-    keep = metrics["n_genes_by_counts"] >= thresholds.min_genes
-    keep &= metrics["total_counts"] >= thresholds.min_counts
-    if thresholds.max_genes > 0:
-        keep &= metrics["n_genes_by_counts"] <= thresholds.max_genes
-    if thresholds.max_pct_mito < 100:
-        keep &= metrics["pct_counts_mt"] <= thresholds.max_pct_mito
+    keep = pd.Series(True, index=metrics.index)
+    for rule in QC_RULES:
+        keep &= ~rule.failing(metrics, thresholds)
     return keep
 
 
@@ -119,17 +155,10 @@ def cells_to_annotate(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> np.nda
 
 
 def _failed_text(metrics: pd.DataFrame, thresholds: QCThresholds, among: np.ndarray) -> str:
-    """Which filters the cells ``among`` fail, with counts (e.g. "32 below --min_genes 200")."""
+    """Which filters the cells ``among`` fail, with counts (e.g. "32 below min_genes 200")."""
     part = metrics[among]
-    checks = [
-        ("below min_genes", thresholds.min_genes, part["n_genes_by_counts"] < thresholds.min_genes),
-        ("below min_counts", thresholds.min_counts, part["total_counts"] < thresholds.min_counts),
-    ]
-    if thresholds.max_genes > 0:
-        checks.append(("above max_genes", thresholds.max_genes, part["n_genes_by_counts"] > thresholds.max_genes))
-    if thresholds.max_pct_mito < 100:
-        checks.append(("above max_pct_mito", thresholds.max_pct_mito, part["pct_counts_mt"] > thresholds.max_pct_mito))
-    return ", ".join(f"{int(mask.sum())} {text} {limit:g}" for text, limit, mask in checks if mask.any())
+    counts = [(rule, int(rule.failing(part, thresholds).sum())) for rule in QC_RULES]
+    return ", ".join(rule.describe(count, thresholds) for rule, count in counts if count)
 
 
 def filter_sample(adata: ad.AnnData, spec: SampleSpec, thresholds: QCThresholds, keys: Keys) -> tuple[ad.AnnData, pd.DataFrame, dict]:
@@ -170,25 +199,10 @@ def filter_sample(adata: ad.AnnData, spec: SampleSpec, thresholds: QCThresholds,
         log.warning(
             "%s: %d of the %d cells to annotate in sample '%s' fail QC (%s); they are kept, annotated "
             "and flagged obs['%s'] = False, and do not train the model",
-            spec.path, n_flagged, int(to_annotate.sum()), spec.sample, _failed_text(metrics, thresholds, to_annotate), _keys.QC_PASS,
+            spec.path, n_flagged, int(to_annotate.sum()), spec.sample, _failed_text(metrics, thresholds, to_annotate), constants.QC_PASS,
         )
-    adata.obs[_keys.QC_PASS] = passed
-    filtered = adata[keep].copy()
-    if spec.role == "reference":
-        # Gene filter on the reference only: a small or sparse query never shrinks the model's genes.
-        training = filtered.obs[_keys.QC_PASS].to_numpy(bool)
-        genes_detected = np.asarray((filtered.X[training] > 0).sum(axis=0)).ravel()
-        filtered = filtered[:, genes_detected >= thresholds.min_cells].copy()
-    if filtered.n_vars == 0:
-        raise InputError(f"{spec.path}: no gene of sample '{spec.sample}' is detected in {thresholds.min_cells} cells after QC.")
-
-    removed = {
-        "min_genes": int((metrics["n_genes_by_counts"] < thresholds.min_genes).sum()),
-        "max_genes": int((metrics["n_genes_by_counts"] > thresholds.max_genes).sum()) if thresholds.max_genes > 0 else 0,
-        "min_counts": int((metrics["total_counts"] < thresholds.min_counts).sum()),
-        "max_pct_mito": int((metrics["pct_counts_mt"] > thresholds.max_pct_mito).sum()),
-    }
-    kept = metrics[metrics["passed_qc"]] if metrics["passed_qc"].any() else metrics
+    adata.obs[constants.QC_PASS] = passed
+    filtered = _filter_genes(adata[keep].copy(), spec, thresholds)
     summary = {
         "sample": spec.sample,
         "source": str(spec.path),
@@ -197,17 +211,39 @@ def filter_sample(adata: ad.AnnData, spec: SampleSpec, thresholds: QCThresholds,
         "n_cells_after": int(filtered.n_obs),
         "n_genes_before": int(n_genes_before),
         "n_genes_after": int(filtered.n_vars),
-        "cells_removed_by": removed,
-        "n_cells_failed_qc": int((~passed).sum()),
         "n_cells_flagged": n_flagged,
         "n_labelled": int((filtered.obs[keys.class_key] != keys.unlabeled_category).sum()),
+        "n_mito_genes": int(adata.var["mt"].sum()),
+        **_metric_summary(metrics, thresholds),
+        **keys.to_dict(),
+    }
+    filtered.uns[constants.QC_UNS] = summary
+
+    return filtered, metrics, summary
+
+
+def _filter_genes(filtered: ad.AnnData, spec: SampleSpec, thresholds: QCThresholds) -> ad.AnnData:
+    """Drop reference genes detected in fewer than ``min_cells`` training cells.
+
+    The reference only: a small or sparse query never shrinks the model's genes.
+    """
+    if spec.role == "reference":
+        training = filtered.obs[constants.QC_PASS].to_numpy(bool)
+        genes_detected = np.asarray((filtered.X[training] > 0).sum(axis=0)).ravel()
+        filtered = filtered[:, genes_detected >= thresholds.min_cells].copy()
+    if filtered.n_vars == 0:
+        raise InputError(f"{spec.path}: no gene of sample '{spec.sample}' is detected in {thresholds.min_cells} cells after QC.")
+    return filtered
+
+
+def _metric_summary(metrics: pd.DataFrame, thresholds: QCThresholds) -> dict:
+    """Cells failing each rule, cells failing any, and the median metrics of the cells that pass."""
+    kept = metrics[metrics["passed_qc"]] if metrics["passed_qc"].any() else metrics
+    return {
+        "cells_removed_by": {rule.threshold: int(rule.failing(metrics, thresholds).sum()) for rule in QC_RULES},
+        "n_cells_failed_qc": int((~metrics["passed_qc"]).sum()),
         "median_genes": float(kept["n_genes_by_counts"].median()),
         "median_counts": float(kept["total_counts"].median()),
         "median_pct_mito": float(kept["pct_counts_mt"].median()),
-        "n_mito_genes": int(adata.var["mt"].sum()),
         "thresholds": asdict(thresholds),
-        **keys.to_dict(),
     }
-    filtered.uns[_keys.QC_UNS] = summary
-
-    return filtered, metrics, summary

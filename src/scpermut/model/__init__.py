@@ -1,4 +1,4 @@
-"""The scpermut model: network, losses, permutation, mini-batches, training, persistence and ``Model``.
+"""The scpermut model: network, losses, permutation, training data and mini-batches, training, persistence and ``Model``.
 
 ``scpermut.model.settings`` imports without TensorFlow; everything else loads it.
 """

@@ -13,19 +13,21 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from scpermut import constants
 from scpermut._version import __version__
 from scpermut.errors import InputError
 from scpermut.model import calibration, persistence
-from scpermut.model.batches import NOT_LABELLED, TrainingData, infer
+from scpermut.model.minibatches import infer
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import NetworkConfig, TrainingSettings
 from scpermut.model.train import (
-    classification_scores,
     describe_device,
     platform_record,
     predict_classes,
     train_network,
+    validation_scores,
 )
+from scpermut.model.training_data import NOT_LABELLED, TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ class Model:
             probabilities = predict_classes(
                 self.network, data.expression[cells], self.settings.batch_size * 4
             )
-            run_record["validation"] = classification_scores(
+            run_record["validation"] = validation_scores(
                 data.validation_codes[cells], probabilities.argmax(axis=1)
             )
             if self.settings.calibrate:
@@ -266,10 +268,10 @@ class Model:
         model = cls(**network_options, **record.training)
         model.network = ScpermutNetwork(NetworkConfig.from_dict(record.network)).build_for_inputs()
         try:
-            model.network.load_weights(Path(model_dir) / persistence.WEIGHTS)
+            model.network.load_weights(Path(model_dir) / constants.MODEL_WEIGHTS)
         except (ValueError, OSError) as error:
             raise InputError(
-                f"{Path(model_dir) / persistence.WEIGHTS}: cannot be loaded into the network in config.json ({error})."
+                f"{Path(model_dir) / constants.MODEL_WEIGHTS}: cannot be loaded into the network in config.json ({error})."
             ) from error
         model.record = record
         return model

@@ -11,24 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scpermut import _atomic
+from scpermut import _atomic, constants
 from scpermut.errors import InputError
 
 log = logging.getLogger(__name__)
-
-CONFIG = "config.json"
-WEIGHTS = "model.weights.h5"
-GENES = "genes.txt"
-CLASSES = "classes.json"
-BATCHES = "batches.json"
-PREPROCESS = "preprocess.json"
-HISTORY = "history.csv"
-RUN = "run.json"
-CHECKPOINT = "checkpoint"
-MODEL_FILES = (CONFIG, WEIGHTS, GENES, CLASSES, BATCHES, PREPROCESS, HISTORY, RUN)
-
-_CHECKPOINT_STATE = "state.json"
-_CHECKPOINT_ARRAYS = "variables.npz"
 
 
 @dataclass
@@ -55,9 +41,9 @@ def check_model_dir_free(model_dir: Path, overwrite: bool, resume: bool) -> None
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: exists and is not a folder; choose another --out.")
     content = {path.name for path in model_dir.iterdir()}
-    if not content or (resume and content == {CHECKPOINT}):
+    if not content or (resume and content == {constants.CHECKPOINT_FOLDER}):
         return
-    if CHECKPOINT in content:
+    if constants.CHECKPOINT_FOLDER in content:
         raise InputError(
             f"{model_dir}: holds the checkpoint of an unfinished training; pass `resume` to continue it or `overwrite` to start again."
         )
@@ -73,18 +59,18 @@ def save_model(model_dir: Path, network, record: ModelRecord) -> None:
     """
     with _atomic.atomic_path(model_dir) as tmp:
         tmp.mkdir(parents=True)
-        network.save_weights(tmp / WEIGHTS)
-        (tmp / CONFIG).write_text(
+        network.save_weights(tmp / constants.MODEL_WEIGHTS)
+        (tmp / constants.MODEL_CONFIG).write_text(
             json.dumps({"network": record.network, "training": record.training}, indent=2) + "\n"
         )
-        (tmp / GENES).write_text("".join(f"{gene}\n" for gene in record.genes))
-        (tmp / CLASSES).write_text(json.dumps(record.classes, indent=2) + "\n")
-        (tmp / BATCHES).write_text(json.dumps(record.batches, indent=2) + "\n")
-        (tmp / PREPROCESS).write_text(
+        (tmp / constants.MODEL_GENES).write_text("".join(f"{gene}\n" for gene in record.genes))
+        (tmp / constants.MODEL_CLASSES).write_text(json.dumps(record.classes, indent=2) + "\n")
+        (tmp / constants.MODEL_BATCHES).write_text(json.dumps(record.batches, indent=2) + "\n")
+        (tmp / constants.MODEL_PREPROCESS).write_text(
             json.dumps(record.preprocess, indent=2, sort_keys=True) + "\n"
         )
-        (tmp / RUN).write_text(json.dumps(record.run, indent=2, sort_keys=True, default=str) + "\n")
-        record.history.to_csv(tmp / HISTORY, index=False)
+        (tmp / constants.MODEL_RUN).write_text(json.dumps(record.run, indent=2, sort_keys=True, default=str) + "\n")
+        record.history.to_csv(tmp / constants.MODEL_HISTORY, index=False)
 
 
 def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelRecord:
@@ -96,7 +82,7 @@ def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelReco
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: model folder not found; train one with `scpermut train`.")
-    missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
+    missing = [name for name in constants.MODEL_FILES if not (model_dir / name).is_file()]
     if missing and complete:
         raise InputError(
             f"{model_dir}: not a complete scpermut model folder (missing {', '.join(missing)})."
@@ -106,16 +92,16 @@ def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelReco
         path = model_dir / name
         return parse(path) if path.is_file() and path.stat().st_size else empty
 
-    config = read(CONFIG, lambda path: json.loads(path.read_text()), {})
+    config = read(constants.MODEL_CONFIG, lambda path: json.loads(path.read_text()), {})
     record = ModelRecord(
         network=config.get("network", {}),
         training=config.get("training", {}),
-        genes=read(GENES, lambda path: path.read_text().splitlines(), []),
-        classes=read(CLASSES, lambda path: json.loads(path.read_text()), []),
-        batches=read(BATCHES, lambda path: json.loads(path.read_text()), []),
-        preprocess=read(PREPROCESS, lambda path: json.loads(path.read_text()), {}),
-        run=read(RUN, lambda path: json.loads(path.read_text()), {}),
-        history=read(HISTORY, pd.read_csv, pd.DataFrame()),
+        genes=read(constants.MODEL_GENES, lambda path: path.read_text().splitlines(), []),
+        classes=read(constants.MODEL_CLASSES, lambda path: json.loads(path.read_text()), []),
+        batches=read(constants.MODEL_BATCHES, lambda path: json.loads(path.read_text()), []),
+        preprocess=read(constants.MODEL_PREPROCESS, lambda path: json.loads(path.read_text()), {}),
+        run=read(constants.MODEL_RUN, lambda path: json.loads(path.read_text()), {}),
+        history=read(constants.MODEL_HISTORY, pd.read_csv, pd.DataFrame()),
     )
     if not complete:
         return record
@@ -130,7 +116,7 @@ def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelReco
                 f"{model_dir}: lists {len(values)} {name} but the network was built for {record.network[key]}."
             )
     if len(set(record.genes)) != len(record.genes):
-        raise InputError(f"{model_dir / GENES}: gene names are not unique.")
+        raise InputError(f"{model_dir / constants.MODEL_GENES}: gene names are not unique.")
     return record
 
 
@@ -144,16 +130,16 @@ def write_checkpoint(folder: Path, state: dict, arrays: dict[str, list[np.ndarra
             for name, values in arrays.items()
             for index, value in enumerate(values)
         }
-        np.savez(tmp / _CHECKPOINT_ARRAYS, **flat)
-        (tmp / _CHECKPOINT_STATE).write_text(json.dumps(state, indent=2, default=str) + "\n")
+        np.savez(tmp / constants.CHECKPOINT_ARRAYS, **flat)
+        (tmp / constants.CHECKPOINT_STATE).write_text(json.dumps(state, indent=2, default=str) + "\n")
 
 
 def read_checkpoint(folder: Path) -> tuple[dict, dict[str, list[np.ndarray]]] | None:
     """Read a checkpoint written by :func:`write_checkpoint`, or None when there is none."""
-    if not (folder / _CHECKPOINT_STATE).is_file():
+    if not (folder / constants.CHECKPOINT_STATE).is_file():
         return None
-    state = json.loads((folder / _CHECKPOINT_STATE).read_text())
-    with np.load(folder / _CHECKPOINT_ARRAYS) as stored:
+    state = json.loads((folder / constants.CHECKPOINT_STATE).read_text())
+    with np.load(folder / constants.CHECKPOINT_ARRAYS) as stored:
         arrays = {
             name: [stored[f"{name}_{index}"] for index in range(count)]
             for name, count in state["arrays"].items()

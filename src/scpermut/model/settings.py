@@ -74,7 +74,7 @@ class NetworkConfig:
     conditional_decoder: bool = default("conditional_decoder")
     conditional_adversary: bool = default("conditional_adversary")
     grl_lambda: float = default("grl_lambda")
-    seed: int = 0
+    seed: int = default("seed")
 
     def __post_init__(self):
         check(dataclasses.asdict(self))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scpermut import _atomic, _keys
+from scpermut import _atomic, constants
 from scpermut.annotation import annotate
 from scpermut.data.io import read_counts, read_h5ad
 from scpermut.model.api import Model
@@ -33,10 +33,10 @@ def predict_file(
     else:
         adata = read_h5ad(input_path)
     annotate(adata, model, source=str(input_path), **options)
-    adata.uns[_keys.UNS]["model"] = str(Path(recorded_model or model_dir).resolve())
+    adata.uns[constants.UNS]["model"] = str(Path(recorded_model or model_dir).resolve())
     _atomic.write_h5ad(adata, out_path)
-    summary = {"n_cells": adata.n_obs, "genes_missing": int(adata.uns[_keys.UNS]["genes_missing"])}
-    if _keys.PREDICTION in adata.obs:
-        summary["predicted"] = adata.obs[_keys.PREDICTION].value_counts().to_dict()
-        summary["mean_confidence"] = float(adata.obs[_keys.CONFIDENCE].mean())
+    summary = {"n_cells": adata.n_obs, "genes_missing": int(adata.uns[constants.UNS]["genes_missing"])}
+    if constants.PREDICTION in adata.obs:
+        summary["predicted"] = adata.obs[constants.PREDICTION].value_counts().to_dict()
+        summary["mean_confidence"] = float(adata.obs[constants.CONFIDENCE].mean())
     return summary

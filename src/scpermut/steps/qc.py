@@ -10,7 +10,7 @@ import pandas as pd
 
 from scpermut._atomic import atomic_paths, json_text
 from scpermut.data.io import read_counts
-from scpermut.data.qc import QCThresholds, filter_sample
+from scpermut.data.qc import QC_METRICS, QC_RULES, QCThresholds, filter_sample
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.keys import Keys
 
@@ -56,11 +56,10 @@ def _plot_qc(metrics: pd.DataFrame, thresholds: QCThresholds, sample: str, violi
     import matplotlib.pyplot as plt
 
     panels = [
-        ("n_genes_by_counts", "detected genes", [thresholds.min_genes, thresholds.max_genes or None]),
-        ("total_counts", "total counts", [thresholds.min_counts or None]),
-        ("pct_counts_mt", "% mitochondrial", [thresholds.max_pct_mito if thresholds.max_pct_mito < 100 else None]),
+        (column, title, [rule.limit(thresholds) for rule in QC_RULES if rule.metric == column])
+        for column, title in QC_METRICS.items()
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(10, 3.6))
     for axis, (column, title, limits) in zip(axes, panels):
         values = metrics[column].to_numpy(dtype=float)
         if np.ptp(values) > 0:
@@ -82,9 +81,9 @@ def _plot_qc(metrics: pd.DataFrame, thresholds: QCThresholds, sample: str, violi
     )
     failed = ~metrics["passed_qc"]
     axis.scatter(metrics.loc[failed, "total_counts"], metrics.loc[failed, "n_genes_by_counts"], s=12, facecolors="none", edgecolors="firebrick", linewidths=0.6, label=f"failed QC ({int(failed.sum())})")
-    fig.colorbar(points, label="% mitochondrial")
-    axis.set_xlabel("total counts")
-    axis.set_ylabel("detected genes")
+    fig.colorbar(points, label=QC_METRICS["pct_counts_mt"])
+    axis.set_xlabel(QC_METRICS["total_counts"])
+    axis.set_ylabel(QC_METRICS["n_genes_by_counts"])
     axis.set_title(f"{sample}: {int((~failed).sum())} of {len(metrics)} cells pass QC")
     axis.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import anndata as ad
 
-from scpermut import _keys, metrics
+from scpermut import constants, metrics
 from scpermut._atomic import write_text
 from scpermut.data.io import read_h5ad
 from scpermut.errors import InputError
 from scpermut.keys import Keys
 from scpermut.model.persistence import read_model_record
-from scpermut.report import report_outputs, report_texts
+from scpermut.options import default
+from scpermut.report.files import report_outputs, report_texts
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def write_report(
         if column not in adata.obs:
             log.warning("%s: obs has no column '%s' (%s); the scores that need it are left out", source, column, name)
     if settings is None:
-        settings = metrics.MetricSettings(seed=int(model.training.get("seed", 0)))
+        settings = metrics.MetricSettings(seed=int(model.training.get("seed", default("seed"))))
     texts, headline = report_texts(
         adata, model, keys, settings, inputs={"annotated": source, "model": str(model_dir), **(recorded_paths or {})},
         source=source,
@@ -81,8 +82,8 @@ def write_report(
 
 def _read_annotated(path: Path) -> ad.AnnData:
     adata = read_h5ad(path, what="annotated h5ad")
-    if _keys.PREDICTION not in adata.obs and _keys.LATENT not in adata.obsm:
+    if constants.PREDICTION not in adata.obs and constants.LATENT not in adata.obsm:
         raise InputError(
-            f"{path}: no obs['{_keys.PREDICTION}'] nor obsm['{_keys.LATENT}']; run `scpermut predict` on it first."
+            f"{path}: no obs['{constants.PREDICTION}'] nor obsm['{constants.LATENT}']; run `scpermut predict` on it first."
         )
     return adata

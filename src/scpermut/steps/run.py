@@ -8,40 +8,33 @@ The outputs follow the layout the Nextflow pipeline publishes::
     OUTDIR/annotated/annotated.h5ad     latent, predictions, UMAP
     OUTDIR/report/report.html           report, metrics and MultiQC files
 
-A run builds its folders in ``OUTDIR/.scpermut-partial/`` and moves them into place only when
-every step succeeded, so a failed run (``--overwrite`` or not) never destroys earlier results.
-When the input is at fault the partial folder is removed; when the run is interrupted (SIGINT,
-SIGKILL, a crash) it is kept, and ``--resume`` continues it: finished steps are reused and
-training continues from its last epoch checkpoint.
+The folder is locked, built aside and published at once (:class:`scpermut.steps.outdir.RunFolder`);
+``--resume`` continues an interrupted run: finished steps are reused and training continues
+from its last epoch checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scpermut import constants
 from scpermut.data.preprocess import PrepareSettings
 from scpermut.data.qc import QCThresholds
 from scpermut.data.samplesheet import SampleSpec
 from scpermut.errors import InputError, ScpermutError
 from scpermut.keys import Keys
+from scpermut.steps.outdir import RunFolder
 from scpermut.steps.predict import predict_file
-from scpermut.steps.prepare import PREPARED_FILE, prepare_files
+from scpermut.steps.prepare import prepare_files
+from scpermut.steps.progress import Progress, WarningCollector
 from scpermut.steps.qc import qc_outputs, run_qc
 from scpermut.steps.report import write_report
 from scpermut.tracking import log_folder, log_record, tracked_run
 
 log = logging.getLogger(__name__)
-
-STEP_FOLDERS = ("qc", "prepare", "model", "annotated", "report")
-ANNOTATED_FILE = "annotated.h5ad"
-PARTIAL = ".scpermut-partial"  # the folder a run builds in, inside OUTDIR
-_DONE_FILE = "done.json"  # in PARTIAL: the finished steps and the options they ran with
 
 
 @dataclass
@@ -161,65 +154,27 @@ def _run_published(specs: list[SampleSpec], outdir: Path, options: RunOptions, c
         raise InputError(
             f"{options.model_dir}: model folder not found; train one with `scpermut train` or drop --model."
         )
-    final = {name: outdir / name for name in STEP_FOLDERS}
-    _claim(outdir, final, options)
-    created_outdir = not outdir.exists()
-    partial = _open_partial(outdir, options)
-    folders = {name: partial / name for name in STEP_FOLDERS}
-    warnings = _WarningCollector()
-    logging.getLogger("scpermut").addHandler(warnings)
-    try:
-        result = _run(specs, folders, options, partial, warnings.messages, callbacks)
-    except ScpermutError:
-        # The input is at fault: rerunning needs a fix, not --resume.
-        _remove_partial(outdir, partial, created_outdir)
-        log.info("run stopped: the outputs of this run were removed; earlier results in %s are untouched", outdir)
-        raise
-    except BaseException:
-        log.warning(
-            "run interrupted: its finished steps are kept in %s; rerun the same command with --resume to continue",
-            partial,
-        )
-        raise
-    finally:
-        logging.getLogger("scpermut").removeHandler(warnings)
-    _publish(partial, final, options)
-    return _relocated(result, partial, outdir)
-
-
-def _check_writable(outdir: Path) -> None:
-    """Stop before any work when ``outdir`` cannot be created or written (one sentence)."""
-    existing = outdir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"{outdir}: cannot be created, {existing} is a file; choose another --outdir.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{outdir}: cannot write into {existing} (permission denied); choose another --outdir.")
-
-
-def _open_partial(outdir: Path, options: RunOptions) -> Path:
-    """The folder this run builds in: reused with ``resume``, otherwise fresh."""
-    partial = outdir / PARTIAL
-    fingerprint = _fingerprint(options)
-    if partial.exists():
-        done = _read_done(partial)
-        if options.resume and done.get("options") == fingerprint:
-            log.info("resuming the interrupted run in %s (finished: %s)", outdir, ", ".join(done.get("steps", [])) or "none")
-            return partial
-        if options.resume:
-            log.warning("the interrupted run in %s used other options; starting again", outdir)
-        else:
-            log.warning("discarding the interrupted run in %s (pass --resume to continue one)", outdir)
-        shutil.rmtree(partial)
-    elif options.resume:
-        log.info("no interrupted run in %s: starting a new one", outdir)
-    try:
-        partial.mkdir(parents=True)
-    except OSError as error:
-        raise InputError(f"{outdir}: cannot create the output folder ({error.strerror}); choose another --outdir.") from error
-    _write_done(partial, {"options": fingerprint, "steps": []})
-    return partial
+    folder = RunFolder(outdir, _fingerprint(options), overwrite=options.overwrite, resume=options.resume, model_input=options.model_dir)
+    folder.open()
+    with WarningCollector() as warnings:
+        try:
+            result = _ChainedSteps(specs, folder, options, warnings.messages, callbacks).run()
+        except ScpermutError:
+            # The input is at fault: rerunning needs a fix, not --resume.
+            folder.discard()
+            kept = f"earlier results in {outdir} are untouched" if folder.earlier else "nothing was written"
+            log.info("run stopped: the outputs of this run were removed; %s", kept)
+            raise
+        except BaseException:
+            folder.keep_for_resume()
+            log.warning(
+                "run interrupted: its finished steps are kept in %s; rerun the same command with --resume to continue",
+                folder.partial,
+            )
+            raise
+    folder.publish()
+    result["outputs"] = {name: folder.published(path) for name, path in result["outputs"].items()}
+    return result
 
 
 def _settings(options: RunOptions) -> dict:
@@ -241,214 +196,82 @@ def _fingerprint(options: RunOptions) -> str:
     return json.dumps(_settings(options), sort_keys=True, default=str)
 
 
-def _read_done(partial: Path) -> dict:
-    try:
-        return json.loads((partial / _DONE_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+class _ChainedSteps:
+    """The steps of one run into a :class:`RunFolder`, each skipped when a resumed run finished it."""
 
+    def __init__(self, specs: list[SampleSpec], folder: RunFolder, options: RunOptions, warnings: list[str], callbacks: list):
+        self.specs, self.folder, self.options = specs, folder, options
+        self.warnings, self.callbacks = warnings, callbacks
+        self.folders = folder.folders
+        self.train = options.model_dir is None
+        self.progress = Progress(["qc", "prepare"] + (["train"] if self.train else []) + ["predict", "report"])
+        self.finished = folder.finished_steps()
+        self.prepared = self.folders["prepare"] / constants.PREPARED_FILE
+        self.model_dir = Path(options.model_dir) if options.model_dir is not None else self.folders["model"]
+        self.annotated = self.folders["annotated"] / constants.ANNOTATED_FILE
 
-def _write_done(partial: Path, done: dict) -> None:
-    from scpermut._atomic import write_json
-
-    write_json(partial / _DONE_FILE, done)
-
-
-def _mark_done(partial: Path, step: str) -> None:
-    done = _read_done(partial)
-    done["steps"] = [*done.get("steps", []), step]
-    _write_done(partial, done)
-
-
-def _remove_partial(outdir: Path, partial: Path, created_outdir: bool) -> None:
-    shutil.rmtree(partial, ignore_errors=True)
-    if created_outdir and outdir.is_dir() and not any(outdir.iterdir()):
-        outdir.rmdir()
-
-
-def _publish(partial: Path, final: dict[str, Path], options: RunOptions) -> None:
-    """Move the finished step folders into place, each replacing the earlier one, then drop ``partial``."""
-    for name, target in final.items():
-        built = partial / name
-        if not built.exists():
-            continue
-        if target.exists() and not _is_model_input(target, options):
-            old = partial / f"{name}.replaced"
-            os.replace(target, old)
-        os.replace(built, target)
-    shutil.rmtree(partial)
-
-
-def _relocated(result: dict, partial: Path, outdir: Path) -> dict:
-    """``result`` with its paths under ``partial`` pointing to their published place in ``outdir``."""
-
-    def move(path):
-        path = Path(path)
-        return outdir / path.relative_to(partial) if path.is_relative_to(partial) else path
-
-    result["outputs"] = {name: move(path) for name, path in result["outputs"].items()}
-    return result
-
-
-def _is_model_input(folder: Path, options: RunOptions) -> bool:
-    return options.model_dir is not None and folder.resolve() == Path(options.model_dir).resolve()
-
-
-def _claim(outdir: Path, folders: dict[str, Path], options: RunOptions) -> None:
-    """Check ``outdir`` can be written, and refuse to replace an earlier run's results unless ``overwrite``.
-
-    The earlier results stay in place until this run has succeeded.
-    """
-    _check_writable(outdir)
-    earlier = [
-        name
-        for name, folder in folders.items()
-        if folder.exists() and not _is_model_input(folder, options)
-    ]
-    if earlier and not options.overwrite:
-        raise InputError(
-            f"{outdir}: already holds results of an earlier run ({', '.join(earlier)}); pass --overwrite to replace them "
-            "(they are kept until the new run succeeds) or choose another --outdir."
+    def run(self) -> dict:
+        for name, step in (("qc", self.qc), ("prepare", self.prepare), ("train", self.fit), ("predict", self.predict)):
+            if name not in self.progress.steps:
+                continue
+            if name in self.finished:
+                self.progress.reused(name)
+                continue
+            self.progress.start(name)
+            message = step()
+            self.folder.mark_done(name)
+            self.progress.done(name, message)
+        self.progress.start("report")  # always rerun: it is quick and names the published paths
+        report = write_report(
+            self.annotated,
+            self.model_dir,
+            self.folders["report"],
+            recorded_paths={"annotated": str(self.folder.published(self.annotated)), "model": str(self.folder.published(self.model_dir))},
+            warnings=self.warnings,
         )
+        self.progress.done("report", constants.REPORT_HTML)
+        outputs = {
+            "qc": self.folders["qc"],
+            "prepare": self.prepared,
+            "model": self.model_dir,
+            "annotated": self.annotated,
+            "report": report["outputs"]["html"],
+        }
+        return {"outputs": outputs, "seconds": self.progress.seconds, "headline": report["headline"], "warnings": list(self.warnings)}
 
-
-class _WarningCollector(logging.Handler):
-    """Keeps the text of every warning logged during a run, for its report."""
-
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-def _run(
-    specs: list[SampleSpec],
-    folders: dict[str, Path],
-    options: RunOptions,
-    partial: Path,
-    warnings: list[str],
-    callbacks: list,
-) -> dict:
-    outdir = partial.parent
-
-    def published(path: Path) -> Path:
-        """Where ``path``, built in ``partial``, will be once the run succeeded."""
-        return outdir / Path(path).relative_to(partial) if Path(path).is_relative_to(partial) else Path(path)
-
-    train = options.model_dir is None
-    steps = ["qc", "prepare"] + (["train"] if train else []) + ["predict", "report"]
-    progress = _Progress(steps)
-    finished = set(_read_done(partial).get("steps", []))
-
-    def step(name: str) -> bool:
-        """Start step ``name``; False when a resumed run finished it already."""
-        if name in finished:
-            log.info("[%d/%d] %s: reused from the interrupted run", steps.index(name) + 1, len(steps), name)
-            return False
-        progress.start(name)
-        return True
-
-    if step("qc"):
-        for spec in specs:
-            summary = run_qc(spec, folders["qc"], options.qc, options.keys)
+    def qc(self) -> str:
+        for spec in self.specs:
+            summary = run_qc(spec, self.folders["qc"], self.options.qc, self.options.keys)
             flagged = f", {summary['n_cells_flagged']} failing QC kept to annotate" if summary.get("n_cells_flagged") else ""
             log.info(
                 "  %s (%s): kept %d of %d cells%s, %d of %d genes",
-                spec.sample,
-                spec.role,
-                summary["n_cells_after"],
-                summary["n_cells_before"],
-                flagged,
-                summary["n_genes_after"],
-                summary["n_genes_before"],
+                spec.sample, spec.role, summary["n_cells_after"], summary["n_cells_before"], flagged,
+                summary["n_genes_after"], summary["n_genes_before"],
             )
-        _mark_done(partial, "qc")
-        progress.done("qc", f"{len(specs)} samples")
+        return f"{len(self.specs)} samples"
 
-    prepared = folders["prepare"] / PREPARED_FILE
-    if step("prepare"):
+    def prepare(self) -> str:
         summary = prepare_files(
-            [qc_outputs(folders["qc"], spec.sample)["h5ad"] for spec in specs],
-            folders["prepare"],
-            options.prepare,
+            [qc_outputs(self.folders["qc"], spec.sample)["h5ad"] for spec in self.specs], self.folders["prepare"], self.options.prepare
         )
         splits = ", ".join(f"{n} {name}" for name, n in summary["cells_per_split"].items() if n)
-        _mark_done(partial, "prepare")
-        progress.done(
-            "prepare",
-            f"{summary['n_cells']} cells ({splits}) x {summary['n_genes']} genes, {summary['n_highly_variable']} highly variable",
-        )
+        return f"{summary['n_cells']} cells ({splits}) x {summary['n_genes']} genes, {summary['n_highly_variable']} highly variable"
 
-    model_dir = Path(options.model_dir) if options.model_dir is not None else folders["model"]
-    if train and step("train"):
-        from scpermut.model import persistence
+    def fit(self) -> str:
         from scpermut.steps.train import train_file  # loads TensorFlow
 
-        resume = options.resume and (model_dir / persistence.CHECKPOINT).is_dir()
+        checkpoint = self.model_dir / constants.CHECKPOINT_FOLDER
+        resume = self.options.resume and checkpoint.is_dir()
         if resume:
-            log.info("training continues from its checkpoint in %s", model_dir / persistence.CHECKPOINT)
+            log.info("training continues from its checkpoint in %s", checkpoint)
         model = train_file(
-            prepared, model_dir, resume=resume, recorded_input=published(prepared), callbacks=callbacks, **options.training
+            self.prepared, self.model_dir, resume=resume, recorded_input=self.folder.published(self.prepared),
+            callbacks=self.callbacks, **self.options.training,
         )
-        _mark_done(partial, "train")
-        progress.done(
-            "train",
-            f"{model.record.run.get('device', '')}, epochs {model.record.run.get('epochs_run', {})}",
-        )
+        return f"{model.record.run.get('device', '')}, epochs {model.record.run.get('epochs_run', {})}"
 
-    annotated = folders["annotated"] / ANNOTATED_FILE
-    if step("predict"):
+    def predict(self) -> str:
         prediction = predict_file(
-            prepared, model_dir, annotated, recorded_model=published(model_dir), **options.prediction
+            self.prepared, self.model_dir, self.annotated, recorded_model=self.folder.published(self.model_dir), **self.options.prediction
         )
-        _mark_done(partial, "predict")
-        progress.done("predict", f"{prediction['n_cells']} cells, {prediction['genes_missing']} model genes missing")
-
-    step("report")  # always rerun: it is quick and names the published paths
-    report = write_report(
-        annotated,
-        model_dir,
-        folders["report"],
-        recorded_paths={"annotated": str(published(annotated)), "model": str(published(model_dir))},
-        warnings=warnings,
-    )
-    progress.done("report", "report.html")
-
-    outputs = {
-        "qc": folders["qc"],
-        "prepare": prepared,
-        "model": model_dir,
-        "annotated": annotated,
-        "report": report["outputs"]["html"],
-    }
-    return {"outputs": outputs, "seconds": progress.seconds, "headline": report["headline"], "warnings": list(warnings)}
-
-
-class _Progress:
-    """One log line when a step starts and one when it ends, with its rank and duration."""
-
-    def __init__(self, steps: list[str]):
-        self.steps = steps
-        self.seconds: dict[str, float] = {}
-        self._started = time.time()
-        self._step_started = self._started
-
-    def start(self, step: str) -> None:
-        self._step_started = time.time()
-        self.seconds.setdefault("total", 0.0)
-        log.info("[%d/%d] %s ...", self.steps.index(step) + 1, len(self.steps), step)
-
-    def done(self, step: str, message: str) -> None:
-        now = time.time()
-        self.seconds[step] = round(now - self._step_started, 2)
-        self.seconds["total"] = round(now - self._started, 2)
-        log.info(
-            "[%d/%d] %s done in %.1f s: %s",
-            self.steps.index(step) + 1,
-            len(self.steps),
-            step,
-            self.seconds[step],
-            message,
-        )
+        return f"{prediction['n_cells']} cells, {prediction['genes_missing']} model genes missing"

@@ -5,31 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from scpermut import _keys
+from scpermut import constants
 from scpermut._atomic import file_sha256
+from scpermut.data.io import read_training_cells
 from scpermut.errors import InputError
 from scpermut.model import persistence
 from scpermut.model.api import Model
 from scpermut.model.train import select_device
 
 log = logging.getLogger(__name__)
-
-
-def read_prepared(path: Path, with_counts: bool):
-    """Read what training needs from a ``prepared.h5ad``: X, obs, var and uns.
-
-    The counts layer is read only when asked (the MSE loss never reads it, and it is as large as X).
-    """
-    import anndata as ad
-    import h5py
-    from anndata.io import read_elem
-
-    with h5py.File(path, "r") as handle:
-        parts = {name: read_elem(handle[name]) for name in ("X", "obs", "var", "uns") if name in handle}
-        layers = {}
-        if with_counts and _keys.COUNTS_LAYER in handle.get("layers", {}):
-            layers[_keys.COUNTS_LAYER] = read_elem(handle["layers"][_keys.COUNTS_LAYER])
-    return ad.AnnData(**parts, layers=layers)
 
 
 def train_file(
@@ -57,17 +41,8 @@ def train_file(
         raise InputError(f"{prepared_path}: file not found.")
     device_name = select_device(device, mixed_precision)
     log.info("training on %s", device_name)
-    with_counts = options.get("reconstruction", "mse") == "nb"
-    try:
-        adata = read_prepared(prepared_path, with_counts=with_counts)
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
-    if _keys.QC_PASS in adata.obs and not adata.obs[_keys.QC_PASS].all():
-        # Cells to annotate that failed QC are annotated, never trained on.
-        passed = adata.obs[_keys.QC_PASS].to_numpy(bool)
-        log.info("training leaves out %d cells that failed QC", int((~passed).sum()))
-        adata = adata[passed].copy()
-    checkpoint_dir = model_dir / persistence.CHECKPOINT
+    adata = read_training_cells(prepared_path, with_counts=options.get("reconstruction", "mse") == "nb")
+    checkpoint_dir = model_dir / constants.CHECKPOINT_FOLDER
     if not resume:
         persistence.remove_checkpoint(checkpoint_dir)
     model = Model(**options).fit(

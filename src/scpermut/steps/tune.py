@@ -16,17 +16,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from scpermut import _atomic, _keys
+from scpermut import _atomic, constants
 from scpermut.errors import InputError, ScpermutError
 from scpermut.keys import Keys
+from scpermut.options import TUNE, check, default
 
 log = logging.getLogger(__name__)
 
 STUDY_NAME = "scpermut-tune"
-STUDY_FILE = "study.db"
-BEST_PARAMS_FILE = "best_params.json"
-TRIALS_FILE = "trials.tsv"
-REPORT_FILE = "tune_report.html"
 
 # Option name -> ("int" | "float" | "log_float", low, high) or ("choice", values).
 SEARCH_SPACE: dict[str, tuple] = {
@@ -108,28 +105,16 @@ def import_optuna():
     return optuna
 
 
-def check_mixing_weight(mixing_weight: float) -> None:
-    if not 0 <= mixing_weight <= 1:
-        raise InputError("`mixing_weight` must be between 0 and 1.")
-
-
 def read_tuning_data(prepared_path: Path, device: str, mixed_precision: bool, options: dict):
-    """The QC-passed cells of ``prepared_path`` and the recorded batch column, on the chosen device."""
+    """The training cells of ``prepared_path`` and the recorded batch column, on the chosen device."""
+    from scpermut.data.io import read_training_cells
     from scpermut.model.train import select_device
-    from scpermut.steps.train import read_prepared
 
     if not prepared_path.is_file():
         raise InputError(f"{prepared_path}: file not found.")
     select_device(device, mixed_precision)
-    try:
-        adata = read_prepared(prepared_path, with_counts=options.get("reconstruction", "mse") == "nb")
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"{prepared_path}: cannot be read as .h5ad ({error}).") from error
-    if _keys.QC_PASS in adata.obs:
-        adata = adata[adata.obs[_keys.QC_PASS].to_numpy(bool)].copy()
-    if _keys.PREPARE_UNS not in adata.uns:
-        raise InputError(f"{prepared_path}: no uns['{_keys.PREPARE_UNS}'] record; run `scpermut prepare` first.")
-    batch_key = Keys.from_record(adata.uns[_keys.PREPARE_UNS]).batch_key
+    adata = read_training_cells(prepared_path, with_counts=options.get("reconstruction", "mse") == "nb")
+    batch_key = Keys.from_record(adata.uns[constants.PREPARE_UNS]).batch_key
     if batch_key not in adata.obs:
         raise InputError(f"{prepared_path}: the recorded batch column '{batch_key}' is not in obs.")
     return adata, batch_key
@@ -140,8 +125,8 @@ def tune_file(
     out: str | Path,
     *,
     trials: int,
-    mixing_weight: float = 0.3,
-    seed: int = 0,
+    mixing_weight: float = TUNE["mixing_weight"].default,
+    seed: int = default("seed"),
     fixed: tuple[str, ...] = (),
     device: str = "auto",
     mixed_precision: bool = False,
@@ -164,7 +149,7 @@ def tune_file(
     from scpermut.model.api import Model
     from scpermut.tracking import log_record, tracked_run
 
-    check_mixing_weight(mixing_weight)
+    check({"mixing_weight": mixing_weight}, TUNE)
     if trials < 1:
         raise InputError("`trials` must be at least 1.")
     prepared_path, out = Path(prepared_path), Path(out)
@@ -175,7 +160,7 @@ def tune_file(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=STUDY_NAME,
-        storage=f"sqlite:///{(out / STUDY_FILE).resolve()}",
+        storage=f"sqlite:///{(out / constants.TUNE_STUDY).resolve()}",
         load_if_exists=True,
         direction="maximize",
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
@@ -217,14 +202,14 @@ def write_results(study, out: Path, mixing_weight: float, seed: int) -> None:
     from scpermut.report.tune import tune_report
 
     table = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs", "duration"))
-    with _atomic.atomic_path(out / TRIALS_FILE) as path:
+    with _atomic.atomic_path(out / constants.TUNE_TRIALS) as path:
         table.to_csv(path, sep="\t", index=False)
-    _atomic.write_text(out / REPORT_FILE, tune_report(study, mixing_weight, seed))
+    _atomic.write_text(out / constants.TUNE_REPORT_HTML, tune_report(study, mixing_weight, seed))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        log.warning("tune: no trial finished; %s not written", BEST_PARAMS_FILE)
+        log.warning("tune: no trial finished; %s not written", constants.TUNE_BEST_PARAMS)
         return
     best = dict(study.best_trial.params)
     if "hidden_layers" in best:
         best["hidden_layers"] = [int(n) for n in str(best["hidden_layers"]).split(",")]
-    _atomic.write_json(out / BEST_PARAMS_FILE, best)
+    _atomic.write_json(out / constants.TUNE_BEST_PARAMS, best)

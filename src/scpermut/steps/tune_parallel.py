@@ -21,14 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from scpermut import _atomic
+from scpermut import _atomic, constants
 from scpermut.errors import InputError
-from scpermut.options import read_json_file
+from scpermut.options import TUNE, check, default, read_json_file
 from scpermut.steps.tune import (
-    BEST_PARAMS_FILE,
     SEARCH_SPACE,
-    TRIALS_FILE,
-    check_mixing_weight,
     import_optuna,
     read_tuning_data,
     suggest_options,
@@ -38,8 +35,6 @@ from scpermut.steps.tune import (
 log = logging.getLogger(__name__)
 
 TRIALS_DIR = "trials"
-SCORE_FILE = "score.json"
-MQC_TRIALS_FILE = "tune_trials_mqc.tsv"
 
 
 def _json_values(values: dict) -> dict:
@@ -47,10 +42,10 @@ def _json_values(values: dict) -> dict:
     return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
-def plan_trials(out: str | Path, *, trials: int, mixing_weight: float = 0.3, seed: int = 0, fixed: tuple[str, ...] = ()) -> list[Path]:
+def plan_trials(out: str | Path, *, trials: int, mixing_weight: float = TUNE["mixing_weight"].default, seed: int = default("seed"), fixed: tuple[str, ...] = ()) -> list[Path]:
     """Write one JSON file per trial in ``OUT/trials/``; the options named in ``fixed`` are not searched."""
     optuna = import_optuna()
-    check_mixing_weight(mixing_weight)
+    check({"mixing_weight": mixing_weight}, TUNE)
     if trials < 1:
         raise InputError("`trials` must be at least 1.")
     unknown = sorted(set(fixed) - set(SEARCH_SPACE))
@@ -96,7 +91,7 @@ def run_trial(
 
     trial_path = Path(trial_path)
     plan = _read_json(trial_path, ("number", "seed", "mixing_weight", "options"))
-    check_mixing_weight(plan["mixing_weight"])
+    check({"mixing_weight": plan["mixing_weight"]}, TUNE)
     planned = {name: tuple(value) if isinstance(value, list) else value for name, value in plan["options"].items()}
     values = {**options, **planned, "seed": plan["seed"]}
     adata, batch_key = read_tuning_data(Path(prepared_path), device, mixed_precision, values)
@@ -107,7 +102,7 @@ def run_trial(
             log_record(model.record.run, scores)
     log.info("trial %d: score %.4f %s", plan["number"], scores["score"], scores)
     result = {"number": plan["number"], **scores, "params": _json_values({**values, "mixed_precision": mixed_precision})}
-    _atomic.write_json(Path(out) / SCORE_FILE, result)
+    _atomic.write_json(Path(out) / constants.TUNE_SCORE, result)
     return result
 
 
@@ -141,15 +136,15 @@ def select_best(score_paths, out: str | Path) -> dict:
     )
     table = table.dropna(axis="columns", how="all")
     out = Path(out)
-    with _atomic.atomic_path(out / TRIALS_FILE) as path:
+    with _atomic.atomic_path(out / constants.TUNE_TRIALS) as path:
         table.to_csv(path, sep="\t", index=False)
     shown = table.set_index(table["number"].map(lambda number: f"trial {number}")).drop(columns="number")
     description = (
         f"Each trial trained with its own options (columns params_*) and was scored on the prepared cells; "
         f"trial {best['number']} has the best score: its options are best_params.json."
     )
-    _atomic.write_text(out / MQC_TRIALS_FILE, custom_content(shown, "scpermut_tune", "Tuning trials", description, "Trial"))
-    _atomic.write_json(out / BEST_PARAMS_FILE, best["params"])
+    _atomic.write_text(out / constants.MQC_TUNE_TRIALS, custom_content(shown, "scpermut_tune", "Tuning trials", description, "Trial"))
+    _atomic.write_json(out / constants.TUNE_BEST_PARAMS, best["params"])
     return best
 
 

@@ -9,13 +9,18 @@
 
 from scpermut.model.train.plan import Phase, plan_phases
 from scpermut.model.train.runner import TrainingRun, train_network
-from scpermut.model.train.runtime import describe_device, platform_record, seed_everything, select_device
-from scpermut.model.train.scores import classification_scores, predict_classes
+from scpermut.model.train.runtime import (
+    describe_device,
+    platform_record,
+    seed_everything,
+    select_device,
+)
+from scpermut.model.train.scores import predict_classes, validation_scores
 
 __all__ = [
     "Phase",
     "TrainingRun",
-    "classification_scores",
+    "validation_scores",
     "describe_device",
     "plan_phases",
     "platform_record",

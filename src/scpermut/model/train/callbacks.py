@@ -9,9 +9,10 @@ from typing import Protocol
 import keras
 import numpy as np
 
-from scpermut.model.batches import NOT_LABELLED, CellBatches, TrainingData
+from scpermut.model.minibatches import CellBatches
 from scpermut.model.network import ScpermutNetwork
-from scpermut.model.train.scores import classification_scores, predict_classes
+from scpermut.model.train.scores import predict_classes, validation_scores
+from scpermut.model.training_data import NOT_LABELLED, TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ValidationScores(keras.callbacks.Callback):
     def scores(self) -> dict[str, float]:
         """Balanced accuracy and MCC of the network on the validation cells now."""
         probabilities = predict_classes(self.network, self.expression, self.batch_size * 4)
-        return classification_scores(self.codes, probabilities.argmax(axis=1))
+        return validation_scores(self.codes, probabilities.argmax(axis=1))
 
     def on_epoch_end(self, epoch, logs=None):
         """Add the validation scores to the epoch logs."""

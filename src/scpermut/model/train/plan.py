@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scpermut.model.batches import NOT_LABELLED, TrainingData
 from scpermut.model.settings import NetworkConfig, TrainingSettings
+from scpermut.model.training_data import NOT_LABELLED, TrainingData
 
 RECONSTRUCTION, CLASSIFIER, ALIGNMENT, ADVERSARY = "reconstruction", "classifier", "alignment", "adversary"
 # Each loss term and the training setting that weighs it (0 switches the term off).

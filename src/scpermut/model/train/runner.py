@@ -17,7 +17,7 @@ import numpy as np
 
 from scpermut.errors import InputError
 from scpermut.model import losses
-from scpermut.model.batches import NOT_LABELLED, CellBatches, TrainingData
+from scpermut.model.minibatches import CellBatches
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.persistence import read_checkpoint, write_checkpoint
 from scpermut.model.settings import NetworkConfig, TrainingSettings
@@ -39,6 +39,7 @@ from scpermut.model.train.plan import (
 from scpermut.model.train.runtime import seed_everything
 from scpermut.model.train.scores import pseudo_label_codes
 from scpermut.model.train.trainer import PhaseTrainer
+from scpermut.model.training_data import NOT_LABELLED, TrainingData
 
 log = logging.getLogger(__name__)
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef
 
-from scpermut.model.batches import NOT_LABELLED, TrainingData, infer
+from scpermut.metrics import classification_scores
+from scpermut.model.minibatches import infer
 from scpermut.model.network import ScpermutNetwork
+from scpermut.model.training_data import NOT_LABELLED, TrainingData
+from scpermut.options import EARLY_STOPPING_METRICS
 
 
 def predict_classes(network: ScpermutNetwork, expression, batch_size: int) -> np.ndarray:
-    """Class probabilities for the rows of a sparse matrix (see :func:`scpermut.model.batches.infer`)."""
+    """Class probabilities for the rows of a sparse matrix (see :func:`scpermut.model.minibatches.infer`)."""
     if expression.shape[0] == 0:
         return np.zeros((0, network.network_config.n_classes), np.float32)
     return infer(network, expression, batch_size)["class_probabilities"]
@@ -31,11 +31,9 @@ def pseudo_label_codes(
     return codes
 
 
-def classification_scores(true_codes: np.ndarray, predicted_codes: np.ndarray) -> dict[str, float]:
-    """Balanced accuracy and Matthews correlation of predicted class codes."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # classes predicted but absent from the validation cells
-        return {
-            "balanced_accuracy": float(balanced_accuracy_score(true_codes, predicted_codes)),
-            "mcc": float(matthews_corrcoef(true_codes, predicted_codes)),
-        }
+def validation_scores(true_codes: np.ndarray, predicted_codes: np.ndarray) -> dict[str, float]:
+    """The scores early stopping can follow (``early_stopping_metric``): balanced accuracy and
+    Matthews correlation of predicted class codes, as :func:`scpermut.metrics.classification_scores`
+    computes them."""
+    scores = classification_scores(true_codes, predicted_codes)
+    return {name: scores[name] for name in EARLY_STOPPING_METRICS}

@@ -15,7 +15,14 @@ from keras import ops
 from scpermut.model import losses
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import TrainingSettings
-from scpermut.model.train.plan import ADVERSARY, ALIGNMENT, CLASSIFIER, RECONSTRUCTION, TERM_WEIGHTS, Phase
+from scpermut.model.train.plan import (
+    ADVERSARY,
+    ALIGNMENT,
+    CLASSIFIER,
+    RECONSTRUCTION,
+    TERM_WEIGHTS,
+    Phase,
+)
 
 
 class PhaseTrainer(keras.Model):
