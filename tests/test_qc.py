@@ -98,6 +98,18 @@ def test_sample_id_is_the_batch_and_custom_unknown_label(tmp_path):
     assert summary["n_labelled"] == 4
 
 
+def test_the_condition_comes_from_the_samplesheet_or_the_files_column(tmp_path):
+    path = sample_with_known_metrics(tmp_path)
+    open_qc = QCThresholds(min_genes=0, max_pct_mito=100, min_cells=0)
+    run_qc(SampleSpec("s1", path, condition="stimulated"), tmp_path, open_qc, Keys(condition_key="treatment"))
+    assert set(ad.read_h5ad(tmp_path / "s1.qc.h5ad").obs["treatment"]) == {"stimulated"}
+    with pytest.raises(InputError, match="condition column 'treatment' does not exist in obs"):
+        run_qc(SampleSpec("s2", path), tmp_path, open_qc, Keys(condition_key="treatment"))
+    with pytest.raises(InputError, match="gives sample 's3' a condition; name its obs column with `condition_key`"):
+        run_qc(SampleSpec("s3", path, condition="control"), tmp_path, open_qc)
+    assert Keys.from_record(Keys(condition_key=None).to_dict()).condition_key is None
+
+
 def test_query_without_labels_is_unlabelled(tmp_path):
     adata = make_counts()
     del adata.obs["cell_type"]

@@ -204,11 +204,12 @@ def main(verbose: bool, quiet: bool, log_file: Path | None):
 @option("batch_col", default=None, help="obs column with the batch in this file (default: the sample id is the batch).")
 @option("label_col", default=None, help="obs column with the labels in this file (default: --class_key; absent means unlabelled).")
 @option("unknown_label", default=None, help="Label value meaning unlabelled in this file (default: --unlabeled_category).")
+@option("condition", default=None, help="This sample's condition, written to obs[--condition_key] (default: the file's own column).")
 @declared_options(options.LAYER)
 @key_options
 @qc_options
 @reports_errors
-def qc(input_file, sample, outdir, role, batch_col, label_col, unknown_label, layer, class_key, batch_key, unlabeled_category, **thresholds):
+def qc(input_file, sample, outdir, role, batch_col, label_col, unknown_label, condition, layer, class_key, batch_key, unlabeled_category, condition_key, **thresholds):
     """Filter one sample's cells and genes and write its QC metrics, plots and summary.
 
     INPUT is an .h5ad (raw counts in X, a layer or .raw) or a 10x .h5 file.
@@ -225,9 +226,10 @@ def qc(input_file, sample, outdir, role, batch_col, label_col, unknown_label, la
         batch_col=batch_col,
         label_col=label_col,
         unknown_label=unknown_label,
+        condition=condition,
         layer=layer,
     )
-    keys = Keys(class_key=class_key, batch_key=batch_key, unlabeled_category=unlabeled_category)
+    keys = Keys(class_key=class_key, batch_key=batch_key, unlabeled_category=unlabeled_category, condition_key=condition_key)
     result = run_qc(spec, outdir, QCThresholds(**thresholds), keys)
     log.info("qc %s: kept %d of %d cells, %d of %d genes -> %s", sample, result["n_cells_after"], result["n_cells_before"], result["n_genes_after"], result["n_genes_before"], outdir)
 
@@ -406,7 +408,7 @@ Examples:
 
 
 @main.command(epilog=RUN_EXAMPLE)
-@option("input", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Samplesheet CSV: sample,h5ad[,role,batch_col,label_col,unknown_label,layer].")
+@option("input", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Samplesheet CSV: sample,h5ad[,role,batch_col,label_col,unknown_label,condition,layer].")
 @run_options(options.UMAP)
 @key_options
 @qc_options

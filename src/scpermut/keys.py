@@ -26,18 +26,24 @@ class Keys:
         ``obs`` column holding the batch (donor, technology, lab...).
     unlabeled_category
         Label value that marks a cell as unlabelled.
+    condition_key
+        ``obs`` column holding a biological condition that batch correction must keep (None: none).
     """
 
     class_key: str = default("class_key")
     batch_key: str = default("batch_key")
     unlabeled_category: str = default("unlabeled_category")
+    condition_key: str | None = default("condition_key")
 
     def __post_init__(self):
+        if self.condition_key == "":  # how records store "none"
+            object.__setattr__(self, "condition_key", None)
         check(asdict(self))
 
     def to_dict(self) -> dict[str, str]:
-        """``{"class_key": ..., "batch_key": ..., "unlabeled_category": ...}``."""
-        return asdict(self)
+        """``{"class_key": ..., "batch_key": ..., "unlabeled_category": ..., "condition_key": ...}``, ready
+        for a record (h5ad ``uns`` stores no None: no condition is ``""``)."""
+        return {name: "" if value is None else value for name, value in asdict(self).items()}
 
     @classmethod
     def from_record(cls, record) -> Keys:

@@ -270,9 +270,13 @@ def evaluate(
     class_key: str = default("class_key"),
     batch_key: str = default("batch_key"),
     unlabeled_category: str = default("unlabeled_category"),
+    condition_key: str | None = default("condition_key"),
     settings: MetricSettings = MetricSettings(),
 ) -> dict:
     """Score an annotated AnnData (the output of ``scpermut predict``).
+
+    ``condition_key`` (an obs column of biological conditions, or None) is recorded in the
+    settings.
 
     Returns
     -------
@@ -312,6 +316,7 @@ def evaluate(
             "class_key": class_key,
             "batch_key": batch_key,
             "unlabeled_category": unlabeled_category,
+            "condition_key": condition_key or "",
         },
     }
 

@@ -152,6 +152,10 @@ KEY_SECTION = Section("key_options", "AnnData keys", "The obs columns every step
     Option("class_key", "cell_type", "obs column holding the cell-type label."),
     Option("batch_key", "batch", "obs column holding the batch (donor, technology, lab...)."),
     Option("unlabeled_category", "Unknown", "Label value that marks a cell as unlabelled."),
+    Option(
+        "condition_key", None, "obs column holding a biological condition (e.g. control/stimulated): batches are aligned only within a condition, so its effect is kept.",
+        details="Leave it empty when every batch holds the same biology. A samplesheet column 'condition' can give each sample's value instead.",
+    ),
 ))
 
 QC_SECTION = Section("qc_options", "Quality control", "Per-sample cell and gene filters.", "fas fa-filter", (

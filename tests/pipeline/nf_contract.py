@@ -40,7 +40,7 @@ BAD_SHEET_COLUMNS = [
     ("sample_with_space.csv", "sample"),
     ("duplicate_sample.csv", "sample"),
     ("quoted_label_col.csv", "label_col"),
-    ("unknown_column.csv", "condition"),
+    ("unknown_column.csv", "tissue"),
 ]
 # Read by nf-schema itself (validation.help in nextflow.config), not by pipeline code.
 PARAMS_READ_BY_NF_SCHEMA = {"help", "help_full", "show_hidden"}

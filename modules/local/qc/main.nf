@@ -25,6 +25,7 @@ process SCPERMUT_QC {
         meta.batch_col     ? "--batch_col '${meta.batch_col}'"         : '',
         meta.label_col     ? "--label_col '${meta.label_col}'"         : '',
         meta.unknown_label ? "--unknown_label '${meta.unknown_label}'" : '',
+        meta.condition     ? "--condition '${meta.condition}'"         : '',
         meta.layer         ? "--layer '${meta.layer}'"                 : '',
     ].join(' ').trim()
     """

@@ -70,6 +70,10 @@ def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
             source, count, value, unlabeled_category, value,
         )
 
+    if keys.condition_key is not None:
+        adata.obs[keys.condition_key] = pd.Categorical(_conditions(adata, spec, keys.condition_key))
+    elif spec.condition is not None:
+        raise InputError(f"{source}: the samplesheet gives sample '{spec.sample}' a condition; name its obs column with `condition_key`.")
     if batch_key != spec.batch_col and batch_key in adata.obs:
         adata.obs[f"original_{batch_key}"] = adata.obs[batch_key]
     adata.obs[batch_key] = pd.Categorical(batches)
@@ -78,6 +82,20 @@ def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
     adata.obs[class_key] = pd.Categorical(labels)
     adata.obs[constants.SAMPLE] = pd.Categorical([spec.sample] * adata.n_obs)
     adata.obs[constants.ROLE] = pd.Categorical([spec.role] * adata.n_obs, categories=["reference", "query"])
+
+
+def _conditions(adata: ad.AnnData, spec: SampleSpec, condition_key: str) -> np.ndarray:
+    """Each cell's condition: the sample's from the samplesheet, else the file's ``condition_key`` column."""
+    if spec.condition is not None:
+        return np.full(adata.n_obs, spec.condition, dtype=object)
+    if condition_key not in adata.obs:
+        raise InputError(
+            f"{spec.path}: condition column '{condition_key}' does not exist in obs (columns: {', '.join(adata.obs.columns)}); "
+            "add it, or give the sample's condition in the samplesheet column 'condition'."
+        )
+    if (n_missing := int(adata.obs[condition_key].isna().sum())) > 0:
+        raise InputError(f"{spec.path}: condition column '{condition_key}' is empty for {n_missing} cells; fill it in or remove those cells.")
+    return adata.obs[condition_key].astype(str).to_numpy()
 
 
 # Label values that usually mean "no label" (compared lower-case, stripped).

@@ -10,7 +10,7 @@ import pandas as pd
 from scpermut.errors import InputError
 
 REQUIRED_COLUMNS = ("sample", "h5ad")
-OPTIONAL_COLUMNS = ("role", "batch_col", "label_col", "unknown_label", "layer")
+OPTIONAL_COLUMNS = ("role", "batch_col", "label_col", "unknown_label", "condition", "layer")
 ROLES = ("reference", "query")
 
 
@@ -19,7 +19,8 @@ class SampleSpec:
     """One input file and how to read it.
 
     ``batch_col`` None means the sample id is the batch; ``label_col`` None means the
-    class key; ``unknown_label`` None means the unlabelled category.
+    class key; ``unknown_label`` None means the unlabelled category; ``condition`` is the
+    sample's biological condition (None: the file's own ``condition_key`` column, if any).
     """
 
     sample: str
@@ -28,6 +29,7 @@ class SampleSpec:
     batch_col: str | None = None
     label_col: str | None = None
     unknown_label: str | None = None
+    condition: str | None = None
     layer: str | None = None
 
 
@@ -43,7 +45,7 @@ def read_samplesheet(path: str | Path) -> list[SampleSpec]:
 
     Required columns are ``sample`` and ``h5ad``; optional ones are ``role``
     (``reference`` or ``query``, default reference), ``batch_col``, ``label_col``,
-    ``unknown_label`` and ``layer``. Relative paths resolve against the samplesheet's folder.
+    ``unknown_label``, ``condition`` and ``layer``. Relative paths resolve against the samplesheet's folder.
     """
     path = Path(path)
     if not path.is_file():
@@ -88,6 +90,7 @@ def read_samplesheet(path: str | Path) -> list[SampleSpec]:
                 batch_col=_cell(row, "batch_col"),
                 label_col=_cell(row, "label_col"),
                 unknown_label=_cell(row, "unknown_label"),
+                condition=_cell(row, "condition"),
                 layer=_cell(row, "layer"),
             )
         )
