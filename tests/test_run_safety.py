@@ -68,7 +68,8 @@ def test_the_users_obs_columns_are_kept(straight):
 def test_help_is_grouped_in_sections_with_an_example():
     for command in ("label", "run"):
         text = invoke(command, "--help").output
-        positions = [text.index(f"{title} options:") for title in ("Input", "Quality control and genes", "Model", "Training", "Output")]
+        titles = ("Input and output", "AnnData keys", "Quality control", "Merging and normalisation", "Model", "Training", "Label transfer")
+        positions = [text.index(f"\n{title}:\n") for title in titles]
         assert positions == sorted(positions)
         assert "--layer" in text and "--no_umap" in text and "--resume" in text
         assert "Example" in text
