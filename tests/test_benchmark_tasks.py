@@ -116,7 +116,7 @@ def test_the_closure_holds_what_the_roots_can_import_lazily_or_relatively_and_no
 def test_the_shipped_package_closure_leaves_out_the_cli_steps_and_report_but_not_the_model():
     package = Path(__file__).resolve().parents[1] / "src" / "scpermut"
     closure = {str(path.relative_to(package)) for path in cache.package_closure(package)}
-    assert {"model/api.py", "model/network.py", "model/train/trainer.py", "data/preprocess.py", "options.py"} <= closure
+    assert {"model/api.py", "model/network.py", "model/train/trainer.py", "annotation.py", "data/preprocess.py", "options.py"} <= closure
     assert not {name for name in closure if name.startswith(("steps/", "report/")) or name == "cli.py"}
     tuned = {str(path.relative_to(package)) for path in cache.package_closure(package, cache.TUNE_ROOTS)}
     assert closure < tuned and "steps/tune.py" in tuned
