@@ -18,9 +18,9 @@ Every number that shapes it is a field of :class:`AtlasParams` (recorded in
 - **Counts**: negative binomial (Gamma–Poisson, inverse dispersion ``nb_theta``) around
   library size × softmax over genes of baseline + type + batch log-rates.
 
-Deterministic for a seed. The random draws do not depend on ``batch_lfc_sd`` (standard normals
-are drawn, then scaled), so ``batch_lfc_sd=0`` gives the same cells without the gene-wise
-batch effect: the ground-truth check (:func:`check`) compares the two.
+Deterministic for a seed. The cells' draws do not depend on ``batch_lfc_sd`` (standard normals
+are drawn, then scaled; counts come from a stream of their own), so ``batch_lfc_sd=0`` gives
+the same cells (types, batches, library sizes) without the gene-wise batch effect: the ground-truth check (:func:`check`) compares the two.
 ``cached`` stores a generated atlas under a key of its parameters and this file's bytes.
 """
 
@@ -102,7 +102,9 @@ def generate(params: AtlasParams = AtlasParams()):
     import pandas as pd
     import scipy.sparse as sp
 
-    rng = np.random.default_rng(params.seed)
+    # Two streams: the cells (types, batches, shifts, libraries) and their counts, whose
+    # samplers draw a number of variates that depends on the means.
+    rng, count_rng = (np.random.default_rng([params.seed, stream]) for stream in (0, 1))
     type_rates = _type_log_rates(params, rng)
     present = _presence(params, rng)
     sizes = rng.lognormal(0.0, params.batch_size_sd, params.n_batches)
@@ -121,7 +123,7 @@ def generate(params: AtlasParams = AtlasParams()):
         proportions /= proportions.sum(axis=1, keepdims=True)
         library = batch_library[b] * np.exp(params.library_cell_sd * rng.standard_normal(batch_cells[b]))
         mean = proportions * library[:, None]
-        counts = rng.poisson(rng.gamma(params.nb_theta, mean / params.nb_theta))
+        counts = count_rng.poisson(count_rng.gamma(params.nb_theta, mean / params.nb_theta))
         blocks.append(sp.csr_matrix(counts.astype(np.float32)))
         types.append(cell_types)
         batches.append(np.full(batch_cells[b], b))

@@ -41,6 +41,12 @@ TUNED = {
 # above 0.5 -> 'Unassigned'); scANVI has no rejection rule of its own, so the same 0.5 is used.
 REJECTION_RULES = {"celltypist": 0.5, "scanvi": 0.5}
 
+
+def rejection_name(method: str) -> str:
+    """The shown name of ``method`` answered with its rule of ``REJECTION_RULES``."""
+    return f"{method} (Unknown at max probability ≤ {REJECTION_RULES[method]:g})"
+
+
 FULL = {
     "name": "full",
     # Every held-out batch of the three shipped datasets (4 + 3 + 5 leave-one-batch-out splits),

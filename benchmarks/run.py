@@ -39,10 +39,15 @@ def method_entries(profile: dict) -> dict[str, tuple[str, dict]]:
         entries[name] = ("scpermut", {"options": {**base, **change}})
     for name, search in profiles.TUNED.items():
         entries[name] = ("scpermut", {"options": base, "tune": search})
+    for name, change in profile.get("variants", {}).items():
+        entries[name] = ("scpermut", {"options": {**base, **change}})
     return entries
 
 
 def entries_for(split: tasks.Split, profile: dict) -> list[str]:
+    """The shown names that run on ``split``: the peers (+ ablations, tuned), or only the variants of a defaults search."""
+    if "variants" in profile:
+        return list(profile["variants"])
     names = list(profiles.PEERS)
     if split.task == "lobo" and "ablation" in profile["tasks"] and split.dataset in profile["ablation_datasets"] and split.name in profile["ablation_batches"]:
         names += list(profiles.ABLATIONS)
@@ -168,17 +173,12 @@ def score_all(splits, paths, split_keys, profile, outdir: Path, records: list[di
                 if split.task == "novel" and name in profiles.REJECTION_RULES and novelty is not None:
                     threshold = profiles.REJECTION_RULES[name]
                     rejected = rejected_below(arrays["labels"], novelty, threshold)
-                    rows.append({**row, "method": rejection_name(name), **score(adata, rejected, None, novelty)})
+                    rows.append({**row, "method": profiles.rejection_name(name), **score(adata, rejected, None, novelty)})
             if split.task in profile["scib_tasks"] and latents:
                 aggregates = benchmarker_scores(adata, latents, cache.key_digest(split_keys[split.id]), outdir / "scib")
                 for row in rows[first:]:
                     row.update(aggregates.get(row["method"], {}))
     return pd.DataFrame(rows)
-
-
-def rejection_name(method: str) -> str:
-    """The shown name of ``method`` answered with its rule of ``profiles.REJECTION_RULES``."""
-    return f"{method} (Unknown at max probability ≤ {profiles.REJECTION_RULES[method]:g})"
 
 
 def git_state(repo: Path = HERE.parent) -> dict:
