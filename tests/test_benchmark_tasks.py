@@ -497,3 +497,30 @@ def profiles_module():
     import profiles
 
     return profiles
+
+
+def test_on_the_novel_task_a_probabilistic_peer_is_also_scored_under_its_stated_rejection_rule(cellbench, tmp_path):
+    import profiles
+    import run
+
+    split = tasks.Split("novel", "cellbench_3cl", "H2228", 0, "", "H2228", run_seeds=(0,))
+    adata = tasks.build(split, cellbench)
+    paths = {split.id: tmp_path / f"{split.id}.h5ad"}
+    adata.write_h5ad(paths[split.id])
+    truth = adata.obs[TRUTH].astype(str).to_numpy()
+    unseen = truth == "H2228"
+    # Confident on known cells, unsure (highest probability 0.4) on the unseen type, never answering Unknown itself.
+    labels, novelty = np.where(unseen, "H1975", truth).astype(str), np.where(unseen, 0.6, 0.1)
+    records = []
+    for name in profiles.PEERS:
+        folder = run.group_folder(tmp_path, name, split.task, split.dataset)
+        folder.mkdir(parents=True)
+        np.savez(folder / f"{split.id}__seed0.npz", labels=labels, novelty=novelty)
+        (folder / f"{split.id}__seed0.json").write_text(json.dumps({"seconds": 1.0, "settings": {}}))
+        records.append({"method": name, "task": split.task, "dataset": split.dataset, "exit_code": 0})
+    scores = run.score_all([split], paths, {}, {"scib_tasks": [], "tasks": ["novel"]}, tmp_path, records).set_index("method")
+    assert scores.loc["celltypist", "novel_recall"] == 0.0 and scores.loc["celltypist", "novelty_auroc"] == 1.0
+    ruled = scores.loc[profiles.rejection_name("celltypist")]
+    assert (ruled["novel_recall"], ruled["false_rejection"]) == (1.0, 0.0)
+    assert set(profiles.REJECTION_RULES) == {"celltypist", "scanvi"} and profiles.rejection_name("scanvi") in scores.index
+    assert len(scores) == len(profiles.PEERS) + len(profiles.REJECTION_RULES)
