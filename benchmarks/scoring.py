@@ -28,19 +28,21 @@ def reference_rarity(split) -> dict[str, str]:
 LISI_NEIGHBOURS = 90
 
 
-def ilisi(latent: np.ndarray, batches: np.ndarray, n_neighbors: int = LISI_NEIGHBOURS) -> float:
-    """iLISI of ``latent`` scaled 0-1 (scib-metrics ``ilisi_knn``): 1 = every neighbourhood holds all batches evenly.
-
-    Exact neighbours (scikit-learn), the cell itself included as scib-metrics expects.
-    """
-    from scib_metrics import ilisi_knn
+def exact_neighbours(latent: np.ndarray, n_neighbors: int):
+    """scib-metrics ``NeighborsResults`` of exact neighbours (scikit-learn), the cell itself included as scib-metrics expects."""
     from scib_metrics.nearest_neighbors import NeighborsResults
     from sklearn.neighbors import NearestNeighbors
 
     latent = np.asarray(latent, dtype=np.float32)
-    k = min(n_neighbors, latent.shape[0])
-    distances, indices = NearestNeighbors(n_neighbors=k).fit(latent).kneighbors(latent)
-    return float(ilisi_knn(NeighborsResults(indices=indices, distances=distances), np.asarray(batches), scale=True))
+    distances, indices = NearestNeighbors(n_neighbors=min(n_neighbors, latent.shape[0])).fit(latent).kneighbors(latent)
+    return NeighborsResults(indices=indices, distances=distances)
+
+
+def ilisi(latent: np.ndarray, batches: np.ndarray, n_neighbors: int = LISI_NEIGHBOURS) -> float:
+    """iLISI of ``latent`` scaled 0-1 (scib-metrics ``ilisi_knn``): 1 = every neighbourhood holds all batches evenly."""
+    from scib_metrics import ilisi_knn
+
+    return float(ilisi_knn(exact_neighbours(latent, n_neighbors), np.asarray(batches), scale=True))
 
 
 def novelty_scores(split, labels: np.ndarray, novelty: np.ndarray | None) -> dict:
@@ -139,7 +141,8 @@ def benchmarker_scores(split, latents: dict[str, np.ndarray], split_key_digest: 
     """scib-metrics ``Benchmarker`` aggregates (``scib_bio``, ``scib_batch``, ``scib_total``) of each embedding.
 
     Labels are the truth of every cell, batches the split's; the pre-integration embedding is
-    the uncorrected PCA (``methods.pca_embedding``). One result per embedding is stored in
+    the uncorrected PCA (``methods.pca_embedding``); neighbours are exact (:func:`exact_neighbours`,
+    passed to ``Benchmarker.prepare``), as for :func:`ilisi`. One result per embedding is stored in
     ``folder`` under a key of its content (:func:`_latent_key`) and reused.
     """
     import anndata as ad
@@ -155,6 +158,7 @@ def benchmarker_scores(split, latents: dict[str, np.ndarray], split_key_digest: 
         bench = Benchmarker(data, batch_key=BATCH, label_key=TRUTH, embedding_obsm_keys=[f"emb{i}" for i in range(len(missing))],
                             bio_conservation_metrics=BioConservation(), batch_correction_metrics=BatchCorrection(),
                             pre_integrated_embedding_obsm_key="X_pca", n_jobs=1, progress_bar=False)
+        bench.prepare(neighbor_computer=exact_neighbours)
         bench.benchmark()
         results = bench.get_results(min_max_scale=False)
         for i, name in enumerate(missing):
