@@ -265,7 +265,7 @@ def atlas_section(ok: pd.DataFrame, splits) -> list[str]:
             f"{params.n_types} types in lineages of {params.types_per_lineage} with Zipf abundances (the {params.n_very_rare} rarest × {params.very_rare_factor}), "
             f"{params.n_batches} batches of uneven size each holding a subset of the types, a per-batch gene-wise log-fold shift ~ N(0, {params.batch_lfc_sd}) "
             f"and library-size factor (log-normal, sd {params.library_batch_sd}), negative-binomial counts (θ {params.nb_theta}). "
-            f"Query: {', '.join(s.description for s in splits if s.dataset == name)}; the rest is the labelled reference. "
+            f"Splits: {'; '.join(s.description for s in splits if s.dataset == name)}; the other batches are the labelled reference. "
             "`pca_knn` is the ground truth of the batch effect: its iLISI is that of the uncorrected PCA (`python benchmarks/atlas.py` compares it with the same cells without the gene-wise shift)."
         )
     lines += ["", markdown_table(summary_table(atlas_rows, ["balanced_accuracy", "macro_f1", "ilisi", "batch_entropy", *SCIB, "seconds", "peak_rss_mib"], ["dataset", "method"])), ""]
