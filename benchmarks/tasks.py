@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import BATCH, EVALUATED, LABEL, ROLE, TRUTH, UNKNOWN
 
 import atlas
+from common import BATCH, EVALUATED, LABEL, ROLE, TRUTH, UNKNOWN
+
 
 def _data_dir() -> Path:
     """``shared/data`` beside the repository (or beside the folder of git worktrees); ``SCPERMUT_SHARED_DATA`` overrides."""
