@@ -534,15 +534,14 @@ def write(docs: Path, profile: dict, splits, scores: pd.DataFrame, processes: li
         per_type = per_type[method_order(per_type.columns)].reset_index()
         lines += ["Rare-type F1 per type:", "", markdown_table(per_type), ""]
 
-    lines += novel_section(ok, img, prefix)
-    lines += atlas_section(ok, splits)
-
     ablation = ok[(ok["task"] == "lobo") & ok["method"].isin(["scpermut", *profiles.ABLATIONS]) & ok["dataset"].isin(profile["ablation_datasets"]) & ok["split"].isin(profile["ablation_batches"])]
     if ablation["method"].nunique() > 1:
         bar_plot(ablation, "balanced_accuracy", "dataset", img / f"{prefix}ablation.png", "Ablation (leave one batch out)", "balanced accuracy (query batch)")
         lines += [f"## {TASK_TITLES['ablation']}", "", f"![ablation](img/{prefix}ablation.png)", ""]
         lines += [markdown_table(summary_table(ablation, ["balanced_accuracy", "macro_f1", "batch_entropy", "ilisi", "label_silhouette", "seconds"], ["dataset", "method"])), ""]
 
+    lines += novel_section(ok, img, prefix)
+    lines += atlas_section(ok, splits)
     lines += tuned_section(ok, profile)
 
     if cost:
