@@ -25,8 +25,9 @@ METHOD_CODE = ("common.py", "methods.py", "worker.py")
 SPLIT_CODE = ("common.py", "tasks.py")
 # Method functions that run scpermut itself: their results depend on the package's code.
 USES_PACKAGE = {"scpermut"}
-# The package modules methods.py and cost.py import (``scpermut.Model`` lives in model.api).
-PACKAGE_ROOTS = ("scpermut", "scpermut.model.api", "scpermut.data.preprocess", "scpermut.keys")
+# The package modules methods.py and cost.py import (``scpermut.Model`` lives in model.api,
+# ``scpermut.annotate`` in annotation: the front file names them as strings, not imports).
+PACKAGE_ROOTS = ("scpermut", "scpermut.model.api", "scpermut.annotation", "scpermut.data.preprocess", "scpermut.keys")
 # A scpermut entry whose settings ask for a search also runs ``scpermut tune``.
 TUNE_ROOTS = PACKAGE_ROOTS + ("scpermut.steps.tune",)
 KEY_FILE = "key.json"

@@ -2,7 +2,8 @@
 
 A split (see ``tasks.py``) carries raw counts in ``X``, the label a method may learn from in
 ``obs[LABEL]`` (``UNKNOWN`` for unlabelled and query cells), the batch in ``obs[BATCH]``, and,
-hidden from the methods, the truth and the evaluation mask. Each method runs in a child
+hidden from the methods (:func:`method_view`), the truth, the role, the evaluation mask and the
+task's notes in ``uns``. Each method runs in a child
 process (``worker.py``), whose peak resident memory the parent reads from ``wait4``
 (``ru_maxrss``): a Python-side tracer such as tracemalloc would not see the memory TensorFlow
 or PyTorch allocate.
@@ -23,12 +24,21 @@ BATCH = "batch"
 ROLE = "bench_role"  # "reference" or "query"
 EVALUATED = "bench_evaluated"  # cells scored for label transfer
 UNKNOWN = "Unknown"
+# All a method is handed of a split's obs: what a user would give it.
+METHOD_COLUMNS = (LABEL, BATCH)
 WORKER = Path(__file__).resolve().parent / "worker.py"
 
 
 def run_name(split_id: str, seed: int) -> str:
     """File stem of one method run: a split and the seed the method ran with."""
     return f"{split_id}__seed{seed}"
+
+
+def method_view(split):
+    """What a method may see of ``split``: raw counts, gene names and ``METHOD_COLUMNS``; no truth, role, mask or ``uns``."""
+    import anndata as ad
+
+    return ad.AnnData(X=split.X.copy(), obs=split.obs[list(METHOD_COLUMNS)].copy(), var=split.var[[]].copy())
 
 
 def threads() -> int:

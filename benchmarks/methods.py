@@ -1,10 +1,12 @@
 """The annotation methods compared, behind one interface.
 
-Every method receives the same AnnData (a *split*, see ``tasks.py``): raw counts in ``X``,
-the label a method may learn from in ``obs[LABEL]`` (``UNKNOWN`` for unlabelled and query
-cells) and the batch in ``obs[BATCH]``. It returns a label for every cell and, when it has
-one, a latent embedding. Nothing else of the split (the truth, the evaluation mask) is
-visible to it.
+Every method receives the same AnnData (:func:`common.method_view` of a *split*, see
+``tasks.py``): raw counts in ``X``, the label a method may learn from in ``obs[LABEL]``
+(``UNKNOWN`` for unlabelled and query cells) and the batch in ``obs[BATCH]``; nothing else of
+the split (the truth, the role, the evaluation mask) is there. It returns a label for every
+cell (``UNKNOWN`` where the method itself rejects a cell) and, when it has them, a latent
+embedding and a novelty score (higher = more likely a type the reference lacks; for a
+probabilistic classifier, 1 − its highest class probability).
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
-from common import BATCH, LABEL, ROLE, UNKNOWN, threads
+from common import BATCH, LABEL, UNKNOWN, threads
 
 
 @dataclass
 class Prediction:
-    """What a method returns: a label per cell, a latent if it has one, and its settings."""
+    """What a method returns: a label per cell, a latent and a novelty score if it has them, and its settings."""
 
     labels: np.ndarray
     latent: np.ndarray | None = None
     settings: dict = field(default_factory=dict)
+    novelty: np.ndarray | None = None
 
 
 def log_normalised(adata):
@@ -99,7 +102,8 @@ def celltypist_method(adata, seed: int, settings: dict) -> Prediction:
     model = celltypist.train(reference, labels=LABEL, check_expression=False, **options)
     result = celltypist.annotate(data, model=model, majority_voting=False)
     predicted = result.predicted_labels["predicted_labels"].astype(str).to_numpy()
-    return Prediction(predicted, None, {**options, "majority_voting": False, "genes": "all"})
+    novelty = 1 - result.probability_matrix.to_numpy().max(axis=1)
+    return Prediction(predicted, None, {**options, "majority_voting": False, "genes": "all"}, novelty)
 
 
 def scanvi(adata, seed: int, settings: dict) -> Prediction:
@@ -116,10 +120,12 @@ def scanvi(adata, seed: int, settings: dict) -> Prediction:
     vae.train(max_epochs=settings["scvi_epochs"], accelerator="cpu", devices=1, enable_progress_bar=False)
     model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=UNKNOWN)
     model.train(max_epochs=settings["scanvi_epochs"], accelerator="cpu", devices=1, enable_progress_bar=False)
-    labels = np.asarray(model.predict(), dtype=str)
+    probabilities = model.predict(soft=True)
+    labels = probabilities.columns.to_numpy(dtype=str)[probabilities.to_numpy().argmax(axis=1)]
     latent = np.asarray(model.get_latent_representation(), dtype=np.float32)
     epochs_run = {"scvi": _epochs_run(vae), "scanvi": _epochs_run(model)}
-    return Prediction(labels, latent, {key: settings[key] for key in ("n_latent", "scvi_epochs", "scanvi_epochs")} | {"epochs_run": epochs_run, "n_top_genes": 2000})
+    used = {key: settings[key] for key in ("n_latent", "scvi_epochs", "scanvi_epochs")} | {"epochs_run": epochs_run, "n_top_genes": 2000}
+    return Prediction(labels, latent, used, 1 - probabilities.to_numpy().max(axis=1))
 
 
 def _epochs_run(model) -> int | None:
@@ -174,9 +180,9 @@ def scpermut_prepared(adata, seed: int):
     from scpermut.data.preprocess import PrepareSettings, prepare_anndata
     from scpermut.keys import Keys
 
-    cells = adata.copy()
-    cells.obs["bench_is_query"] = (cells.obs[ROLE] == "query").to_numpy()
-    prepared = prepare_anndata(cells, keys=Keys(class_key=LABEL, batch_key=BATCH, unlabeled_category=UNKNOWN), query_key="bench_is_query", settings=PrepareSettings(seed=seed))
+    # Unlabelled and query cells are both ``UNKNOWN`` here (the view carries no role): the
+    # package trains on them alike and selects genes from all cells either way.
+    prepared = prepare_anndata(adata, keys=Keys(class_key=LABEL, batch_key=BATCH, unlabeled_category=UNKNOWN), settings=PrepareSettings(seed=seed))
     return prepared[adata.obs_names].copy()
 
 
@@ -219,10 +225,14 @@ def tuned_options(adata, tune: dict) -> dict:
     return dict(_SEARCHES[memo])
 
 
+# The novelty score scpermut's annotate writes (issue 21); while it writes none, 1 - confidence stands in.
+NOVELTY = "scpermut_novelty"
+
+
 def scpermut(adata, seed: int, settings: dict) -> Prediction:
     import tensorflow as tf
 
-    from scpermut import Model
+    from scpermut import Model, _keys, annotate
 
     tf.config.threading.set_intra_op_parallelism_threads(threads())
     code = scpermut_code_fingerprint()  # before training: the code this process imported
@@ -231,15 +241,20 @@ def scpermut(adata, seed: int, settings: dict) -> Prediction:
     if settings.get("tune"):
         options.update(tuned_options(adata, settings["tune"]))
     model = Model(seed=seed, **options).fit(prepared)
-    outputs = model.transform(prepared[:, model.genes].X)
-    latent = outputs["latent"]
-    if model.has_classifier:
-        labels = np.asarray(model.classes)[outputs["class_probabilities"].argmax(axis=1)]
+    # The package's own answer (its default Unknown rule included), as `scpermut predict` gives it.
+    annotate(prepared, model, umap=False)
+    obs = prepared.obs
+    latent = np.asarray(prepared.obsm[_keys.LATENT], dtype=np.float32)
+    novelty = None
+    if _keys.PREDICTION in obs:
+        labels = obs[_keys.PREDICTION].astype(str).to_numpy()
+        novelty = obs[NOVELTY].to_numpy(np.float32) if NOVELTY in obs else 1 - obs[_keys.CONFIDENCE].to_numpy(np.float32)
     else:
         # Without its classifier the model is an integration method: score its latent by kNN.
         labels = knn_transfer(latent, adata.obs[LABEL].astype(str).to_numpy())
     used = {"training": model.record.training, "network": {k: v for k, v in model.record.network.items() if k not in ("n_genes", "n_classes", "n_batches")}}
-    return Prediction(labels, latent, {"changed": options, "epochs_run": model.record.run["epochs_run"], "code": code, **used})
+    used["novelty"] = NOVELTY if NOVELTY in obs else (f"1 - {_keys.CONFIDENCE}" if novelty is not None else None)
+    return Prediction(labels, latent, {"changed": options, "epochs_run": model.record.run["epochs_run"], "code": code, **used}, novelty)
 
 
 METHODS = {

@@ -1,11 +1,13 @@
 """What a run covers: the full benchmark, the standard one and the quick variant.
 
-The full profile runs every method at its own defaults (scpermut's, scMusketeers' CLI
-defaults, scvi-tools' epoch heuristic for scVI and scANVI), each split once per seed in
-``seeds``; its cost is stated in benchmarks/README.md (``run.py --plan`` lists the runs).
+The full profile is the one that ranks methods: every method at its own defaults
+(scpermut's, scMusketeers' CLI defaults, scvi-tools' epoch heuristic for scVI and scANVI) on
+every held-out batch of every shipped dataset, every type of every shipped dataset removed in
+turn (novel task), and the SYNTHETIC many-batch atlas, each split once per seed in ``seeds``;
+its cost is stated in benchmarks/README.md (``run.py --plan`` lists the runs).
 The standard profile keeps the methods, their defaults, the seeds and the verdict rule of the
-full one on fewer splits (one held-out batch per dataset, 5 % and 10 % labelled, one rare
-type), so that it fits an afternoon on two cores; its splits are the full profile's own.
+full one on fewer splits (one held-out batch and one novel type per dataset, 5 % and 10 %
+labelled, one rare type, one draw of atlas batches); its splits are the full profile's own.
 The quick profile cuts epochs and splits: it checks the machinery, its numbers rank nothing.
 """
 
@@ -33,15 +35,34 @@ TUNED = {
     "scpermut (tuned: 24 trials)": {"trials": 24, "mixing_weight": 0.3},
 }
 
+# On the novel task, a peer that gives class probabilities but never rejects is also scored
+# with a stated rule: Unknown when its highest probability is at most this. For CellTypist it
+# is its own rejection at its documented default ('prob match' mode, p_thres 0.5: no class
+# above 0.5 -> 'Unassigned'); scANVI has no rejection rule of its own, so the same 0.5 is used.
+REJECTION_RULES = {"celltypist": 0.5, "scanvi": 0.5}
+
+
+def rejection_name(method: str) -> str:
+    """The shown name of ``method`` answered with its rule of ``REJECTION_RULES``."""
+    return f"{method} (Unknown at max probability ≤ {REJECTION_RULES[method]:g})"
+
+
 FULL = {
     "name": "full",
     # Every held-out batch of the three shipped datasets (4 + 3 + 5 leave-one-batch-out splits),
     # the partial atlas and the rare type on Kang PBMC, and the ablation on 2 Kang splits
     # (a control and a stimulated donor-batch as query). Each split runs once per seed: the
     # page reports mean ± sd over seeds and takes a verdict only when the gap exceeds that spread.
-    "datasets": ["kang_pbmc", "cellbench_3cl", "mixology_5batch"],
-    "tasks": ["lobo", "partial", "rare", "ablation"],
+    "datasets": ["kang_pbmc", "cellbench_3cl", "mixology_5batch", "synthetic_atlas"],
+    "tasks": ["lobo", "partial", "rare", "novel", "ablation"],
     "max_batches": None,
+    # Novel task: every type of every shipped dataset in turn (None = no limit).
+    "max_novel_types": None,
+    # SYNTHETIC atlas (tasks.DATASETS): query = this share (%) of its batches, one split per draw.
+    "atlas_query_share": 10,
+    "atlas_draws": [0, 1],
+    # Tasks whose embeddings also get scib-metrics' Benchmarker aggregates.
+    "scib_tasks": ["lobo", "batches"],
     "fractions": [5, 10, 50],
     "seeds": [0, 1, 2],
     "partial_datasets": ["kang_pbmc"],
@@ -78,6 +99,8 @@ STANDARD = {
     "name": "standard",
     # The first held-out batch (sorted) of each dataset: Kang ctrl101, CellBench sc_10x, mixology's first.
     "max_batches": 1,
+    "max_novel_types": 1,
+    "atlas_draws": [0],
     "fractions": [5, 10],
     "max_rare_types": 1,
     # The ablation on each dataset's held-out batch: the batch head's effect differs between them.
@@ -88,8 +111,10 @@ STANDARD = {
 QUICK = {
     **FULL,
     "name": "quick",
-    "datasets": ["kang_pbmc"],
+    "datasets": ["kang_pbmc", "synthetic_atlas_small"],
     "max_batches": 1,
+    "max_novel_types": 1,
+    "atlas_draws": [0],
     "fractions": [10],
     # Two seeds: enough to exercise mean ± sd and the verdict rule, not to rank anything.
     "seeds": [0, 1],

@@ -39,10 +39,15 @@ def method_entries(profile: dict) -> dict[str, tuple[str, dict]]:
         entries[name] = ("scpermut", {"options": {**base, **change}})
     for name, search in profiles.TUNED.items():
         entries[name] = ("scpermut", {"options": base, "tune": search})
+    for name, change in profile.get("variants", {}).items():
+        entries[name] = ("scpermut", {"options": {**base, **change}})
     return entries
 
 
 def entries_for(split: tasks.Split, profile: dict) -> list[str]:
+    """The shown names that run on ``split``: the peers (+ ablations, tuned), or only the variants of a defaults search."""
+    if "variants" in profile:
+        return list(profile["variants"])
     names = list(profiles.PEERS)
     if split.task == "lobo" and "ablation" in profile["tasks"] and split.dataset in profile["ablation_datasets"] and split.name in profile["ablation_batches"]:
         names += list(profiles.ABLATIONS)
@@ -58,7 +63,7 @@ def write_splits(splits: list[tasks.Split], folder: Path, code: dict) -> tuple[d
     for split in splits:
         dataset = tasks.DATASETS[split.dataset]
         if split.dataset not in digests:
-            digests[split.dataset] = cache.file_sha256(tasks.DATA_DIR / dataset.file)
+            digests[split.dataset] = dataset.digest()
         key = cache.split_key(split.fields(), digests[split.dataset], code)
         path, key_file = folder / f"{split.id}.h5ad", folder / f"{split.id}.key.json"
         current = path.is_file() and key_file.is_file() and json.loads(key_file.read_text()).get("digest") == cache.key_digest(key)
@@ -130,24 +135,28 @@ def run_methods(splits, paths, split_keys, profile, outdir: Path, code: dict, ve
     return records
 
 
-def score_all(splits, paths, profile, outdir: Path, records: list[dict]):
+def score_all(splits, paths, split_keys, profile, outdir: Path, records: list[dict]):
     """One row per (split, seed, method): scores, seconds, and the peak memory of its process.
 
-    Only groups of ``records`` (current under this invocation's keys) are read.
+    Only groups of ``records`` (current under this invocation's keys) are read. On the novel
+    task each method of ``profiles.REJECTION_RULES`` gets a second row, its answers rejected
+    by that rule. On ``profile["scib_tasks"]`` every embedding gets scib-metrics' Benchmarker
+    aggregates (cached by content under ``outdir/scib``).
     """
     import anndata as ad
     import numpy as np
     import pandas as pd
-    from scoring import score
+    from scoring import benchmarker_scores, rejected_below, score
 
     processes = {(r["method"], r["task"], r["dataset"]): r for r in records}
     rows = []
     for split in splits:
         adata = ad.read_h5ad(paths[split.id])
-        for name in entries_for(split, profile):
-            group_dir = group_folder(outdir, name, split.task, split.dataset)
-            process = processes[(name, split.task, split.dataset)]
-            for seed in split.run_seeds:
+        for seed in split.run_seeds:
+            latents, first = {}, len(rows)
+            for name in entries_for(split, profile):
+                group_dir = group_folder(outdir, name, split.task, split.dataset)
+                process = processes[(name, split.task, split.dataset)]
                 stem = run_name(split.id, seed)
                 result_file, timing_file = group_dir / f"{stem}.npz", group_dir / f"{stem}.json"
                 row = {"task": split.task, "dataset": split.dataset, "split": split.name, "setting": split.setting, "seed": seed, "method": name}
@@ -155,10 +164,20 @@ def score_all(splits, paths, profile, outdir: Path, records: list[dict]):
                     rows.append({**row, "status": f"failed (exit {process.get('exit_code')})"})
                     continue
                 arrays = np.load(result_file)
+                latent, novelty = (arrays[key] if key in arrays else None for key in ("latent", "novelty"))
                 timing = json.loads(timing_file.read_text())
-                row.update(score(adata, arrays["labels"], arrays["latent"] if "latent" in arrays else None))
                 row.update(status="ok", seconds=timing["seconds"], peak_rss_mib=process.get("peak_rss_mib"), settings=json.dumps(timing["settings"], default=str))
-                rows.append(row)
+                rows.append({**row, **score(adata, arrays["labels"], latent, novelty)})
+                if latent is not None:
+                    latents[name] = latent
+                if split.task == "novel" and name in profiles.REJECTION_RULES and novelty is not None:
+                    threshold = profiles.REJECTION_RULES[name]
+                    rejected = rejected_below(arrays["labels"], novelty, threshold)
+                    rows.append({**row, "method": profiles.rejection_name(name), **score(adata, rejected, None, novelty)})
+            if split.task in profile["scib_tasks"] and latents:
+                aggregates = benchmarker_scores(adata, latents, cache.key_digest(split_keys[split.id]), outdir / "scib")
+                for row in rows[first:]:
+                    row.update(aggregates.get(row["method"], {}))
     return pd.DataFrame(rows)
 
 
@@ -232,7 +251,7 @@ def main(argv=None) -> None:
     if only is not None:
         print(f"stored {', '.join(only)} in {outdir}; a run without --only scores them and writes the page", flush=True)
         return
-    scores = score_all(splits, paths, profile, outdir, processes)
+    scores = score_all(splits, paths, split_keys, profile, outdir, processes)
     scores.to_csv(outdir / "scores.csv", index=False)
 
     report.write(

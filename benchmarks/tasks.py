@@ -1,8 +1,12 @@
-"""The benchmark tasks: how each real dataset is cut into reference (labelled) and query cells.
+"""The benchmark tasks: how each dataset is cut into reference (labelled) and query cells.
 
 A *split* is the dataset's AnnData with four obs columns added (see ``methods.py``):
 ``bench_label`` (what methods may learn from), ``bench_truth``, ``bench_role`` and
-``bench_evaluated`` (the cells scored). Every split is fully determined by its name and seed.
+``bench_evaluated`` (the cells scored for accuracy). Every split is fully determined by its
+name and seed. Query cells of a type the reference lacks are not scored for accuracy (no
+method can name them) but for rejection: ``scoring.novelty_scores``.
+
+The datasets are the real ones in ``shared/data`` and one SYNTHETIC atlas (``atlas.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+import atlas
 from common import BATCH, EVALUATED, LABEL, ROLE, TRUTH, UNKNOWN
+
 
 def _data_dir() -> Path:
     """``shared/data`` beside the repository (or beside the folder of git worktrees); ``SCPERMUT_SHARED_DATA`` overrides."""
@@ -45,11 +52,36 @@ class Dataset:
         adata.obs_names_make_unique()
         return adata
 
+    def digest(self, data_dir: Path = DATA_DIR) -> str:
+        """SHA-256 of the dataset file: what decides its cells."""
+        from cache import file_sha256
+
+        return file_sha256(Path(data_dir) / self.file)
+
+
+@dataclass(frozen=True)
+class SyntheticDataset:
+    """A SYNTHETIC atlas (``atlas.py``), generated once per parameters and cached."""
+
+    name: str
+    params: atlas.AtlasParams
+
+    def load(self):
+        adata = atlas.cached(self.params)
+        adata.obs = pd.DataFrame({TRUTH: adata.obs["cell_type"].astype(str).to_numpy(), BATCH: adata.obs["batch"].astype(str).to_numpy()}, index=adata.obs_names)
+        return adata
+
+    def digest(self) -> str:
+        return atlas.params_digest(self.params)
+
 
 DATASETS = {
     "kang_pbmc": Dataset("kang_pbmc", "muscat_kang_pbmc.h5ad", "cell_type"),
     "cellbench_3cl": Dataset("cellbench_3cl", "cellbench_3cl_3tech.h5ad", "cell_line"),
     "mixology_5batch": Dataset("mixology_5batch", "cellbench_mixology_5batch.h5ad", "cell_line"),
+    # 40 types, 50 batches: 30,000 cells for the ranking profiles, 4,000 for --quick.
+    "synthetic_atlas": SyntheticDataset("synthetic_atlas", atlas.AtlasParams()),
+    "synthetic_atlas_small": SyntheticDataset("synthetic_atlas_small", atlas.AtlasParams(n_cells=4000)),
 }
 
 
@@ -62,6 +94,7 @@ class Split:
     name: str
     seed: int
     description: str
+    # The type cut to ~1 % (rare task) or removed from the reference (novel task).
     rare_type: str | None = None
     # The seeds every method runs with on this split (each seed one run: the spread is seed-to-seed).
     run_seeds: tuple[int, ...] = (0,)
@@ -72,10 +105,10 @@ class Split:
 
     @property
     def setting(self) -> str:
-        """What the split varies apart from seeds: the held-out batch, the labelled share or the rare type."""
+        """What the split varies apart from seeds: the held-out batch(es), the labelled share, the rare or novel type."""
         if self.task == "partial":
             return self.name.split("_seed")[0]
-        if self.task == "rare":
+        if self.task in ("rare", "novel"):
             return str(self.rare_type)
         return self.name
 
@@ -93,15 +126,49 @@ def _annotate(adata, labelled: np.ndarray, query: np.ndarray, evaluated: np.ndar
     return adata
 
 
-def leave_one_batch_out(adata, batch: str):
-    """Every cell of ``batch`` is the unlabelled query; all other cells are the labelled reference.
+def leave_batches_out(adata, batches):
+    """Every cell of ``batches`` is the unlabelled query; all other cells are the labelled reference.
 
-    Scored: query cells whose type occurs in the reference (a type never seen cannot be named).
+    Scored for accuracy: query cells whose type occurs in the reference (a type never seen
+    cannot be named); the others for rejection.
     """
-    query = (adata.obs[BATCH] == batch).to_numpy()
+    query = adata.obs[BATCH].isin(list(batches)).to_numpy()
     truth = adata.obs[TRUTH].to_numpy()
     seen = np.isin(truth, np.unique(truth[~query]))
     return _annotate(adata, ~query, query, query & seen)
+
+
+def leave_one_batch_out(adata, batch: str):
+    """:func:`leave_batches_out` of one batch."""
+    return leave_batches_out(adata, [batch])
+
+
+def drawn_batches(adata, share: float, draw: int) -> list[str]:
+    """A seeded ``share`` of the batches (at least one), sorted: the query of a leave-batches-out split."""
+    batches = sorted(adata.obs[BATCH].unique())
+    n_query = max(1, int(round(share * len(batches))))
+    return sorted(np.random.default_rng(draw).choice(batches, size=n_query, replace=False).tolist())
+
+
+def _batch_holding_most(truth: np.ndarray, batches: np.ndarray, cell_type: str) -> str:
+    """The batch with most cells of ``cell_type`` (ties: the first by name)."""
+    return pd.Series(batches[truth == cell_type]).value_counts().sort_index().idxmax()
+
+
+def novel_type(adata, cell_type: str):
+    """``cell_type`` is removed from the reference and kept in the query, the batch holding most of it.
+
+    Every other batch is the labelled reference, without its ``cell_type`` cells (dropped).
+    Scored: the query's known-type cells for accuracy and false rejection, its ``cell_type``
+    cells (and any other type the reference lacks) for novel recall.
+    """
+    truth = adata.obs[TRUTH].to_numpy()
+    batches = adata.obs[BATCH].to_numpy()
+    query_batch = _batch_holding_most(truth, batches, cell_type)
+    keep = (batches == query_batch) | (truth != cell_type)
+    split = leave_one_batch_out(adata[keep].copy(), query_batch)
+    split.uns["bench_novel"] = {"type": cell_type, "query_batch": str(query_batch)}
+    return split
 
 
 def partial_atlas(adata, fraction: float, seed: int):
@@ -127,7 +194,7 @@ def rare_type(adata, cell_type: str, seed: int, share: float = 0.01):
     """
     truth = adata.obs[TRUTH].to_numpy()
     batches = adata.obs[BATCH].to_numpy()
-    query_batch = pd.Series(batches[truth == cell_type]).value_counts().sort_index().idxmax()
+    query_batch = _batch_holding_most(truth, batches, cell_type)
     query = batches == query_batch
     rare_reference = np.flatnonzero(~query & (truth == cell_type))
     n_others = int((~query & (truth != cell_type)).sum())
@@ -153,6 +220,11 @@ def build(split: Split, adata):
         return partial_atlas(adata, fraction, split.seed)
     if split.task == "rare":
         return rare_type(adata, split.rare_type, split.seed)
+    if split.task == "novel":
+        return novel_type(adata, split.rare_type)
+    if split.task == "batches":
+        share = float(split.name.split("pct")[0]) / 100
+        return leave_batches_out(adata, drawn_batches(adata, share, split.seed))
     raise ValueError(f"unknown task {split.task}")
 
 
@@ -161,6 +233,12 @@ def plan(profile: dict) -> list[Split]:
     splits = []
     for name in profile["datasets"]:
         adata = DATASETS[name].load()
+        if isinstance(DATASETS[name], SyntheticDataset):
+            # The SYNTHETIC atlas runs its own task only: a seeded share of its batches held out.
+            for draw in profile["atlas_draws"]:
+                share = profile["atlas_query_share"]
+                splits.append(Split("batches", name, f"{share}pct_draw{draw}", draw, f"query = {share}% of the batches, draw {draw} (SYNTHETIC atlas)", run_seeds=tuple(profile["seeds"])))
+            continue
         batches = sorted(adata.obs[BATCH].unique())
         # Smallest types first: the natural candidates for the rare-type task.
         types = adata.obs[TRUTH].value_counts().sort_index().sort_values(kind="stable").index.tolist()
@@ -178,4 +256,8 @@ def plan(profile: dict) -> list[Split]:
                 for seed in profile["rare_seeds"]:
                     label = cell_type.replace(" ", "_").replace("+", "p")
                     splits.append(Split("rare", name, f"{label}_seed{seed}", seed, f"{cell_type} cut to ~1% of the reference, seed {seed}", cell_type, run_seeds=seeds))
+        if "novel" in profile["tasks"]:
+            for cell_type in sorted(types)[: profile.get("max_novel_types")]:
+                label = cell_type.replace(" ", "_").replace("+", "p")
+                splits.append(Split("novel", name, label, 0, f"{cell_type} absent from the reference, kept in the query", cell_type, run_seeds=seeds))
     return splits

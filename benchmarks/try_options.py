@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import methods  # noqa: E402
 import scoring  # noqa: E402
 import tasks  # noqa: E402
-from common import BATCH  # noqa: E402
+from common import BATCH, method_view  # noqa: E402
 
 SHOWN = ("balanced_accuracy", "ilisi", "label_silhouette")
 
@@ -48,8 +48,8 @@ def main(argv=None) -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.perf_counter()
         split = split_for(adata, args.split, seed)
-        prediction = methods.scpermut(split, seed, {"options": options})
-        scores = scoring.score(split, prediction.labels, prediction.latent)
+        prediction = methods.scpermut(method_view(split), seed, {"options": options})
+        scores = scoring.score(split, prediction.labels, prediction.latent, prediction.novelty)
         row = {"seed": seed, **{name: round(scores[name], 3) for name in SHOWN}, "epochs": prediction.settings["epochs_run"], "seconds": round(time.perf_counter() - start, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -116,7 +116,7 @@ def test_the_closure_holds_what_the_roots_can_import_lazily_or_relatively_and_no
 def test_the_shipped_package_closure_leaves_out_the_cli_steps_and_report_but_not_the_model():
     package = Path(__file__).resolve().parents[1] / "src" / "scpermut"
     closure = {str(path.relative_to(package)) for path in cache.package_closure(package)}
-    assert {"model/api.py", "model/network.py", "model/train/trainer.py", "data/preprocess.py", "options.py"} <= closure
+    assert {"model/api.py", "model/network.py", "model/train/trainer.py", "annotation.py", "data/preprocess.py", "options.py"} <= closure
     assert not {name for name in closure if name.startswith(("steps/", "report/")) or name == "cli.py"}
     tuned = {str(path.relative_to(package)) for path in cache.package_closure(package, cache.TUNE_ROOTS)}
     assert closure < tuned and "steps/tune.py" in tuned
@@ -324,3 +324,203 @@ def test_the_page_judges_mixing_against_correcting_peers_and_tuned_against_defau
     assert "ilisi 0.521 ± 0.001 (3 seeds) against 0.501 ± 0.001 (3 seeds): **met**" in section
     assert '`{"latent_dim": 16}`' in section
     assert report.tuned_section(scores, {"tuned_datasets": []}) == []
+
+
+# --- issue 21: novel types, the SYNTHETIC atlas, what methods see, the defaults search ---
+
+import atlas  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+SMALL_ATLAS = atlas.AtlasParams(n_cells=6000, n_genes=400)
+
+
+def test_novel_type_is_absent_from_the_reference_and_kept_in_the_query_batch_holding_most_of_it(cellbench):
+    split = tasks.novel_type(cellbench, "H2228")
+    query = (split.obs[ROLE] == "query").to_numpy()
+    truth = split.obs[TRUTH].to_numpy()
+    assert split.uns["bench_novel"] == {"type": "H2228", "query_batch": "sc_10x"}
+    assert (split.obs[BATCH].to_numpy()[query] == "sc_10x").all()
+    assert "H2228" not in set(split.obs[LABEL].to_numpy()[~query])
+    assert not (~query & (truth == "H2228")).any()  # its reference cells are dropped
+    assert (query & (truth == "H2228")).sum() == ((cellbench.obs[BATCH] == "sc_10x") & (cellbench.obs[TRUTH] == "H2228")).sum()
+    # Accuracy is scored on the known types only; the novel cells are scored for rejection.
+    assert np.array_equal(split.obs[EVALUATED].to_numpy(), query & (truth != "H2228"))
+
+
+def test_novelty_scores_count_rejections_of_unseen_and_known_query_cells(cellbench):
+    split = tasks.novel_type(cellbench, "H2228")
+    truth = split.obs[TRUTH].astype(str).to_numpy()
+    query = (split.obs[ROLE] == "query").to_numpy()
+    unseen = query & (truth == "H2228")
+    perfect = np.where(unseen, UNKNOWN, truth)
+    scores = scoring.score(split, perfect, None, novelty=unseen.astype(float))
+    assert (scores["novel_recall"], scores["false_rejection"], scores["novelty_auroc"]) == (1.0, 0.0, 1.0)
+    assert scores["balanced_accuracy"] == pytest.approx(1.0)
+    # A method that never rejects: no recall; an inverted score: AUROC 0.
+    absorbed = scoring.novelty_scores(split, np.where(unseen, "H1975", truth), 1.0 - unseen)
+    assert (absorbed["novel_recall"], absorbed["false_rejection"], absorbed["novelty_auroc"]) == (0.0, 0.0, 0.0)
+    # Rejecting every query cell: all novel cells found, every known one wrongly rejected.
+    everything = scoring.novelty_scores(split, np.where(query, UNKNOWN, truth), None)
+    assert (everything["novel_recall"], everything["false_rejection"]) == (1.0, 1.0) and "novelty_auroc" not in everything
+    # A split whose query holds only reference types has nothing to reject.
+    assert scoring.novelty_scores(tasks.leave_one_batch_out(cellbench, "sc_10x"), truth, None) == {}
+
+
+def test_the_probability_rule_rejects_at_and_below_the_threshold_as_celltypist_prob_match_does():
+    labels = np.array(["A", "B", "C"])
+    novelty = 1 - np.array([0.9, 0.5, 0.49])  # highest class probabilities
+    assert scoring.rejected_below(labels, novelty, 0.5).tolist() == ["A", UNKNOWN, UNKNOWN]
+
+
+def test_leave_batches_out_holds_out_a_seeded_share_of_batches():
+    adata = tasks.SyntheticDataset("small", SMALL_ATLAS).load()
+    drawn = tasks.drawn_batches(adata, 0.1, draw=0)
+    assert drawn == tasks.drawn_batches(adata, 0.1, draw=0) != tasks.drawn_batches(adata, 0.1, draw=1)
+    assert len(drawn) == 5
+    split = tasks.build(tasks.Split("batches", "small", "10pct_draw0", 0, ""), adata)
+    query = (split.obs[ROLE] == "query").to_numpy()
+    assert np.array_equal(query, split.obs[BATCH].isin(drawn).to_numpy())
+    assert (split.obs[LABEL].to_numpy()[query] == UNKNOWN).all()
+
+
+def test_the_atlas_is_deterministic_for_a_seed_and_cached_by_its_parameters(tmp_path):
+    first, again = atlas.generate(SMALL_ATLAS), atlas.generate(SMALL_ATLAS)
+    other = atlas.generate(replace(SMALL_ATLAS, seed=1))
+    assert (first.X != again.X).nnz == 0 and first.obs.equals(again.obs)
+    assert first.X.shape == other.X.shape and (first.X != other.X).nnz > 0
+    stored = atlas.cached(SMALL_ATLAS, tmp_path)
+    assert len(list(tmp_path.glob("atlas_*.h5ad"))) == 1 and (atlas.cached(SMALL_ATLAS, tmp_path).X != stored.X).nnz == 0
+    assert atlas.params_digest(SMALL_ATLAS) != atlas.params_digest(replace(SMALL_ATLAS, batch_lfc_sd=0.0))
+
+
+def test_the_atlas_has_many_skewed_types_in_uneven_batches_each_holding_a_subset():
+    adata = atlas.generate(SMALL_ATLAS)
+    assert adata.obs["cell_type"].nunique() == 40 and adata.obs["batch"].nunique() == 50
+    shares = atlas.type_shares(SMALL_ATLAS)
+    assert shares.max() / shares.min() > 100 and (shares < 0.002).sum() == SMALL_ATLAS.n_very_rare
+    sizes = adata.obs["batch"].value_counts()
+    assert sizes.max() > 4 * sizes.min()
+    types_per_batch = adata.obs.groupby("batch", observed=True)["cell_type"].nunique()
+    assert types_per_batch.max() < 40
+    assert (adata.uns["bench_atlas"]["presence"].sum(axis=0) >= SMALL_ATLAS.min_batches_per_type).all()
+    counts = adata.X.data
+    assert np.array_equal(counts, np.round(counts)) and counts.min() > 0
+
+
+def test_the_atlas_batch_effect_has_its_stated_size_and_is_the_only_difference_without_it():
+    adata = atlas.generate(SMALL_ATLAS)
+    shifts = adata.uns["bench_atlas"]["batch_log_fold_shifts"]
+    assert shifts.shape == (50, SMALL_ATLAS.n_genes) and shifts.std() == pytest.approx(SMALL_ATLAS.batch_lfc_sd, rel=0.05)
+    # The counts carry the shift: one type's mean log-expression ratio between its two largest batches follows it.
+    frame = adata.obs.assign(i=np.arange(adata.n_obs))
+    common = frame["cell_type"].value_counts().index[0]
+    a, b = frame[frame["cell_type"] == common]["batch"].value_counts().index[:2]
+    mean = {name: np.asarray(adata.X[frame.loc[(frame["cell_type"] == common) & (frame["batch"] == name), "i"].to_numpy()].mean(axis=0)).ravel() for name in (a, b)}
+    expressed = (mean[a] > 1) & (mean[b] > 1)
+    measured = np.log(mean[a][expressed] / mean[b][expressed])
+    stated = (shifts[int(a[5:])] - shifts[int(b[5:])])[expressed]
+    assert np.corrcoef(measured, stated)[0, 1] > 0.8
+    # Without the gene-wise effect: the same cells, types and batches.
+    clean = atlas.generate(replace(SMALL_ATLAS, batch_lfc_sd=0.0))
+    assert clean.obs.equals(adata.obs) and not clean.uns["bench_atlas"]["batch_log_fold_shifts"].any()
+
+
+def test_the_atlas_batch_effect_is_real_and_its_types_are_recoverable_without_it():
+    from methods import knn_transfer, pca_embedding
+    from scpermut.metrics import batch_mixing
+    from sklearn.metrics import balanced_accuracy_score
+
+    found = {}
+    for sd in (SMALL_ATLAS.batch_lfc_sd, 0.0):
+        adata = atlas.generate(replace(SMALL_ATLAS, batch_lfc_sd=sd))
+        adata.obs = adata.obs.rename(columns={"cell_type": TRUTH})
+        batches, truth = adata.obs[BATCH].to_numpy(), adata.obs[TRUTH].to_numpy()
+        latent = pca_embedding(adata)
+        query = np.isin(batches, tasks.drawn_batches(adata, 0.1, 0))
+        predicted = knn_transfer(latent, np.where(query, UNKNOWN, truth))
+        found[sd] = (batch_mixing(latent, batches)["batch_entropy"], balanced_accuracy_score(truth[query], predicted[query]))
+    (mixed_with, accuracy_with), (mixed_without, accuracy_without) = found[SMALL_ATLAS.batch_lfc_sd], found[0.0]
+    assert mixed_with < 0.5 * mixed_without  # uncorrected PCA separates the batches
+    assert accuracy_without > 0.8 and accuracy_with < accuracy_without - 0.1
+
+
+def test_a_method_sees_counts_label_and_batch_only(cellbench, tmp_path, monkeypatch):
+    import methods
+    import worker
+
+    seen = []
+
+    def spy(adata, seed, settings):
+        seen.append((sorted(adata.obs.columns), dict(adata.uns), list(adata.obsm), list(adata.var.columns)))
+        return methods.Prediction(adata.obs[LABEL].to_numpy(), None, {}, np.zeros(adata.n_obs))
+
+    monkeypatch.setitem(methods.METHODS, "spy", spy)
+    split = tasks.novel_type(cellbench, "H2228")
+    split.write_h5ad(tmp_path / "split.h5ad")
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"method": "spy", "settings": {}, "runs": [[str(tmp_path / "split.h5ad"), 0]], "out": str(tmp_path / "out")}))
+    worker.main(str(job))
+    assert seen == [(sorted([LABEL, BATCH]), {}, [], [])]
+    assert np.load(tmp_path / "out" / "split__seed0.npz")["novelty"].shape == (split.n_obs,)
+
+
+def test_the_defaults_search_ranks_variants_by_the_stated_aggregate_over_datasets_and_seeds():
+    import choose_defaults
+
+    rows = []
+    for seed in (0, 1, 2):
+        for method, accuracy in (("defaults", 0.80), ("better", 0.90)):
+            for dataset, folds in (("d1", ("a", "b")), ("d2", ("c",))):
+                for fold in folds:
+                    rows.append({"method": method, "seed": seed, "task": "lobo", "dataset": dataset, "split": fold,
+                                 "balanced_accuracy": accuracy + 0.01 * seed, "ilisi": 0.5, "scib_total": 0.6})
+                rows.append({"method": method, "seed": seed, "task": "novel", "dataset": dataset, "split": "t",
+                             "novel_recall": 0.5, "false_rejection": 0.2})
+    table = choose_defaults.ranking(pd.DataFrame(rows))
+    assert list(table.index) == ["better", "defaults"]
+    # mean of accuracy, iLISI, scib total, recall and 1 - false rejection
+    assert table.loc["better", ("mean", "aggregate")] == pytest.approx((0.91 + 0.5 + 0.6 + 0.5 + 0.8) / 5)
+    assert table.loc["better", ("sd", "balanced_accuracy")] == pytest.approx(0.01)
+    text = "\n".join(choose_defaults.lines(table))
+    assert "worse than better" in text
+
+
+def test_a_defaults_search_runs_only_its_variants_on_every_split():
+    import run
+
+    profile = {**profiles_module().QUICK, "variants": {"defaults": {}, "v": {"align_weight": 0.5}}}
+    assert run.entries_for(tasks.Split("novel", "d", "t", 0, ""), profile) == ["defaults", "v"]
+    assert run.method_entries(profile)["v"] == ("scpermut", {"options": {**profile["settings"]["scpermut"]["options"], "align_weight": 0.5}})
+
+
+def profiles_module():
+    import profiles
+
+    return profiles
+
+
+def test_on_the_novel_task_a_probabilistic_peer_is_also_scored_under_its_stated_rejection_rule(cellbench, tmp_path):
+    import profiles
+    import run
+
+    split = tasks.Split("novel", "cellbench_3cl", "H2228", 0, "", "H2228", run_seeds=(0,))
+    adata = tasks.build(split, cellbench)
+    paths = {split.id: tmp_path / f"{split.id}.h5ad"}
+    adata.write_h5ad(paths[split.id])
+    truth = adata.obs[TRUTH].astype(str).to_numpy()
+    unseen = truth == "H2228"
+    # Confident on known cells, unsure (highest probability 0.4) on the unseen type, never answering Unknown itself.
+    labels, novelty = np.where(unseen, "H1975", truth).astype(str), np.where(unseen, 0.6, 0.1)
+    records = []
+    for name in profiles.PEERS:
+        folder = run.group_folder(tmp_path, name, split.task, split.dataset)
+        folder.mkdir(parents=True)
+        np.savez(folder / f"{split.id}__seed0.npz", labels=labels, novelty=novelty)
+        (folder / f"{split.id}__seed0.json").write_text(json.dumps({"seconds": 1.0, "settings": {}}))
+        records.append({"method": name, "task": split.task, "dataset": split.dataset, "exit_code": 0})
+    scores = run.score_all([split], paths, {}, {"scib_tasks": [], "tasks": ["novel"]}, tmp_path, records).set_index("method")
+    assert scores.loc["celltypist", "novel_recall"] == 0.0 and scores.loc["celltypist", "novelty_auroc"] == 1.0
+    ruled = scores.loc[profiles.rejection_name("celltypist")]
+    assert (ruled["novel_recall"], ruled["false_rejection"]) == (1.0, 0.0)
+    assert set(profiles.REJECTION_RULES) == {"celltypist", "scanvi"} and profiles.rejection_name("scanvi") in scores.index
+    assert len(scores) == len(profiles.PEERS) + len(profiles.REJECTION_RULES)
