@@ -232,7 +232,7 @@ NOVELTY = "scpermut_novelty"
 def scpermut(adata, seed: int, settings: dict) -> Prediction:
     import tensorflow as tf
 
-    from scpermut import Model, _keys, annotate
+    from scpermut import Model, annotate, constants
 
     tf.config.threading.set_intra_op_parallelism_threads(threads())
     code = scpermut_code_fingerprint()  # before training: the code this process imported
@@ -244,16 +244,16 @@ def scpermut(adata, seed: int, settings: dict) -> Prediction:
     # The package's own answer (its default Unknown rule included), as `scpermut predict` gives it.
     annotate(prepared, model, umap=False)
     obs = prepared.obs
-    latent = np.asarray(prepared.obsm[_keys.LATENT], dtype=np.float32)
+    latent = np.asarray(prepared.obsm[constants.LATENT], dtype=np.float32)
     novelty = None
-    if _keys.PREDICTION in obs:
-        labels = obs[_keys.PREDICTION].astype(str).to_numpy()
-        novelty = obs[NOVELTY].to_numpy(np.float32) if NOVELTY in obs else 1 - obs[_keys.CONFIDENCE].to_numpy(np.float32)
+    if constants.PREDICTION in obs:
+        labels = obs[constants.PREDICTION].astype(str).to_numpy()
+        novelty = obs[NOVELTY].to_numpy(np.float32) if NOVELTY in obs else 1 - obs[constants.CONFIDENCE].to_numpy(np.float32)
     else:
         # Without its classifier the model is an integration method: score its latent by kNN.
         labels = knn_transfer(latent, adata.obs[LABEL].astype(str).to_numpy())
     used = {"training": model.record.training, "network": {k: v for k, v in model.record.network.items() if k not in ("n_genes", "n_classes", "n_batches")}}
-    used["novelty"] = NOVELTY if NOVELTY in obs else (f"1 - {_keys.CONFIDENCE}" if novelty is not None else None)
+    used["novelty"] = NOVELTY if NOVELTY in obs else (f"1 - {constants.CONFIDENCE}" if novelty is not None else None)
     return Prediction(labels, latent, {"changed": options, "epochs_run": model.record.run["epochs_run"], "code": code, **used}, novelty)
 
 
