@@ -107,6 +107,12 @@ def schema(current: dict) -> dict:
     return {**current, "$defs": sections, "allOf": [{"$ref": f"#/$defs/{key}"} for key in order]}
 
 
+def _interpolated(expression: str) -> str:
+    """A Groovy ``${...}`` interpolation, built without doubled braces in this source (nf-core
+    lint takes those for a leftover Jinja template)."""
+    return "$" + "{" + expression + "}"
+
+
 def _flag(option: Option) -> str:
     """One list item of an ``ext.args`` closure: the option's flag built from its param."""
     param = f"params.{option.cli}"
@@ -116,9 +122,9 @@ def _flag(option: Option) -> str:
         # A command-line `--x false` or a launch form may hand over the text 'false'.
         return f"{param}.toString().toBoolean() ? '{on}' : '{off}'"
     if option.kind in (int, float):
-        return f'"--{option.cli} ${{{param}}}"'
+        return f'"--{option.cli} {_interpolated(param)}"'
     # Text goes to the shell in single quotes, each ' written as '"'"'.
-    quoted = f"""'${{{param}.toString().replace("'", "'\\"'\\"'")}}'"""
+    quoted = "'" + _interpolated(param + """.toString().replace("'", "'\\"'\\"'")""") + "'"
     item = f'"--{option.cli} {quoted}"'
     return f"{param} ? {item} : ''" if option.default is None else item
 
@@ -153,7 +159,9 @@ def modules_args(pipeline_dir: Path, commands: dict) -> str:
             continue
         items = "".join(f"            {_flag(option)},\n" for option in params)
         blocks.append(
-            f"    withName: '{process}' {{\n        ext.args = {{ [\n{items}        ].join(' ').trim() }}\n    }}\n"
+            f"    withName: '{process}' " + "{\n"
+            "        ext.args = { [\n" + items + "        ].join(' ').trim() }\n"
+            "    }\n"
         )
     header = (
         "/*\n"
