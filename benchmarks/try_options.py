@@ -2,8 +2,9 @@
 
     /work/bench-venv/bin/python benchmarks/try_options.py cellbench_3cl lobo --seeds 0,1,2 --options '{"align_weight": 1.0}'
 
-``lobo`` holds out the dataset's first batch (sorted), as the standard profile does;
-``partial5`` / ``partial10`` label that share of each type (the seed draws the labelled cells).
+``lobo`` holds out the dataset's first batch (sorted), as the standard profile does, and
+``lobo:BATCH`` that batch; ``partial5`` / ``partial10`` label that share of each type (the seed
+draws the labelled cells); ``novel:TYPE`` removes that type from the reference (novel-type task).
 Prints one JSON line per seed (balanced accuracy, iLISI, label silhouette, epochs run) and
 their mean. Nothing is cached or written: the page still comes from ``run.py`` alone.
 """
@@ -24,15 +25,21 @@ import scoring  # noqa: E402
 import tasks  # noqa: E402
 from common import BATCH, method_view  # noqa: E402
 
-SHOWN = ("balanced_accuracy", "ilisi", "label_silhouette")
+SHOWN = ("balanced_accuracy", "ilisi", "label_silhouette", "fraction_unknown")
+# Shown on the novel-type task.
+NOVEL = ("novel_recall", "false_rejection", "novelty_auroc")
 
 
 def split_for(adata, split: str, seed: int):
     if split == "lobo":
         return tasks.leave_one_batch_out(adata, sorted(adata.obs[BATCH].unique())[0])
+    if split.startswith("lobo:"):
+        return tasks.leave_one_batch_out(adata, split.removeprefix("lobo:"))
+    if split.startswith("novel:"):
+        return tasks.novel_type(adata, split.removeprefix("novel:"))
     if split.startswith("partial"):
         return tasks.partial_atlas(adata, float(split.removeprefix("partial")) / 100, seed)
-    raise SystemExit(f"unknown split {split!r}: lobo, partial5, partial10, ...")
+    raise SystemExit(f"unknown split {split!r}: lobo, lobo:BATCH, partial5, partial10, novel:TYPE, ...")
 
 
 def main(argv=None) -> None:
@@ -50,10 +57,12 @@ def main(argv=None) -> None:
         split = split_for(adata, args.split, seed)
         prediction = methods.scpermut(method_view(split), seed, {"options": options})
         scores = scoring.score(split, prediction.labels, prediction.latent, prediction.novelty)
-        row = {"seed": seed, **{name: round(scores[name], 3) for name in SHOWN}, "epochs": prediction.settings["epochs_run"], "seconds": round(time.perf_counter() - start, 1)}
+        shown = [name for name in (*SHOWN, *NOVEL) if name in scores]
+        row = {"seed": seed, **{name: round(scores[name], 3) for name in shown}, "epochs": prediction.settings["epochs_run"], "seconds": round(time.perf_counter() - start, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(json.dumps({"mean": {name: round(float(np.mean([row[name] for row in rows])), 3) for name in SHOWN}, "options": options}))
+    shown = [name for name in (*SHOWN, *NOVEL) if name in rows[0]]
+    print(json.dumps({"mean": {name: round(float(np.mean([row[name] for row in rows])), 3) for name in shown}, "options": options}))
 
 
 if __name__ == "__main__":

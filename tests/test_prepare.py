@@ -191,3 +191,33 @@ def test_prepare_writes_its_two_files_as_one_set(tmp_path, monkeypatch):
         prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
     assert not (tmp_path / "out" / "prepare_summary.json").exists()
     assert not any((tmp_path / "out").iterdir())
+
+
+def _obs(batch_sizes: dict, labels="ABC") -> pd.DataFrame:
+    rows = [
+        {"cell_type": labels[i % len(labels)], "batch": batch}
+        for batch, size in batch_sizes.items()
+        for i in range(size)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_the_median_sized_labelled_batch_is_held_out_for_calibration():
+    from scpermut.data.preprocess import calibration_cells
+
+    obs = _obs({"small": 30, "middle": 60, "large": 300, "largest": 900})
+    held_out = calibration_cells(obs, np.ones(len(obs), bool), Keys(), 1)
+    assert set(obs.loc[held_out, "batch"]) == {"middle"} and held_out.sum() == 60
+    assert set(obs.loc[calibration_cells(obs, np.ones(len(obs), bool), Keys(), 2), "batch"]) == {"middle", "large"}
+    # Fewer than three labelled batches, or 0 asked: nothing is held out.
+    two = _obs({"a": 50, "b": 50})
+    assert not calibration_cells(two, np.ones(len(two), bool), Keys(), 1).any()
+    assert not calibration_cells(obs, np.ones(len(obs), bool), Keys(), 0).any()
+
+
+def test_a_type_scarce_outside_the_calibration_batch_stays_in_training():
+    from scpermut.data.preprocess import calibration_cells
+
+    obs = pd.concat([_obs({"a": 30, "b": 60, "c": 90}), pd.DataFrame([{"cell_type": "rare", "batch": "b"}] * 12)], ignore_index=True)
+    held_out = calibration_cells(obs, np.ones(len(obs), bool), Keys(), 1)
+    assert held_out.sum() == 60 and not held_out[obs["cell_type"].to_numpy() == "rare"].any()

@@ -68,6 +68,7 @@ def synthetic_annotated(seed: int = 0) -> ad.AnnData:
             constants.SPLIT: pd.Categorical(split, categories=list(constants.SPLITS)),
             constants.PREDICTION: pd.Categorical(predictions),
             constants.CONFIDENCE: confidence.astype(np.float32),
+            constants.NOVELTY: rng.uniform(0, 1, n).astype(np.float32),
         },
         index=[f"cell{i}" for i in range(n)],
     )
@@ -81,7 +82,7 @@ def synthetic_annotated(seed: int = 0) -> ad.AnnData:
     adata.uns[constants.UNS] = {
         "classes": np.array(CLASSES),
         "unknown_label": "Unknown",
-        "prediction": {"unknown_threshold": 0.3, "umap": True},
+        "prediction": {"unknown_threshold": 0.3, "novelty_threshold": 0.9, "umap": True},
         "seed": 0,
         "versions": {"scpermut": "0.1.0"},
     }
@@ -215,6 +216,7 @@ def test_report_has_every_section_and_embedded_figure(rendered):
         "integration",
         "unknown_by_batch",
         "unknown_by_true_label",
+        "unknown_nearest_types",
         "prediction_counts",
         "composition",
         "confidence",
@@ -355,3 +357,9 @@ def test_the_confusion_caption_says_rows_are_normalised(rendered):
     text = (rendered / "report.html").read_text()
     assert "Each row sums to 1" in text and "column-normalised" not in text
     assert (rendered / "scpermut_annotated_mqc.tsv").is_file()
+
+
+def test_the_unknown_cells_are_explained_by_rule_and_nearest_known_type(rendered):
+    text = (rendered / "report.html").read_text()
+    assert "(novelty above 0.9 or confidence below 0.3)" in text
+    assert "Their nearest known types" in text

@@ -167,11 +167,16 @@ def test_alignment_judges_the_latent_without_dropout_noise():
     network = ScpermutNetwork(config).build_for_inputs()
     trainer = PhaseTrainer(network, Phase("full", 1, ("classifier", "alignment")), TrainingSettings(), np.ones(3, np.float32))
     rng = np.random.default_rng(5)
+    types, batches = np.arange(24) % 3, np.arange(24) // 12
     batch = {
         "x": rng.random((24, 12), dtype=np.float32),
-        "classes": np.eye(3, dtype=np.float32)[np.arange(24) % 3],
-        "batches": np.eye(2, dtype=np.float32)[np.arange(24) // 12],
+        "classes": np.eye(3, dtype=np.float32)[types],
+        "batches": np.eye(2, dtype=np.float32)[batches],
+        "aligned_types": types,
+        "batch_codes": batches,
+        "condition_codes": np.zeros(24, np.int64),
     }
+    trainer.memory.remember(network.latent_without_dropout(batch["x"]) + 1.0, types, batches, batch["condition_codes"])
     # Two dropout draws: the classifier sees the noise, the alignment does not.
     first, second = (trainer.loss_terms(batch, network(batch["x"], training=True)) for _ in range(2))
     assert float(first["classifier"]) != float(second["classifier"])
@@ -356,7 +361,7 @@ def test_model_folder_is_complete_refuses_overwrite_and_reloads(tmp_path):
     make_prepared().write_h5ad(prepared)
     model_dir = tmp_path / "model"
     train_file(prepared, model_dir, device="cpu", **TINY_NETWORK, **TINY_TRAINING)
-    assert sorted(path.name for path in model_dir.iterdir()) == sorted(constants.MODEL_FILES)
+    assert sorted(path.name for path in model_dir.iterdir()) == sorted((*constants.MODEL_FILES, constants.MODEL_NOVELTY))
     run = json.loads((model_dir / constants.MODEL_RUN).read_text())
     assert run["seed"] == 0 and run["device"] == "cpu" and len(run["input"]["sha256"]) == 64
     assert {"tensorflow", "keras", "scpermut"} <= set(run["versions"])
@@ -462,7 +467,7 @@ def test_train_command_resumes_a_killed_run(tmp_path):
         main, ["train", str(prepared), "--out", str(model_dir), "--resume", *flags]
     )
     assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in model_dir.iterdir()) == sorted(constants.MODEL_FILES)
+    assert sorted(path.name for path in model_dir.iterdir()) == sorted((*constants.MODEL_FILES, constants.MODEL_NOVELTY))
     assert json.loads((model_dir / constants.MODEL_RUN).read_text())["resumed_from"] == {
         "phase": "full",
         "epoch": 1,

@@ -13,6 +13,7 @@ from scpermut._plain import plain
 from scpermut.data.io import count_problem
 from scpermut.errors import InputError
 from scpermut.keys import Keys
+from scpermut.model.novelty import neighbourhood_median, shifted_batches
 from scpermut.options import default
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def annotate(
     model,
     *,
     unknown_threshold: float = default("unknown_threshold"),
+    novelty_threshold: float = default("novelty_threshold"),
     max_missing_genes: float = default("max_missing_genes"),
     umap: bool = True,
     batch_size: int | None = None,
@@ -170,6 +172,10 @@ def annotate(
     unknown_threshold
         Cells whose highest class probability is below this get the label ``"Unknown"``
         (the model's unlabelled category); 0 keeps every prediction.
+    novelty_threshold
+        Cells whose ``scpermut_novelty`` is above this get the label ``"Unknown"`` (1: never);
+        a batch whose median novelty is above it is left alone, with a warning (it looks novel
+        as a whole: its batch effect, not a new type).
     max_missing_genes
         Largest fraction of the model's genes that may be absent from ``adata`` (zero-filled).
     umap
@@ -193,6 +199,10 @@ def annotate(
         The final label: the given label of labelled reference cells, else the prediction.
     ``adata.obs["scpermut_confidence"]`` : float32
         Highest class probability; with a classifier only.
+    ``adata.obs["scpermut_novelty"]`` : float32
+        0 (typical of a known type) to 1 (unlike every known type), the median over the cell's
+        15 nearest annotated cells (:mod:`scpermut.model.novelty`); with a classifier and a
+        model saved by this version only.
     ``adata.obsm["scpermut_probabilities"]`` : ndarray (float32, cells x classes)
         Class probabilities, columns in the order of ``uns["scpermut"]["classes"]``.
     ``adata.obsm["X_scpermut_umap"]`` : ndarray
@@ -220,10 +230,14 @@ def annotate(
         probabilities = outputs["class_probabilities"]
         confidence = probabilities.max(axis=1)
         labels = np.asarray(record.classes, dtype=object)[probabilities.argmax(axis=1)]
-        categories = list(record.classes)
+        categories = [*record.classes, unknown_label]
         if unknown_threshold > 0:
             labels[confidence < unknown_threshold] = unknown_label
-            categories.append(unknown_label)
+        novelty = model.novelty(outputs["latent"])
+        if novelty is not None:
+            novelty = neighbourhood_median(outputs["latent"], novelty, int(record.training["seed"]))
+            labels[novel_cells(adata, novelty, novelty_threshold, keys.batch_key)] = unknown_label
+            adata.obs[constants.NOVELTY] = novelty
         adata.obs[constants.PREDICTION] = pd.Categorical(labels, categories=categories)
         adata.obs[constants.LABEL] = final_labels(adata, keys.class_key)
         adata.obs[constants.CONFIDENCE] = confidence.astype(np.float32)
@@ -244,6 +258,7 @@ def annotate(
             "genes_missing": n_missing,
             "prediction": {
                 "unknown_threshold": unknown_threshold,
+                "novelty_threshold": novelty_threshold,
                 "max_missing_genes": max_missing_genes,
                 "umap": umap,
                 "source": source,
@@ -265,16 +280,37 @@ def annotate(
     return adata if copy else None
 
 
+def novel_cells(adata, novelty: np.ndarray, threshold: float, batch_key: str) -> np.ndarray:
+    """The cells whose novelty is above ``threshold``, but none in a batch that looks novel as a
+    whole (its median above it): there the batch effect, not a new type, is the likely cause."""
+    novel = novelty > threshold
+    if not novel.any() or batch_key not in adata.obs:
+        return novel
+    batches = adata.obs[batch_key].astype(str).to_numpy()
+    names, codes = np.unique(batches, return_inverse=True)
+    for code in shifted_batches(novelty, codes, threshold):
+        log.warning(
+            "batch %s looks novel as a whole (median novelty %.2f, above --novelty_threshold %g): "
+            "its cells are not called Unknown by novelty, as its batch effect is the likelier cause; "
+            "check its mixing in the report",
+            names[code],
+            float(np.median(novelty[codes == code])),
+            threshold,
+        )
+        novel[codes == code] = False
+    return novel
+
+
 def final_labels(adata, class_key: str) -> pd.Categorical:
     """The label to use for each cell: the given one for the labelled reference cells, else the prediction.
 
-    The labelled reference cells are those ``prepare`` put in the train or validation split;
+    The labelled reference cells are those ``prepare`` put in the train, validation or calibration split;
     a query cell's label is evidence for scoring, not a given label, so it gets the prediction.
     """
     labels = adata.obs[constants.PREDICTION].astype(str).to_numpy(dtype=object)
     if constants.SPLIT in adata.obs and class_key in adata.obs:
         split = adata.obs[constants.SPLIT].astype(str).to_numpy()
-        given = np.isin(split, [constants.SPLIT_TRAIN, constants.SPLIT_VALIDATION])
+        given = np.isin(split, constants.LABELLED_SPLITS)
         labels[given] = adata.obs[class_key].astype(str).to_numpy()[given]
     return pd.Categorical(labels)
 

@@ -10,6 +10,7 @@
 LATENT = "X_scpermut"
 PREDICTION = "scpermut_prediction"
 CONFIDENCE = "scpermut_confidence"
+NOVELTY = "scpermut_novelty"  # obs column: neighbourhood novelty, 0 (typical) to 1 (unlike every known type)
 LABEL = "scpermut_label"  # obs column: the given label where known, else the prediction
 PROBABILITIES = "scpermut_probabilities"
 UMAP = "X_scpermut_umap"  # obsm: UMAP of the latent (never the user's own X_umap)
@@ -26,7 +27,11 @@ SPLIT_TRAIN = "train"
 SPLIT_VALIDATION = "validation"
 SPLIT_UNLABELLED = "unlabelled"  # reference cells without a label
 SPLIT_QUERY = "query"  # query cells: never used as labelled, whatever their label
-SPLITS = (SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_UNLABELLED, SPLIT_QUERY)
+# A labelled reference batch held out of training; its labels fit the temperature and the
+# novelty scale (cells of a batch the model never saw labelled, as a query's are).
+SPLIT_CALIBRATION = "calibration"
+SPLITS = (SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_CALIBRATION, SPLIT_UNLABELLED, SPLIT_QUERY)
+LABELLED_SPLITS = (SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_CALIBRATION)
 
 # Written by `scpermut qc`.
 QC_UNS = "scpermut_qc"
@@ -56,6 +61,8 @@ MODEL_BATCHES = "batches.json"
 MODEL_PREPROCESS = "preprocess.json"
 MODEL_HISTORY = "history.csv"
 MODEL_RUN = "run.json"
+# Optional (models before 0.1.0's novelty, or without a classifier, have none).
+MODEL_NOVELTY = "novelty.npz"
 MODEL_FILES = (MODEL_CONFIG, MODEL_WEIGHTS, MODEL_GENES, MODEL_CLASSES, MODEL_BATCHES, MODEL_PREPROCESS, MODEL_HISTORY, MODEL_RUN)
 CHECKPOINT_FOLDER = "checkpoint"  # inside the model folder while training runs
 CHECKPOINT_STATE = "state.json"

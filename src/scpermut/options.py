@@ -26,7 +26,6 @@ DEVICES = ("auto", "cpu", "gpu")
 EARLY_STOPPING_METRICS = ("balanced_accuracy", "mcc")
 RECONSTRUCTIONS = ("mse", "nb")
 ADVERSARY_OBJECTIVES = ("reversal", "confusion")
-ALIGNMENTS = ("kernel", "centroids")
 
 AT_LEAST_0 = {"minimum": 0}
 POSITIVE = {"exclusiveMinimum": 0}
@@ -173,6 +172,13 @@ PREPARE_SECTION = Section(
         Option("target_sum", 1e4, "Counts per cell after library-size normalisation.", float, limits=POSITIVE, advanced=True),
         Option("min_shared_genes", 200, "Stop when the samples share fewer genes than this.", int, limits={"minimum": 1}, advanced=True),
         Option("validation_fraction", 0.2, "Fraction of labelled reference cells held out for early stopping.", float, limits={"minimum": 0, "exclusiveMaximum": 1}),
+        Option(
+            "calibration_batches", 1, "Labelled reference batches held out of training to calibrate confidence and novelty (0: the validation cells calibrate).", int,
+            limits=AT_LEAST_0,
+            details="Held out only when at least 3 batches are labelled; the batches of median size are taken, and a type keeps 10 labelled cells "
+            "for training. Their cells still train unlabelled, as a query's do: a held-out batch shows how sure and how novel-looking the model "
+            "finds cells of a batch whose labels it never saw.",
+        ),
     ),
 )
 
@@ -189,12 +195,23 @@ MODEL_SECTION = Section("model_options", "Model", "The network and its loss term
     Option("align_weight", 1.0, "Weight of the class-batch alignment of the latent (0: off).", float, limits=AT_LEAST_0),
     Option("dann_weight", 0.0, "Weight of the adversarial batch head behind gradient reversal (0: no batch head).", float, limits=AT_LEAST_0),
     Option("focal_gamma", 2.0, "Focal loss gamma (0: class-weighted cross-entropy).", float, limits=AT_LEAST_0, advanced=True),
-    Option("pseudo_label_threshold", 0.7, "Unlabelled/query cells join the alignment under a predicted type this sure (>1: never).", float, limits=AT_LEAST_0),
+    Option("pseudo_label_threshold", 0.7, "Unlabelled/query cells join the alignment under a predicted type this sure, re-predicted every epoch (>1: never).", float, limits=AT_LEAST_0),
+    Option(
+        "pseudo_label_novelty", 0.8, "Unlabelled/query cells more novel than this get no pseudo-label: they are neither aligned nor permuted (1: no gate).", float,
+        limits=FRACTION, advanced=True,
+        details="Novelty is the share of held-out labelled cells that lie closer to a known type (scpermut_novelty). A batch whose median "
+        "novelty is above the gate is gated by nothing: its cells look novel because its batch effect is not removed yet.",
+    ),
     Option("pseudo_permutation", True, "Unlabelled/query cells the classifier is sure of reconstruct a labelled cell of that type.", bool, negatable=True, advanced=True),
     Option("use_classifier", True, "Cell-type classifier head (--no-classifier: latent space only).", bool, flag="classifier", negatable=True, advanced=True),
     Option("use_permutation", True, "Labelled cells reconstruct another cell of their type (--no-permutation: themselves).", bool, flag="permutation", negatable=True, advanced=True),
     Option("permute_across_batches", True, "Draw the permutation partner from another batch when the type has cells there.", bool, negatable=True, advanced=True),
-    Option("alignment", "kernel", "What the alignment matches: kernel (whole type-batch distributions, MMD) or centroids.", ALIGNMENTS, param=False),
+    Option(
+        "alignment_memory", 512, "Latent coordinates remembered per cell type for the alignment (across mini-batches).", int,
+        limits={"minimum": 2}, advanced=True,
+        details="Each cell is compared with the remembered cells of its type in its own batch and in the others, so the alignment "
+        "works whatever the mini-batch holds; more slots see more batches per type, fewer follow the training more closely.",
+    ),
     Option("grl_lambda", 1.0, "Gradient-reversal strength of the batch head.", float, limits=AT_LEAST_0, advanced=True),
     Option("grl_ramp", True, "Ramp the gradient reversal from 0 to its strength over the epochs that train the batch head.", bool, negatable=True, advanced=True),
     Option("adversary_objective", "reversal", "Encoder vs batch head: reversal (maximise its loss) or confusion (make it uniform).", ADVERSARY_OBJECTIVES, param=False),
@@ -217,7 +234,7 @@ TRAINING_SECTION = Section("training_options", "Training", "How the model is tra
     Option("min_validation_per_class", 5, "Fewer validation cells in some type: they train too, no early stopping.", int, limits=AT_LEAST_0, advanced=True),
     Option("early_stopping_metric", "balanced_accuracy", "Validation score that picks the best epoch.", EARLY_STOPPING_METRICS, advanced=True),
     Option("labelled_share", 0.0, "Minimum share of class-balanced labelled cells in each mini-batch of classifier phases.", float, param=False, limits={"minimum": 0, "exclusiveMaximum": 1}),
-    Option("calibrate", True, "Temperature-scale the class probabilities on the validation cells.", bool, negatable=True, advanced=True),
+    Option("calibrate", True, "Temperature-scale the class probabilities on the calibration batch (else the validation cells).", bool, negatable=True, advanced=True),
 ))
 
 TUNING_SECTION = Section(
@@ -238,6 +255,12 @@ TUNING_SECTION = Section(
 
 PREDICTION_SECTION = Section("prediction_options", "Label transfer", "How cells are annotated.", "fas fa-tags", (
     Option("unknown_threshold", 0.0, "Label cells 'Unknown' when their top class probability is below this.", float, limits=FRACTION),
+    Option(
+        "novelty_threshold", 0.9, "Label cells 'Unknown' when their neighbourhood's novelty is above this (1: never).", float, limits=FRACTION,
+        details="A cell's novelty is the share of held-out labelled reference cells that lie closer to a known type than it does; "
+        "scpermut_novelty is its median over the cell's 15 nearest annotated cells, so a cluster of a type the reference never saw is "
+        "called Unknown, a lone atypical cell of a known type is not.",
+    ),
     Option("max_missing_genes", 0.5, "Stop when a larger fraction of the model's genes is missing from the data.", float, limits=FRACTION),
     Option("umap", True, "Compute a UMAP of the latent space.", bool, negatable=True),
 ))

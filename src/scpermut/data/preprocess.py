@@ -31,6 +31,7 @@ class PrepareSettings:
     target_sum: float = default("target_sum")
     min_shared_genes: int = default("min_shared_genes")
     validation_fraction: float = default("validation_fraction")
+    calibration_batches: int = default("calibration_batches")
     seed: int = default("seed")
 
     def __post_init__(self):
@@ -179,7 +180,7 @@ def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSet
     merged = _merge(samples, genes, keys)
     split = _split(merged.obs, keys, settings)
     merged.obs[constants.SPLIT] = pd.Categorical(split, categories=list(constants.SPLITS))
-    labelled = np.isin(split, [constants.SPLIT_TRAIN, constants.SPLIT_VALIDATION])
+    labelled = np.isin(split, constants.LABELLED_SPLITS)
 
     merged.X = sp.csr_matrix(merged.X, dtype=np.float32)
     merged.layers[constants.COUNTS_LAYER] = merged.X.copy()
@@ -240,11 +241,43 @@ def _split(obs: pd.DataFrame, keys: Keys, settings: PrepareSettings) -> np.ndarr
             f"no labelled cell: every reference cell has {keys.class_key} '{keys.unlabeled_category}'; "
             "check label_col in the samplesheet or `class_key`."
         )
+    calibration = calibration_cells(obs, labelled, keys, settings.calibration_batches)
+    labelled &= ~calibration
     validation = stratified_split(obs[keys.class_key], labelled, settings.validation_fraction, settings.seed)
     split = np.where(reference, constants.SPLIT_UNLABELLED, constants.SPLIT_QUERY).astype(object)
     split[labelled] = constants.SPLIT_TRAIN
     split[validation] = constants.SPLIT_VALIDATION
+    split[calibration] = constants.SPLIT_CALIBRATION
     return split
+
+
+# A type keeps at least this many labelled cells outside the calibration batches.
+MIN_TRAINING_CELLS_PER_TYPE = 10
+# Fewer labelled batches than this: no batch is held out (calibration uses the validation cells).
+MIN_BATCHES_FOR_CALIBRATION = 3
+
+
+def calibration_cells(obs: pd.DataFrame, labelled: np.ndarray, keys: Keys, n_batches: int) -> np.ndarray:
+    """The labelled cells of ``n_batches`` reference batches held out of training for calibration.
+
+    The batches of median labelled size are taken (not the largest, which trains most; not the
+    smallest, too few to calibrate on), and only when at least ``MIN_BATCHES_FOR_CALIBRATION``
+    batches are labelled and one stays for training. A cell stays in training when its type would
+    keep fewer than ``MIN_TRAINING_CELLS_PER_TYPE`` labelled cells without the held-out batches.
+    """
+    held_out = np.zeros(len(obs), dtype=bool)
+    batches = obs[keys.batch_key].astype(str).to_numpy()
+    sizes = pd.Series(batches[labelled]).value_counts()
+    if n_batches == 0 or sizes.size < max(MIN_BATCHES_FOR_CALIBRATION, n_batches + 1):
+        return held_out
+    ordered = sorted(sizes.index, key=lambda name: (sizes[name], name))
+    middle = (len(ordered) - n_batches) // 2
+    held_out = labelled & np.isin(batches, ordered[middle : middle + n_batches])
+    labels = obs[keys.class_key].astype(str).to_numpy()
+    remaining = pd.Series(labels[labelled & ~held_out]).value_counts()
+    scarce = [label for label in np.unique(labels[held_out]) if remaining.get(label, 0) < MIN_TRAINING_CELLS_PER_TYPE]
+    held_out &= ~np.isin(labels, scarce)
+    return held_out
 
 
 def prepare_anndata(

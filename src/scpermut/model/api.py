@@ -20,8 +20,10 @@ from scpermut.model import calibration, persistence
 from scpermut.model.minibatches import infer
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import NetworkConfig, TrainingSettings
+from scpermut.model.novelty import NoveltyModel
 from scpermut.model.train import (
     describe_device,
+    novelty_model,
     platform_record,
     predict_classes,
     train_network,
@@ -173,18 +175,10 @@ class Model:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "duration_seconds": round(time.time() - started, 2),
         }
-        if run.config.use_classifier and run_record["n_validation"]:
-            cells = np.flatnonzero(data.validation_codes != NOT_LABELLED)
-            probabilities = predict_classes(
-                self.network, data.expression[cells], self.settings.batch_size * 4
-            )
-            run_record["validation"] = validation_scores(
-                data.validation_codes[cells], probabilities.argmax(axis=1)
-            )
-            if self.settings.calibrate:
-                run_record["calibration"] = calibration.calibrate(
-                    probabilities, data.validation_codes[cells]
-                )
+        novelty = {}
+        if run.config.use_classifier:
+            scores, novelty = self._calibrate(data)
+            run_record.update(scores)
         self.record = persistence.ModelRecord(
             network=run.config.to_dict(),
             training=self.settings.to_dict(),
@@ -194,8 +188,42 @@ class Model:
             preprocess=data.preprocess,
             run=run_record,
             history=pd.DataFrame(run.history),
+            novelty=novelty,
         )
         return self
+
+    def _calibrate(self, data: TrainingData) -> tuple[dict, dict]:
+        """Validation scores, the temperature and the novelty model, for the run record and the folder.
+
+        Temperature and novelty are fitted on the cells of the held-out calibration batch when
+        there is one (labels the model never trained on, in a batch it never saw labelled, as a
+        query's), else on the validation cells (which also chose the epoch).
+        """
+        batch_size = self.settings.batch_size * 4
+        record = {}
+        validation = np.flatnonzero(data.validation_codes != NOT_LABELLED)
+        calibration_cells = np.flatnonzero(data.calibration_codes != NOT_LABELLED)
+        held_out, codes, source = calibration_cells, data.calibration_codes, "the calibration batch"
+        if held_out.size == 0:
+            held_out, codes, source = validation, data.validation_codes, "the validation cells"
+        outputs = infer(self.network, data.expression[held_out], batch_size) if held_out.size else None
+        if validation.size:
+            predicted = predict_classes(self.network, data.expression[validation], batch_size)
+            record["validation"] = validation_scores(data.validation_codes[validation], predicted.argmax(axis=1))
+        if calibration_cells.size:
+            record["calibration_scores"] = validation_scores(
+                codes[held_out], outputs["class_probabilities"].argmax(axis=1)
+            )
+        if outputs is not None and self.settings.calibrate:
+            record["calibration"] = {
+                **calibration.calibrate(outputs["class_probabilities"], codes[held_out]),
+                "method": f"temperature scaling on {source}",
+                "batches": sorted({data.batches[code] for code in data.batch_codes[calibration_cells]}),
+            }
+        latent = outputs["latent"] if outputs is not None else np.zeros((0, self.network.network_config.latent_dim))
+        novelty = novelty_model(self.network, data, latent, held_out, batch_size)
+        record["novelty"] = {"fitted_on": source, "n_cells": int(held_out.size)}
+        return record, novelty.to_arrays()
 
     # -- inference --------------------------------------------------------------------------
 
@@ -242,6 +270,15 @@ class Model:
         """Temperature fitted on the validation cells (1: none), applied to every probability."""
         self._require_trained()
         return float((self.record.run.get("calibration") or {}).get("temperature", 1.0))
+
+    def novelty(self, latent: np.ndarray) -> np.ndarray | None:
+        """Each cell's novelty (0 to 1, :mod:`scpermut.model.novelty`), before any neighbourhood
+        average; None for a model without a novelty model (no classifier, or saved by a version
+        before it)."""
+        self._require_trained()
+        if not self.record.novelty:
+            return None
+        return NoveltyModel.from_arrays(self.record.novelty).novelty(latent)
 
     def predict(self, adata, **options):
         """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate`."""

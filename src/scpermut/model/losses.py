@@ -97,79 +97,57 @@ def batch_confusion_per_cell(batch_probabilities):
     return -ops.sum(ops.log(batch_probabilities + _EPSILON), axis=-1) / n_batches
 
 
-def class_batch_alignment(latent, memberships, batch_one_hot):
-    """How far each (cell type, batch) centroid of the latent lies from its cell type's centroid.
+def memory_kernel_alignment(latent, types, batches, conditions, memory):
+    """How much closer each cell lies to its own batch's cells of its type than to other batches'.
 
-    For every type, the mean latent of its cells in each batch is compared with the mean over
-    all its cells. The squared distances, averaged with the cells as weights, are divided by
-    the spread of the cells around their type's centroid (held constant): the share of the
-    within-type variance that the batches explain, between 0 (each type sits at the same place
-    in every batch) and 1 (the batches explain all of it). A type seen in one batch adds 0.
+    For a cell of type ``t`` in batch ``b`` (condition ``c``), the mean Gaussian kernel to the
+    remembered cells of ``t`` in ``b`` minus the mean kernel to the remembered cells of ``t`` in
+    the other batches of condition ``c``: the witness function of the maximum mean discrepancy
+    (MMD) between type ``t`` in ``b`` and in the other batches, evaluated at the cell. Its mean
+    over the cells of ``(t, b)`` estimates that discrepancy without bias (the remembered cells
+    come from earlier steps, never the cell itself), so it is 0 when the batches agree, whatever
+    the number of cells; its gradient is the MMD's with the remembered cells held still.
+
+    The memory (:class:`~scpermut.model.train.memory.AlignmentMemory`) holds recent latent
+    coordinates of every type across many mini-batches, so a (type, batch) group is judged
+    against the whole type even when the mini-batch holds no other batch of it; the cost is
+    ``cells x memory slots`` per step, whatever the number of types and batches. The kernel's
+    bandwidths are three multiples of the type's own spread (held constant), so a tight type is
+    judged at its own scale.
 
     Parameters
     ----------
     latent
         ``(cells, latent_dim)``.
-    memberships
-        ``(cells, classes)`` weights: one-hot labels, confident pseudo-labels, or zeros for a
-        cell that takes no part.
-    batch_one_hot
-        ``(cells, batches)``.
+    types, batches, conditions
+        ``(cells,)`` integer codes; a type of ``-1`` leaves the cell out (no label, no sure
+        pseudo-label, or a novel-looking cell).
+    memory
+        ``(latent, types' memory batch codes, condition codes, squared bandwidths)``:
+        ``(types, slots, latent_dim)``, ``(types, slots)`` (``-1``: empty slot), ``(types, slots)``
+        and ``(types,)``.
+
+    Returns
+    -------
+    The mean witness over the cells whose type has remembered cells both in their own batch
+    and in another batch of their condition (0 when there are none).
     """
+    memory_latent, memory_batches, memory_conditions, bandwidths = memory
     latent = ops.cast(latent, "float32")
-    memberships = ops.cast(memberships, "float32")
-    batch_one_hot = ops.cast(batch_one_hot, "float32")
-    counts = ops.einsum("ic,ib->cb", memberships, batch_one_hot)
-    sums = ops.einsum("ic,ib,id->cbd", memberships, batch_one_hot, latent)
-    batch_means = sums / ops.maximum(counts, 1.0)[..., None]
-    class_counts = ops.sum(counts, axis=1)
-    class_means = ops.sum(sums, axis=1) / ops.maximum(class_counts, 1.0)[..., None]
-    shifts = ops.sum(counts * ops.sum(ops.square(batch_means - class_means[:, None, :]), axis=-1))
-    spread = ops.sum(
-        memberships * ops.sum(ops.square(latent[:, None, :] - class_means[None, :, :]), axis=-1)
-    )
-    return shifts / ops.stop_gradient(ops.maximum(spread, _EPSILON))
-
-
-def class_batch_kernel_alignment(latent, memberships, batch_one_hot):
-    """How far each (cell type, batch) distribution of the latent lies from its cell type's.
-
-    The squared maximum mean discrepancy (MMD) between the cells of a type in one batch and
-    all cells of that type, with a Gaussian kernel averaged over three bandwidths around that
-    type's own spread (held constant, so the loss does not shrink with the latent's scale, and a
-    tight type is judged at its own scale, not at the scale of a wide one).
-    Unlike centroids, the kernel sees the whole shape: a batch cannot sit in its own corner of
-    its type's cloud. Averaged with the (type, batch) group sizes as weights over the groups of
-    two or more cells; a type seen in one batch adds 0. Arguments as for
-    :func:`class_batch_alignment`.
-    """
-    latent = ops.cast(latent, "float32")
-    memberships = ops.cast(memberships, "float32")
-    batch_one_hot = ops.cast(batch_one_hot, "float32")
-    counts = ops.einsum("ic,ib->cb", memberships, batch_one_hot)
-    class_counts = ops.sum(counts, axis=1)
-    group_weights = ops.einsum("ic,ib->icb", memberships, batch_one_hot) / ops.maximum(counts, 1.0)
-    class_weights = memberships / ops.maximum(class_counts, 1.0)
-    class_means = ops.einsum("ic,id->cd", class_weights, latent)
-    # Each type's own scale: two of its cells lie on average 2 x its variance apart.
-    within = ops.einsum(
-        "ic,ic->c",
-        class_weights,
-        ops.sum(ops.square(latent[:, None, :] - class_means[None, :, :]), axis=-1),
-    )
-    bandwidths = ops.stop_gradient(ops.maximum(2.0 * within, _EPSILON))
-    squared_norms = ops.sum(ops.square(latent), axis=-1)
-    distances = ops.maximum(
-        squared_norms[:, None] + squared_norms[None, :] - 2.0 * ops.matmul(latent, ops.transpose(latent)),
-        0.0,
-    )
-    kernels = sum(
-        ops.exp(-distances[None, :, :] / (bandwidths[:, None, None] * scale))
-        for scale in (0.5, 1.0, 2.0)
-    ) / 3.0
-    group_group = ops.einsum("icb,cij,jcb->cb", group_weights, kernels, group_weights)
-    group_class = ops.einsum("icb,cij,jc->cb", group_weights, kernels, class_weights)
-    class_class = ops.einsum("ic,cij,jc->c", class_weights, kernels, class_weights)
-    discrepancy = group_group - 2.0 * group_class + class_class[:, None]
-    groups = ops.cast(counts >= 2.0, "float32") * counts
-    return ops.sum(groups * discrepancy) / ops.maximum(ops.sum(groups), 1.0)
+    aligned = types >= 0
+    rows = ops.maximum(types, 0)
+    remembered = ops.take(memory_latent, rows, axis=0)
+    slot_batches = ops.take(memory_batches, rows, axis=0)
+    slot_conditions = ops.take(memory_conditions, rows, axis=0)
+    comparable = (slot_batches >= 0) & (slot_conditions == conditions[:, None])
+    own = ops.cast(comparable & (slot_batches == batches[:, None]), "float32")
+    other = ops.cast(comparable & (slot_batches != batches[:, None]), "float32")
+    distances = ops.sum(ops.square(latent[:, None, :] - remembered), axis=-1)
+    scale = ops.take(bandwidths, rows, axis=0)[:, None]
+    kernels = sum(ops.exp(-distances / (scale * factor)) for factor in (0.5, 1.0, 2.0)) / 3.0
+    n_own, n_other = ops.sum(own, axis=1), ops.sum(other, axis=1)
+    witness = ops.sum(kernels * own, axis=1) / ops.maximum(n_own, 1.0) - ops.sum(
+        kernels * other, axis=1
+    ) / ops.maximum(n_other, 1.0)
+    counted = ops.cast(aligned & (n_own > 0) & (n_other > 0), "float32")
+    return ops.sum(witness * counted) / ops.maximum(ops.sum(counted), 1.0)

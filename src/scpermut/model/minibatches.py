@@ -33,9 +33,14 @@ class CellBatches(keras.utils.PyDataset):
     ``batches`` (one-hot) and ``target_batches`` (one-hot batch of the cell to reconstruct,
     what a conditional decoder is told).
 
-    ``pseudo_labels`` (with ``permute``): called at each epoch's draw, returns the predicted class
-    of the unlabelled and query cells the classifier is sure of (``-1`` elsewhere); those cells
-    then reconstruct a labelled cell of that type (:func:`pseudo_label_targets`).
+    ``aligned_types``, ``batch_codes`` and ``condition_codes`` (integer codes) are what the
+    alignment groups the cells by: the label of labelled training cells, else the epoch's
+    pseudo-label, else ``-1``.
+
+    ``pseudo_labels``: called at each epoch's draw, returns the predicted class of the unlabelled
+    and query cells the classifier is sure of and that do not look novel (``-1`` elsewhere); they
+    join the alignment under it and, with ``pseudo_permute``, reconstruct a labelled cell of that
+    type (:func:`pseudo_label_targets`).
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class CellBatches(keras.utils.PyDataset):
         across_batches: bool = True,
         labelled_share: float = 0.0,
         pseudo_labels: Callable[[], np.ndarray] | None = None,
+        pseudo_permute: bool = False,
     ):
         super().__init__(workers=1, use_multiprocessing=False)
         self.data = data
@@ -60,6 +66,7 @@ class CellBatches(keras.utils.PyDataset):
         self.permute = permute
         self.across_batches = across_batches
         self.pseudo_labels = pseudo_labels
+        self.pseudo_permute = pseudo_permute
         labelled = data.train_codes[self.cells] >= 0
         # Labelled slots per mini-batch: only when there are labelled and other cells to mix.
         self.labelled_slots = 0
@@ -76,15 +83,16 @@ class CellBatches(keras.utils.PyDataset):
         self.order = rng.permutation(self.cells)
         if self.labelled_slots:
             self.order = self._with_labelled_share(epoch_rng(self.seed, self.phase, epoch, 1))
+        pseudo = self.pseudo_labels() if self.pseudo_labels is not None else None
+        codes = self.data.train_codes
+        self.aligned_types = codes if pseudo is None else np.where(codes >= 0, codes, pseudo)
         if self.permute:
-            self.targets = permutation_targets(
-                self.data.train_codes, self.data.batch_codes, rng, self.across_batches
-            )
-            if self.pseudo_labels is not None:
+            self.targets = permutation_targets(codes, self.data.batch_codes, rng, self.across_batches)
+            if pseudo is not None and self.pseudo_permute:
                 self.targets = pseudo_label_targets(
                     self.targets,
-                    self.pseudo_labels(),
-                    self.data.train_codes,
+                    pseudo,
+                    codes,
                     self.data.batch_codes,
                     epoch_rng(self.seed, self.phase, epoch, 2),
                 )
@@ -127,6 +135,9 @@ class CellBatches(keras.utils.PyDataset):
             "classes": _one_hot(self.data.train_codes[rows], len(self.data.classes)),
             "batches": _one_hot(self.data.batch_codes[rows], len(self.data.batches)),
             "target_batches": _one_hot(self.data.batch_codes[targets], len(self.data.batches)),
+            "aligned_types": self.aligned_types[rows].astype(np.int32),
+            "batch_codes": self.data.batch_codes[rows].astype(np.int32),
+            "condition_codes": self.data.condition_codes[rows].astype(np.int32),
         }
         if self.reconstruct_counts:
             batch["target"] = self.data.counts[targets].toarray()

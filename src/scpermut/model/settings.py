@@ -135,12 +135,16 @@ class TrainingSettings:
     adversary_steps
         Updates of the batch head per mini-batch (the first with the encoder's step, the others
         on the same latent with the encoder held still).
-    alignment
-        ``"kernel"``: each (type, batch) distribution is compared with the type's by a Gaussian
-        kernel MMD at the type's own scale; ``"centroids"``: only their centroids are compared.
+    alignment_memory
+        Latent coordinates remembered per cell type (:class:`~scpermut.model.train.memory.AlignmentMemory`):
+        each cell is aligned against its type's remembered cells in its own batch and in the others.
     pseudo_label_threshold
         Unlabelled and query cells join the alignment under the type the classifier gives them
-        with at least this probability (above 1: labelled cells only).
+        with at least this probability, re-predicted at every epoch (above 1: labelled cells only).
+    pseudo_label_novelty
+        ... unless their novelty is above this (:mod:`scpermut.model.novelty`): a type the
+        reference never saw is not pulled onto a known one. A batch whose median novelty is above
+        it is not gated (it looks novel as a whole: its batch effect is not removed yet).
     pseudo_permutation
         In the phase that permutes and trains the classifier, unlabelled and query cells the
         classifier gives a type with at least ``pseudo_label_threshold`` probability reconstruct
@@ -155,7 +159,7 @@ class TrainingSettings:
         labelled cells, drawn class-balanced (0: cells in plain random order). Every cell is
         still fed once per epoch, so an epoch has ``1 / (1 - share)`` times as many cells.
     calibrate
-        Fit a temperature on the validation cells so that ``scpermut_confidence`` matches
+        Fit a temperature on the calibration batch (else the validation cells) so that ``scpermut_confidence`` matches
         accuracy; the ECE before and after goes to the run record.
     """
 
@@ -178,7 +182,8 @@ class TrainingSettings:
     adversary_objective: str = default("adversary_objective")
     adversary_steps: int = default("adversary_steps")
     align_weight: float = default("align_weight")
-    alignment: str = default("alignment")
+    alignment_memory: int = default("alignment_memory")
+    pseudo_label_novelty: float = default("pseudo_label_novelty")
     pseudo_permutation: bool = default("pseudo_permutation")
     pseudo_label_threshold: float = default("pseudo_label_threshold")
     use_permutation: bool = default("use_permutation")

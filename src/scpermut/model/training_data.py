@@ -38,6 +38,12 @@ class TrainingData:
         Class index of ``validation`` cells, ``-1`` for every other cell.
     batch_codes
         Batch index of every cell.
+    condition_codes
+        Index of every cell's biological condition (``condition_key``; all 0 without one): the
+        alignment compares batches only within a condition.
+    calibration_codes
+        Class index of ``calibration`` cells (a labelled batch held out of training, whose labels
+        fit the temperature and the novelty scale), ``-1`` for every other cell.
     preprocess
         The normalisation and key settings ``prepare`` used (``uns["scpermut_prepare"]``).
     """
@@ -51,6 +57,15 @@ class TrainingData:
     validation_codes: np.ndarray
     batch_codes: np.ndarray
     preprocess: dict
+    condition_codes: np.ndarray | None = None
+    calibration_codes: np.ndarray | None = None
+
+    def __post_init__(self):
+        unset = np.full(self.n_cells, NOT_LABELLED, dtype=np.int64)
+        if self.condition_codes is None:
+            self.condition_codes = np.zeros(self.n_cells, dtype=np.int64)
+        if self.calibration_codes is None:
+            self.calibration_codes = unset
 
     @property
     def n_cells(self) -> int:
@@ -88,12 +103,17 @@ class TrainingData:
         genes_mask = adata.var["highly_variable"].to_numpy(bool)
         split = adata.obs[constants.SPLIT].astype(str).to_numpy()
         labels = adata.obs[class_key].astype(str).to_numpy()
-        labelled = np.isin(split, [constants.SPLIT_TRAIN, constants.SPLIT_VALIDATION])
+        labelled = np.isin(split, constants.LABELLED_SPLITS)
         classes = sorted(set(labels[labelled]) - {keys.unlabeled_category})
         class_index = {name: code for code, name in enumerate(classes)}
         codes = np.array([class_index.get(label, NOT_LABELLED) for label in labels], dtype=np.int64)
         train_codes = np.where(split == constants.SPLIT_TRAIN, codes, NOT_LABELLED)
         validation_codes = np.where(split == constants.SPLIT_VALIDATION, codes, NOT_LABELLED)
+        calibration_codes = np.where(split == constants.SPLIT_CALIBRATION, codes, NOT_LABELLED)
+        condition_codes = None
+        if keys.condition_key is not None and keys.condition_key in adata.obs:
+            conditions = adata.obs[keys.condition_key].astype(str).to_numpy()
+            condition_codes = np.unique(conditions, return_inverse=True)[1].astype(np.int64)
         batch_values = adata.obs[batch_key].astype(str).to_numpy()
         batches = sorted(set(batch_values))
         batch_codes = np.searchsorted(batches, batch_values).astype(np.int64)
@@ -114,6 +134,8 @@ class TrainingData:
             validation_codes=validation_codes,
             batch_codes=batch_codes,
             preprocess=preprocess,
+            condition_codes=condition_codes,
+            calibration_codes=calibration_codes,
         )
 
     def fingerprint(self) -> str:
@@ -126,6 +148,8 @@ class TrainingData:
             self.train_codes,
             self.validation_codes,
             self.batch_codes,
+            self.condition_codes,
+            self.calibration_codes,
         ):
             digest.update(np.ascontiguousarray(array).tobytes())
         for names in (self.genes, self.classes, self.batches):

@@ -220,6 +220,29 @@ def metrics_section(result) -> html.Section:
     )
     return section
 
+def _unknown_rules(prediction: dict) -> str:
+    """What made a cell Unknown, as the prediction parameters say."""
+    rules = []
+    if prediction.get("novelty_threshold", 1) < 1:
+        rules.append(f"novelty above {prediction['novelty_threshold']}")
+    if prediction.get("unknown_threshold"):
+        rules.append(f"confidence below {prediction['unknown_threshold']}")
+    return f" ({' or '.join(rules)})" if rules else " (no rule for Unknown was set)"
+
+
+def _nearest_known_types(adata, unknown: np.ndarray, classes: list) -> pd.DataFrame:
+    """The known type the classifier ranks first for the Unknown cells, with their median novelty."""
+    probabilities = adata.obsm[constants.PROBABILITIES][unknown]
+    table = pd.DataFrame({"nearest known type": np.asarray(classes, dtype=object)[probabilities.argmax(axis=1)]})
+    if constants.NOVELTY in adata.obs:
+        table["novelty"] = adata.obs[constants.NOVELTY].to_numpy()[unknown]
+    grouped = table.groupby("nearest known type")
+    summary = grouped.size().rename("cells").to_frame()
+    if "novelty" in table:
+        summary["median novelty"] = grouped["novelty"].median().round(3)
+    return summary.sort_values("cells", ascending=False)
+
+
 def unknown_section(adata, keys, result) -> html.Section:
     section = html.Section("unknown", "Cells predicted as unknown")
     predictions = result["predictions"]
@@ -230,12 +253,7 @@ def unknown_section(adata, keys, result) -> html.Section:
                 "note",
             )
         )
-    threshold = ((adata.uns.get(constants.UNS, {}) or {}).get("prediction") or {}).get(
-        "unknown_threshold"
-    )
-    threshold_text = (
-        f" (confidence below {threshold})" if threshold else " (no --unknown_threshold was set)"
-    )
+    threshold_text = _unknown_rules((adata.uns.get(constants.UNS, {}) or {}).get("prediction") or {})
     section.add(
         html.text(
             f"{predictions['n_unknown']:,} of {predictions['n_cells']:,} cells ({predictions['fraction_unknown']:.1%}) are predicted '{keys.unlabeled_category}'{threshold_text}."
@@ -254,6 +272,14 @@ def unknown_section(adata, keys, result) -> html.Section:
     ]
     if predictions["n_unknown"]:
         unknown = adata.obs[constants.PREDICTION].astype(str).to_numpy() == keys.unlabeled_category
+        classes = (adata.uns.get(constants.UNS, {}) or {}).get("classes")
+        if constants.PROBABILITIES in adata.obsm and classes is not None:
+            blocks.append(
+                html.block(
+                    html.heading("Their nearest known types"),
+                    html.table(_nearest_known_types(adata, unknown, list(classes)), "unknown_nearest_types", index=True),
+                )
+            )
         for column, title in ((keys.batch_key, "batch"), (keys.class_key, "true label")):
             if column in adata.obs:
                 by = pd.crosstab(

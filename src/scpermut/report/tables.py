@@ -25,7 +25,7 @@ def marker_genes(adata, keys, seed: int) -> dict[str, list[str]]:
 
     if constants.SPLIT not in adata.obs or keys.class_key not in adata.obs:
         return {}
-    labelled = adata.obs[constants.SPLIT].astype(str).isin([constants.SPLIT_TRAIN, constants.SPLIT_VALIDATION]).to_numpy()
+    labelled = adata.obs[constants.SPLIT].astype(str).isin(constants.LABELLED_SPLITS).to_numpy()
     cells = np.flatnonzero(labelled)
     if cells.size > MAX_MARKER_CELLS:
         cells = np.sort(np.random.default_rng(seed).choice(cells, MAX_MARKER_CELLS, replace=False))

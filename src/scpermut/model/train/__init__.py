@@ -15,13 +15,14 @@ from scpermut.model.train.runtime import (
     seed_everything,
     select_device,
 )
-from scpermut.model.train.scores import predict_classes, validation_scores
+from scpermut.model.train.scores import novelty_model, predict_classes, validation_scores
 
 __all__ = [
     "Phase",
     "TrainingRun",
     "validation_scores",
     "describe_device",
+    "novelty_model",
     "plan_phases",
     "platform_record",
     "predict_classes",

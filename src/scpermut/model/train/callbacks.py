@@ -147,9 +147,9 @@ class CheckpointedRun(Protocol):
     history: list[dict]
 
     def save_checkpoint(
-        self, phase_index: int, epoch: int, optimizers: Sequence, stopper: EarlyStopping | None
+        self, phase_index: int, epoch: int, optimizers: Sequence, stopper: EarlyStopping | None, memory=None
     ) -> None:
-        """Write the network, optimiser and early-stopping states after an epoch."""
+        """Write the network, optimiser, alignment-memory and early-stopping states after an epoch."""
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -175,4 +175,5 @@ class Checkpoint(keras.callbacks.Callback):
             epoch + 1,
             [self.model.optimizer, self.model.adversary_optimizer],
             self.stopper,
+            self.model.memory,
         )

@@ -30,12 +30,14 @@ from scpermut.model.train.callbacks import (
 )
 from scpermut.model.train.plan import (
     ADVERSARY,
+    ALIGNMENT,
     CLASSIFIER,
     Phase,
     join_validation_to_training,
     plan_phases,
     too_few_validation_cells,
 )
+from scpermut.model.train.memory import AlignmentMemory
 from scpermut.model.train.runtime import seed_everything
 from scpermut.model.train.scores import pseudo_label_codes
 from scpermut.model.train.trainer import PhaseTrainer
@@ -112,12 +114,20 @@ class TrainingRun:
         }
 
     def save_checkpoint(
-        self, phase_index: int, epoch: int, optimizers: Sequence, stopper: EarlyStopping | None
+        self,
+        phase_index: int,
+        epoch: int,
+        optimizers: Sequence,
+        stopper: EarlyStopping | None,
+        memory: AlignmentMemory | None = None,
     ) -> None:
-        """Write the network, the optimisers' states (main, adversary) and early stopping to the checkpoint."""
+        """Write the network, the optimisers' states (main, adversary), the alignment memory and
+        early stopping to the checkpoint."""
         if self.checkpoint_dir is None:
             return
         arrays = {"network": [variable.numpy() for variable in self.network.variables]}
+        if memory is not None:
+            arrays["alignment_memory"] = memory.state()
         for name, optimizer in zip(("optimizer", "adversary_optimizer"), optimizers, strict=False):
             if optimizer is not None:
                 arrays[name] = [variable.numpy() for variable in optimizer.variables]
@@ -210,6 +220,7 @@ class TrainingRun:
             across_batches=self.settings.permute_across_batches,
             labelled_share=self.settings.labelled_share if phase.trains(CLASSIFIER) else 0.0,
             pseudo_labels=self._pseudo_labeller(phase),
+            pseudo_permute=self.settings.pseudo_permutation and phase.permute,
         )
         trainer = PhaseTrainer(self.network, phase, self.settings, self.class_weights)
         adversary_optimizer = None
@@ -259,6 +270,8 @@ class TrainingRun:
             if saved is not None and name in saved[1]:
                 for variable, value in zip(optimizer.variables, saved[1][name], strict=True):
                     variable.assign(value)
+        if saved is not None and trainer.memory is not None and "alignment_memory" in saved[1]:
+            trainer.memory.restore(saved[1]["alignment_memory"])
         if phase.freeze_encoder:
             self.network.encoder.trainable = False
         try:
@@ -282,17 +295,21 @@ class TrainingRun:
             stopper.restore_best()
 
     def _pseudo_labeller(self, phase: Phase):
-        """What gives the cells without labels their permutation type in this phase, or None:
-        only phases that permute and train the classifier on all cells, with the option on."""
-        if not (
-            self.settings.pseudo_permutation
-            and phase.permute
-            and phase.trains(CLASSIFIER)
-            and not phase.labelled_only
-        ):
+        """What gives the cells without labels their type for the alignment and the permutation
+        in this phase, or None: phases that train the classifier on all cells and align or
+        pseudo-permute."""
+        settings = self.settings
+        if not (phase.trains(CLASSIFIER) and not phase.labelled_only):
             return None
-        threshold, batch_size = self.settings.pseudo_label_threshold, self.settings.batch_size * 4
-        return lambda: pseudo_label_codes(self.network, self.data, threshold, batch_size)
+        if not (phase.trains(ALIGNMENT) or (settings.pseudo_permutation and phase.permute)):
+            return None
+        return lambda: pseudo_label_codes(
+            self.network,
+            self.data,
+            settings.pseudo_label_threshold,
+            settings.pseudo_label_novelty,
+            settings.batch_size * 4,
+        )
 
     def phase_epochs(self) -> dict[str, int]:
         """Epochs actually run in each phase (early stopping may cut a phase short)."""

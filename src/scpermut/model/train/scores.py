@@ -7,6 +7,7 @@ import numpy as np
 from scpermut.metrics import classification_scores
 from scpermut.model.minibatches import infer
 from scpermut.model.network import ScpermutNetwork
+from scpermut.model.novelty import NoveltyModel, shifted_batches
 from scpermut.model.training_data import NOT_LABELLED, TrainingData
 from scpermut.options import EARLY_STOPPING_METRICS
 
@@ -19,16 +20,49 @@ def predict_classes(network: ScpermutNetwork, expression, batch_size: int) -> np
 
 
 def pseudo_label_codes(
-    network: ScpermutNetwork, data: TrainingData, threshold: float, batch_size: int
+    network: ScpermutNetwork,
+    data: TrainingData,
+    threshold: float,
+    novelty_gate: float,
+    batch_size: int,
 ) -> np.ndarray:
     """The predicted class of every cell without a training label whose top probability reaches
-    ``threshold``; ``-1`` for the others and for the labelled training cells."""
+    ``threshold`` and whose novelty is at most ``novelty_gate`` (1: no gate); ``-1`` for the
+    others and for the labelled training cells. A batch whose median novelty is above the gate
+    is not gated (:func:`~scpermut.model.novelty.shifted_batches`)."""
     codes = np.full(data.n_cells, NOT_LABELLED)
     cells = np.flatnonzero(data.train_codes == NOT_LABELLED)
-    probabilities = predict_classes(network, data.expression[cells], batch_size)
-    sure = probabilities.max(axis=1) >= threshold if cells.size else np.zeros(0, bool)
+    if cells.size == 0:
+        return codes
+    outputs = infer(network, data.expression[cells], batch_size)
+    probabilities = outputs["class_probabilities"]
+    sure = probabilities.max(axis=1) >= threshold
+    if novelty_gate < 1:
+        novelty = novelty_model(network, data, outputs["latent"], cells, batch_size).novelty(outputs["latent"])
+        batches = data.batch_codes[cells]
+        shifted = np.isin(batches, shifted_batches(novelty, batches, novelty_gate))
+        sure &= (novelty <= novelty_gate) | shifted
     codes[cells[sure]] = probabilities[sure].argmax(axis=1)
     return codes
+
+
+# Labelled training cells whose latent fits the type centres (an even stride beyond it).
+MAX_FIT_CELLS = 20_000
+
+
+def novelty_model(
+    network: ScpermutNetwork, data: TrainingData, latent: np.ndarray, cells: np.ndarray, batch_size: int
+) -> NoveltyModel:
+    """The novelty of the network's latent: type centres from the labelled training cells, its
+    scale from the calibration cells (a held-out batch), else the validation cells, among
+    ``cells`` (whose ``latent`` is given)."""
+    training = np.flatnonzero(data.train_codes != NOT_LABELLED)
+    training = training[:: max(1, int(np.ceil(training.size / MAX_FIT_CELLS)))]
+    training_latent = infer(network, data.expression[training], batch_size)["latent"]
+    held_out = data.calibration_codes[cells] != NOT_LABELLED
+    if not held_out.any():
+        held_out = data.validation_codes[cells] != NOT_LABELLED
+    return NoveltyModel.fit(training_latent, data.train_codes[training], latent[held_out])
 
 
 def validation_scores(true_codes: np.ndarray, predicted_codes: np.ndarray) -> dict[str, float]:

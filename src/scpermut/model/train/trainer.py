@@ -15,6 +15,7 @@ from keras import ops
 from scpermut.model import losses
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import TrainingSettings
+from scpermut.model.train.memory import AlignmentMemory
 from scpermut.model.train.plan import (
     ADVERSARY,
     ALIGNMENT,
@@ -47,12 +48,10 @@ class PhaseTrainer(keras.Model):
         self.term_weights = {term: getattr(settings, TERM_WEIGHTS[term]) for term in phase.terms}
         self.focal = losses.focal_loss(settings.focal_gamma, class_weights)
         self.confusion = settings.adversary_objective == "confusion"
-        self.pseudo_threshold = settings.pseudo_label_threshold
-        self.align = (
-            losses.class_batch_kernel_alignment
-            if settings.alignment == "kernel"
-            else losses.class_batch_alignment
-        )
+        self.memory = None
+        if phase.trains(ALIGNMENT):
+            config = network.network_config
+            self.memory = AlignmentMemory(config.n_classes, settings.alignment_memory, config.latent_dim)
         self.adversary_steps = settings.adversary_steps
         self.trackers = {
             name: keras.metrics.Mean(name=name)
@@ -77,7 +76,10 @@ class PhaseTrainer(keras.Model):
         return self.network(inputs, training=training)
 
     def loss_terms(self, batch: dict, outputs: dict) -> dict:
-        """Each loss term of the phase, averaged over the cells it applies to."""
+        """Each loss term of the phase, averaged over the cells it applies to (with the alignment,
+        ``outputs`` gains the ``aligned_latent`` the memory then remembers)."""
+        if self.memory is not None:
+            outputs["aligned_latent"] = self.aligned_latent(batch, outputs)
         return {term: self.term_functions[term](batch, outputs) for term in self.phase.terms}
 
     def reconstruction_loss(self, batch: dict, outputs: dict):
@@ -94,7 +96,13 @@ class PhaseTrainer(keras.Model):
         return losses.masked_mean(self.focal(batch["classes"], outputs["class_probabilities"]), labelled)
 
     def alignment_loss(self, batch: dict, outputs: dict):
-        return self.align(self.aligned_latent(batch, outputs), self.memberships(batch, outputs), batch["batches"])
+        return losses.memory_kernel_alignment(
+            outputs["aligned_latent"],
+            batch["aligned_types"],
+            batch["batch_codes"],
+            batch["condition_codes"],
+            self.memory.contents(),
+        )
 
     def adversary_loss(self, batch: dict, outputs: dict):
         return ops.mean(losses.batch_cross_entropy_per_cell(batch["batches"], outputs["batch_probabilities"]))
@@ -108,20 +116,6 @@ class PhaseTrainer(keras.Model):
         if self.network.network_config.dropout == 0:
             return outputs["latent"]
         return self.network.latent_without_dropout(batch["x"])
-
-    def memberships(self, batch: dict, outputs: dict):
-        """Cell-type weights for the alignment: the label of labelled training cells, and for the
-        other cells a one-hot pseudo-label where the classifier is at least ``pseudo_label_threshold``
-        sure (no gradient through it); zeros otherwise (a threshold above 1 uses labels only)."""
-        labels = ops.cast(batch["classes"], "float32")
-        probabilities = ops.stop_gradient(outputs["class_probabilities"])
-        n_classes = ops.shape(probabilities)[-1]
-        confident = ops.cast(ops.max(probabilities, axis=-1) >= self.pseudo_threshold, "float32")
-        unlabelled = 1.0 - ops.sum(labels, axis=-1)
-        pseudo = ops.one_hot(ops.argmax(probabilities, axis=-1), n_classes) * (
-            confident * unlabelled
-        )[:, None]
-        return labels + pseudo
 
     def encoder_adversary_term(self, outputs):
         """The adversarial term of the main loss, written so that the reversed gradient moves the
@@ -180,6 +174,13 @@ class PhaseTrainer(keras.Model):
             )
             self.extra_adversary_steps(batch, outputs, adversary_variables)
         del tape
+        if self.memory is not None:
+            self.memory.remember(
+                tf.stop_gradient(outputs["aligned_latent"]),
+                batch["aligned_types"],
+                batch["batch_codes"],
+                batch["condition_codes"],
+            )
         self.trackers["loss"].update_state(total)
         for name, value in terms.items():
             self.trackers[f"{name}_loss"].update_state(value)
