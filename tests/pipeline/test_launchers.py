@@ -1,4 +1,4 @@
-"""bin/scpermut and bin/get-nextflow, without running Nextflow."""
+"""bin/scpermut and tools/get-nextflow, without running Nextflow."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def test_scpermut_from_source_reports_the_checkout_version(tmp_path):
 
 def test_get_nextflow_documents_itself_and_pins_versions():
     result = subprocess.run(
-        [str(REPO / "bin" / "get-nextflow"), "--help"], capture_output=True, text=True, check=True
+        [str(REPO / "tools" / "get-nextflow"), "--help"], capture_output=True, text=True, check=True
     )
     assert "Maven Central" in result.stdout and "--install-plugin" in result.stdout
-    text = (REPO / "bin" / "get-nextflow").read_text()
+    text = (REPO / "tools" / "get-nextflow").read_text()
     config = (REPO / "nextflow.config").read_text()
     # The runtime is the oldest Nextflow the manifest accepts, and the plugin is the one declared.
     version = next(line.split("=")[1] for line in text.splitlines() if line.startswith("NEXTFLOW_VERSION="))
