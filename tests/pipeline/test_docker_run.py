@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from test_nextflow_run import (  # noqa: F401
     REPO,
     TASKS,
@@ -97,9 +99,21 @@ def test_every_task_runs_in_its_image_and_publishes_the_outputs(docker_run):
         command = _task_file(launch, row)
         assert "docker run" in command and f" {image} " in command, (row["name"], command)
         assert "--gpus" not in command
-    # The image's installed package answered, not this checkout's src/.
+    # The image's installed package answered, not this checkout's src/; the key libraries too.
     versions = (outdir / "pipeline_info" / "scpermut_software_mqc_versions.yml").read_text()
     assert f"scpermut: {VERSION}" in versions
+    for tool in ["tensorflow", "keras", "numpy", "scanpy", "anndata"]:
+        assert re.search(rf"(?m)^ +{tool}: [0-9]", versions), tool
+
+
+def test_multiqc_sections_come_in_the_configured_order(docker_run):
+    _launch, outdir = docker_run
+    report = (outdir / "multiqc" / "multiqc_report.html").read_text()
+    shown = re.findall(r'<h2 class="mqc-module-title" id="([^"]+)"', report)
+    order = yaml.safe_load((REPO / "assets" / "multiqc_config.yml").read_text())["report_section_order"]
+    configured = sorted(order, key=lambda section: -order[section]["order"])
+    assert shown == [section for section in configured if section in shown]
+    assert set(configured) - set(shown) == {"scpermut_tune"}  # only with --tune
 
 
 def test_docker_resume_reruns_nothing(pipeline, docker_run):  # noqa: F811

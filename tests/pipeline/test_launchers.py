@@ -42,3 +42,17 @@ def test_get_nextflow_documents_itself_and_pins_versions():
     assert f"nextflowVersion = '!>={version}'" in config
     plugin = next(line.split("=")[1] for line in text.splitlines() if line.startswith("NF_SCHEMA_VERSION="))
     assert f"id 'nf-schema@{plugin}'" in config
+
+
+def test_bin_holds_only_what_tasks_call():
+    """Nextflow puts bin/ on every task's PATH: developer tools live in tools/."""
+    assert sorted(path.name for path in (REPO / "bin").iterdir()) == ["scpermut"]
+    assert {"get-nextflow", "build-images", "check-release"} <= {path.name for path in (REPO / "tools").iterdir()}
+
+
+def test_build_images_names_the_images_the_modules_pull():
+    result = subprocess.run([str(REPO / "tools" / "build-images"), "--print"], capture_output=True, text=True, check=True)
+    base, scpermut, multiqc = result.stdout.split()
+    assert (REPO / "containers" / "Dockerfile").read_text().count(f"\nFROM {base}\n") == 1
+    modules = " ".join(path.read_text() for path in (REPO / "modules" / "local").glob("*/main.nf"))
+    assert f"'{scpermut}'" in modules and f"'{multiqc}'" in modules
