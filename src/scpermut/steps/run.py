@@ -154,6 +154,10 @@ def _run_published(specs: list[SampleSpec], outdir: Path, options: RunOptions, c
         raise InputError(
             f"{options.model_dir}: model folder not found; train one with `scpermut train` or drop --model."
         )
+    if options.model_dir is None and options.training.get("device") == "gpu":
+        from scpermut.model.train import select_device  # loads TensorFlow: only when a GPU is demanded
+
+        select_device("gpu", bool(options.training.get("mixed_precision")))  # stops before QC when there is none
     folder = RunFolder(outdir, _fingerprint(options), overwrite=options.overwrite, resume=options.resume, model_input=options.model_dir)
     folder.open()
     with WarningCollector() as warnings:
@@ -254,8 +258,30 @@ class _ChainedSteps:
         summary = prepare_files(
             [qc_outputs(self.folders["qc"], spec.sample)["h5ad"] for spec in self.specs], self.folders["prepare"], self.options.prepare
         )
+        self.check_query_genes()
         splits = ", ".join(f"{n} {name}" for name, n in summary["cells_per_split"].items() if n)
         return f"{summary['n_cells']} cells ({splits}) x {summary['n_genes']} genes, {summary['n_highly_variable']} highly variable"
+
+    def check_query_genes(self) -> None:
+        """Stop before training when a query lacks too many of the model's genes (as ``predict`` would
+        after it), naming the user's file: the prepared file zero-fills a query's missing genes."""
+        from scpermut.data.align import check_missing_genes
+        from scpermut.data.io import read_h5ad
+        from scpermut.model.persistence import read_model_record
+        from scpermut.options import default
+
+        if self.train:
+            prepared = read_h5ad(self.prepared, backed="r")
+            genes = prepared.var_names[prepared.var["highly_variable"].to_numpy(bool)]
+            prepared.file.close()
+        else:
+            genes = read_model_record(self.model_dir).genes
+        limit = self.options.prediction.get("max_missing_genes", default("max_missing_genes"))
+        for spec in self.specs:
+            if spec.role == "query":
+                qc = read_h5ad(qc_outputs(self.folders["qc"], spec.sample)["h5ad"], backed="r")
+                check_missing_genes(genes, qc.var_names, max_missing_genes=limit, source=str(spec.path), var=qc.var)
+                qc.file.close()
 
     def fit(self) -> str:
         from scpermut.steps.train import train_file  # loads TensorFlow
