@@ -16,6 +16,7 @@ def predict_file(
     out_path: str | Path,
     *,
     recorded_model: str | Path | None = None,
+    recorded_input: str | Path | None = None,
     **options,
 ) -> dict:
     """``scpermut predict``: annotate an .h5ad (or 10x .h5) file with a model folder and write the result.
@@ -24,7 +25,8 @@ def predict_file(
     -------
     A short summary: cells, missing genes, cells per predicted type, mean confidence.
     ``recorded_model`` is the model path written to ``uns["scpermut"]["model"]`` (default:
-    ``model_dir``; ``scpermut run`` names the published folder).
+    ``model_dir``; ``scpermut run`` names the published folder), ``recorded_input`` the input named
+    in ``uns["scpermut"]["prediction"]["source"]`` and in messages (default: ``input_path``).
     """
     input_path, out_path = Path(input_path), Path(out_path)
     model = Model.load(model_dir)
@@ -32,7 +34,7 @@ def predict_file(
         adata = read_counts(input_path)
     else:
         adata = read_h5ad(input_path)
-    annotate(adata, model, source=str(input_path), **options)
+    annotate(adata, model, source=str(recorded_input or input_path), **options)
     adata.uns[constants.UNS]["model"] = str(Path(recorded_model or model_dir).resolve())
     _atomic.write_h5ad(adata, out_path)
     summary = {"n_cells": adata.n_obs, "genes_missing": int(adata.uns[constants.UNS]["genes_missing"])}

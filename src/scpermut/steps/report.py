@@ -56,6 +56,7 @@ def write_report(
         ``outputs`` (name to written path) and ``headline`` (see :func:`scpermut.metrics.headline`).
     """
     source = str(annotated) if not isinstance(annotated, ad.AnnData) else "AnnData in memory"
+    source = (recorded_paths or {}).get("annotated", source)
     adata = annotated if isinstance(annotated, ad.AnnData) else _read_annotated(Path(annotated))
     model = read_model_record(model_dir, complete=False)
     keys = Keys.from_record(model.preprocess)

@@ -298,6 +298,7 @@ class _ChainedSteps:
 
     def predict(self) -> str:
         prediction = predict_file(
-            self.prepared, self.model_dir, self.annotated, recorded_model=self.folder.published(self.model_dir), **self.options.prediction
+            self.prepared, self.model_dir, self.annotated, recorded_model=self.folder.published(self.model_dir),
+            recorded_input=self.folder.published(self.prepared), **self.options.prediction
         )
         return f"{prediction['n_cells']} cells, {prediction['genes_missing']} model genes missing"
