@@ -8,7 +8,7 @@ import pandas as pd
 
 from scpermut import constants, metrics
 from scpermut.report import html, plots
-from scpermut.report.tables import MARKERS_PER_TYPE, marker_genes
+from scpermut.report.tables import MARKERS_PER_TYPE, marker_genes, readable_gene_names
 
 MAX_PLOTTED_CELLS = 50_000  # UMAP panels show a seeded sample beyond this
 
@@ -127,8 +127,9 @@ def marker_section(adata, keys, seed: int) -> html.Section:
     types += sorted(set(predicted) - set(types))
     if not types:
         return section
-    fraction = pd.DataFrame([(expression[predicted == t] > 0).mean(axis=0) for t in types], index=types, columns=genes)
-    mean = pd.DataFrame([expression[predicted == t].mean(axis=0) for t in types], index=types, columns=genes)
+    shown = readable_gene_names(adata.var).loc[genes].to_list()
+    fraction = pd.DataFrame([(expression[predicted == t] > 0).mean(axis=0) for t in types], index=types, columns=shown)
+    mean = pd.DataFrame([expression[predicted == t].mean(axis=0) for t in types], index=types, columns=shown)
     section.add(
         html.image(
             plots.marker_dotplot(fraction, mean, "annotated cells by predicted type"),
