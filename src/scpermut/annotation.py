@@ -286,3 +286,28 @@ def compute_umap(adata, seed: int) -> None:
         key_added=constants.NEIGHBORS,
     )
     sc.tl.umap(adata, random_state=seed, neighbors_key=constants.NEIGHBORS, key_added=constants.UMAP)
+
+
+def labels_table(adata) -> pd.DataFrame:
+    """One row per cell: ``barcode`` (the file's own), ``sample``, ``label`` (``obs["scpermut_label"]``),
+    ``confidence``, ``annotated`` (predicted, not given), and ``novelty`` when the model scored it."""
+    obs = adata.obs
+    table = pd.DataFrame(
+        {
+            "barcode": obs["barcode"].astype(str).to_numpy() if "barcode" in obs else adata.obs_names.astype(str),
+            "sample": obs[constants.SAMPLE].astype(str).to_numpy() if constants.SAMPLE in obs else "",
+            "label": obs[constants.LABEL].astype(str).to_numpy(),
+            "confidence": obs[constants.CONFIDENCE].astype(float).round(4).to_numpy(),
+            "annotated": annotated_cells(adata),
+        }
+    )
+    if constants.NOVELTY in obs:
+        table["novelty"] = obs[constants.NOVELTY].astype(float).round(4).to_numpy()
+    return table
+
+
+def annotated_cells(adata) -> np.ndarray:
+    """The cells whose label is a prediction: query and unlabelled cells (every cell of a file ``prepare`` never saw)."""
+    if constants.SPLIT not in adata.obs:
+        return np.ones(adata.n_obs, dtype=bool)
+    return adata.obs[constants.SPLIT].astype(str).isin([constants.SPLIT_QUERY, constants.SPLIT_UNLABELLED]).to_numpy()

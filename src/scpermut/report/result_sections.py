@@ -47,6 +47,15 @@ def embedding_section(adata, keys, result, seed: int) -> html.Section:
                 "umap_batch",
             )
         )
+    if constants.SPLIT in obs:
+        figures.append(
+            html.image(
+                plots.embedding(coordinates, _origin(obs[constants.SPLIT]), "reference or query"),
+                "Labelled reference cells, unlabelled reference cells and query cells: query cells far from "
+                "every reference cell are of a kind the reference may not hold.",
+                "umap_origin",
+            )
+        )
     if keys.class_key in obs:
         truth = obs[keys.class_key].astype(str)
         caption = "Known labels" + (
@@ -272,6 +281,12 @@ def unknown_section(adata, keys, result) -> html.Section:
                     )
                 )
     return section.add(html.grid(blocks))
+
+def _origin(split: pd.Series) -> pd.Series:
+    """Each cell's origin for the UMAP: ``reference`` (labelled), ``reference, unlabelled`` or ``query``."""
+    names = {constants.SPLIT_TRAIN: "reference", constants.SPLIT_VALIDATION: "reference", constants.SPLIT_UNLABELLED: "reference, unlabelled"}
+    return split.astype(str).map(lambda value: names.get(value, "query")).rename("origin")
+
 
 def _class_colours(adata, keys) -> dict[str, str]:
     """One colour per cell type shared by the true-label and prediction panels; unknown in grey."""

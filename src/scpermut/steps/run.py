@@ -55,6 +55,7 @@ class RunOptions:
     overwrite: bool = False
     resume: bool = False  # continue the interrupted run in OUTDIR
     mlflow_uri: str | None = None  # track the run in MLflow (see scpermut.tracking)
+    query_h5ad: bool = False  # also write the annotated cells alone, on their own files' genes
 
 
 def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions:
@@ -75,8 +76,8 @@ def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions
     if "umap" in flags:
         prediction["umap"] = flags.pop("umap")
     overwrite, resume = bool(flags.pop("overwrite", False)), bool(flags.pop("resume", False))
-    mlflow_uri = flags.pop("mlflow_uri", None)
-    return RunOptions(keys, qc, prepare, flags, prediction, model_dir, overwrite, resume, mlflow_uri)
+    mlflow_uri, query_h5ad = flags.pop("mlflow_uri", None), bool(flags.pop("query_h5ad", False))
+    return RunOptions(keys, qc, prepare, flags, prediction, model_dir, overwrite, resume, mlflow_uri, query_h5ad)
 
 
 def summary_text(result: dict) -> str:
@@ -107,6 +108,9 @@ def summary_text(result: dict) -> str:
             f"  batch mixing (kNN entropy, 1 = fully mixed): {headline['batch_entropy']:.3f}"
         )
     lines.append(f"  annotated cells: {result['outputs']['annotated']}")
+    for name, title in (("labels", "labels (barcode, sample, label, confidence)"), ("query", "query cells on their own genes")):
+        if name in result["outputs"]:
+            lines.append(f"  {title}: {result['outputs'][name]}")
     lines.append(f"  report: {result['outputs']['report']}")
     return "\n".join(lines)
 
@@ -162,6 +166,7 @@ def _run_published(specs: list[SampleSpec], outdir: Path, options: RunOptions, c
     folder.open()
     with WarningCollector() as warnings:
         try:
+            _warn_query_is_reference(specs)
             result = _ChainedSteps(specs, folder, options, warnings.messages, callbacks).run()
         except ScpermutError:
             # The input is at fault: rerunning needs a fix, not --resume.
@@ -179,6 +184,33 @@ def _run_published(specs: list[SampleSpec], outdir: Path, options: RunOptions, c
     folder.publish()
     result["outputs"] = {name: folder.published(path) for name, path in result["outputs"].items()}
     return result
+
+
+def _warn_query_is_reference(specs: list[SampleSpec]) -> None:
+    """Warn when a query holds the same cells as a reference file: its scores would be on training cells."""
+    from scpermut.data.io import read_h5ad
+
+    def barcodes(spec: SampleSpec):
+        if spec.path.suffix.lower() != ".h5ad":
+            return None
+        adata = read_h5ad(spec.path, backed="r")
+        names = adata.obs_names.copy()
+        adata.file.close()
+        return names
+
+    references = [(spec, barcodes(spec)) for spec in specs if spec.role == "reference"]
+    for query in (spec for spec in specs if spec.role == "query"):
+        cells = barcodes(query)
+        for reference, known in references:
+            same = query.path.resolve() == reference.path.resolve() or (
+                cells is not None and known is not None and len(cells) == len(known) and cells.equals(known)
+            )
+            if same:
+                log.warning(
+                    "%s: the query holds the same cells as the reference %s; the model trains on them, so their "
+                    "scores say how well it fits its training cells, not how it annotates new data",
+                    query.path, reference.path,
+                )
 
 
 def _settings(options: RunOptions) -> dict:
@@ -241,6 +273,9 @@ class _ChainedSteps:
             "annotated": self.annotated,
             "report": report["outputs"]["html"],
         }
+        for name, file_name in (("labels", constants.LABELS_FILE), ("query", constants.QUERY_FILE)):
+            if (self.annotated.parent / file_name).is_file():
+                outputs[name] = self.annotated.parent / file_name
         return {"outputs": outputs, "seconds": self.progress.seconds, "headline": report["headline"], "warnings": list(self.warnings)}
 
     def qc(self) -> str:
@@ -255,8 +290,9 @@ class _ChainedSteps:
         return f"{len(self.specs)} samples"
 
     def prepare(self) -> str:
+        inputs = [qc_outputs(self.folders["qc"], spec.sample)["h5ad"] for spec in self.specs]
         summary = prepare_files(
-            [qc_outputs(self.folders["qc"], spec.sample)["h5ad"] for spec in self.specs], self.folders["prepare"], self.options.prepare
+            inputs, self.folders["prepare"], self.options.prepare, recorded_inputs=[self.folder.published(path) for path in inputs]
         )
         self.check_query_genes()
         splits = ", ".join(f"{n} {name}" for name, n in summary["cells_per_split"].items() if n)
@@ -301,4 +337,11 @@ class _ChainedSteps:
             self.prepared, self.model_dir, self.annotated, recorded_model=self.folder.published(self.model_dir),
             recorded_input=self.folder.published(self.prepared), **self.options.prediction
         )
-        return f"{prediction['n_cells']} cells, {prediction['genes_missing']} model genes missing"
+        written = ""
+        if self.options.query_h5ad:
+            from scpermut.data.io import read_h5ad
+            from scpermut.steps.outputs import write_query_cells
+
+            n_cells = write_query_cells(read_h5ad(self.annotated), self.specs, self.annotated.parent / constants.QUERY_FILE)
+            written = f"; {n_cells} annotated cells on their own genes -> {constants.QUERY_FILE}"
+        return f"{prediction['n_cells']} cells, {prediction['genes_missing']} model genes missing{written}"
