@@ -35,7 +35,8 @@ def count_problem(matrix) -> str | None:
             n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
             found = [f"{n_nan} NaN" if n_nan else "", f"{n_inf} infinite" if n_inf else ""]
             first = start + int(np.flatnonzero(~np.isfinite(chunk))[0])
-            return " and ".join(part for part in found if part) + " values" + _row_of(matrix, first)
+            plural = "s" if n_nan + n_inf > 1 else ""
+            return " and ".join(part for part in found if part) + f" value{plural}" + _row_of(matrix, first)
     stride = max(1, -(-values.size // _VALUES_CHECKED))
     sample = np.asarray(values[::stride])
     for problem, bad in (("negative values", sample < 0), ("non-integer values", np.mod(sample, 1) != 0)):
