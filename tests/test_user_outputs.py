@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import make_counts
 
 from scpermut import constants
 from scpermut.annotation import labels_table
@@ -24,8 +25,6 @@ from scpermut.report.composition import composition_section
 from scpermut.report.tables import readable_gene_names
 from scpermut.steps.outputs import write_labels, write_query_cells
 from scpermut.steps.progress import WarningCollector
-
-from conftest import make_counts
 
 
 def _annotated(n_ref=20, n_query=30, seed=0) -> ad.AnnData:
@@ -121,7 +120,8 @@ def test_a_type_with_one_labelled_cell_is_named_and_kept_out_of_the_classes(capl
     adata.obs["cell_type"] = adata.obs["cell_type"].astype(str)
     adata.obs.iloc[7, adata.obs.columns.get_loc("cell_type")] = "Megakaryocyte"
     with caplog.at_level(logging.WARNING, logger="scpermut"):
-        prepared = prepare_anndata(adata, keys=Keys(), settings=PrepareSettings(min_shared_genes=10, n_top_genes=20))
+        settings = PrepareSettings(min_shared_genes=10, n_top_genes=20)
+        prepared = prepare_anndata(adata, keys=Keys(), settings=settings)
     assert "'Megakaryocyte'" in caplog.text and "single labelled cell" in caplog.text
     split = prepared.obs[constants.SPLIT].astype(str)
     assert split.iloc[7] == constants.SPLIT_UNLABELLED

@@ -159,9 +159,10 @@ def _run_published(specs: list[SampleSpec], outdir: Path, options: RunOptions, c
             f"{options.model_dir}: model folder not found; train one with `scpermut train` or drop --model."
         )
     if options.model_dir is None and options.training.get("device") == "gpu":
-        from scpermut.model.train import select_device  # loads TensorFlow: only when a GPU is demanded
+        # Loads TensorFlow, so only when a GPU is demanded: stops before QC when there is none.
+        from scpermut.model.train import select_device
 
-        select_device("gpu", bool(options.training.get("mixed_precision")))  # stops before QC when there is none
+        select_device("gpu", bool(options.training.get("mixed_precision")))
     folder = RunFolder(outdir, _fingerprint(options), overwrite=options.overwrite, resume=options.resume, model_input=options.model_dir)
     folder.open()
     with WarningCollector() as warnings:
@@ -295,6 +296,12 @@ class _ChainedSteps:
             inputs, self.folders["prepare"], self.options.prepare, recorded_inputs=[self.folder.published(path) for path in inputs]
         )
         self.check_query_genes()
+        if self.train and self.options.training.get("use_classifier", True) and summary["n_classes"] < 2:
+            references = ", ".join(str(spec.path) for spec in self.specs if spec.role == "reference")
+            raise InputError(
+                f"{references}: the labelled reference cells hold {summary['n_classes']} cell type (`class_key` "
+                f"'{self.options.keys.class_key}'); the classifier needs two or more (or pass `use_classifier=False`)."
+            )
         splits = ", ".join(f"{n} {name}" for name, n in summary["cells_per_split"].items() if n)
         return f"{summary['n_cells']} cells ({splits}) x {summary['n_genes']} genes, {summary['n_highly_variable']} highly variable"
 
