@@ -170,6 +170,7 @@ class Model:
             "batch_head": run.config.batch_head,
             "phases": [phase.name for phase in run.phases],
             "loss_terms": sorted({term for phase in run.phases for term in phase.terms}),
+            "epochs_planned": run.planned_epochs(),
             "epochs_run": run.phase_epochs(),
             "resumed_from": run.resumed_from or {},
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -206,9 +207,9 @@ class Model:
         held_out, codes, source = calibration_cells, data.calibration_codes, "the calibration batch"
         if held_out.size == 0:
             held_out, codes, source = validation, data.validation_codes, "the validation cells"
-        outputs = infer(self.network, data.expression[held_out], batch_size) if held_out.size else None
+        outputs = infer(self.network, data.expression, batch_size, rows=held_out) if held_out.size else None
         if validation.size:
-            predicted = predict_classes(self.network, data.expression[validation], batch_size)
+            predicted = predict_classes(self.network, data.expression, batch_size, rows=validation)
             record["validation"] = validation_scores(data.validation_codes[validation], predicted.argmax(axis=1))
         if calibration_cells.size:
             record["calibration_scores"] = validation_scores(
@@ -256,9 +257,7 @@ class Model:
         ``{"latent": (cells, latent_dim)}`` plus ``"class_probabilities"`` when the model has a classifier.
         """
         self._require_trained()
-        outputs = infer(self.network, expression, batch_size or self.settings.batch_size * 4)
-        wanted = ["latent"] + (["class_probabilities"] if self.has_classifier else [])
-        result = {name: outputs[name] for name in wanted}
+        result = infer(self.network, expression, batch_size or self.settings.batch_size * 4)
         if "class_probabilities" in result:
             result["class_probabilities"] = calibration.apply_temperature(
                 result["class_probabilities"], self.temperature
@@ -284,6 +283,7 @@ class Model:
         """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate`."""
         from scpermut.annotation import annotate
 
+        self._require_trained()
         return annotate(adata, self, **options)
 
     # -- files ------------------------------------------------------------------------------

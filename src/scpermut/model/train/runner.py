@@ -221,6 +221,7 @@ class TrainingRun:
             labelled_share=self.settings.labelled_share if phase.trains(CLASSIFIER) else 0.0,
             pseudo_labels=self._pseudo_labeller(phase),
             pseudo_permute=self.settings.pseudo_permutation and phase.permute,
+            epoch_cells=self.settings.epoch_cells,
         )
         trainer = PhaseTrainer(self.network, phase, self.settings, self.class_weights)
         adversary_optimizer = None
@@ -257,7 +258,7 @@ class TrainingRun:
                 self.settings.patience,
                 early_state,
                 saved[1].get("best") if saved else None,
-                self.settings.min_epochs,
+                phase.min_epochs,
             )
             callbacks += [scorer, stopper]
         elif phase.trains(CLASSIFIER):
@@ -303,13 +304,29 @@ class TrainingRun:
             return None
         if not (phase.trains(ALIGNMENT) or (settings.pseudo_permutation and phase.permute)):
             return None
-        return lambda: pseudo_label_codes(
+        return lambda cells: pseudo_label_codes(
             self.network,
             self.data,
             settings.pseudo_label_threshold,
             settings.pseudo_label_novelty,
             settings.batch_size * 4,
+            cells,
         )
+
+    def planned_epochs(self) -> dict[str, dict]:
+        """Each phase's plan: at most ``epochs`` epochs, each walking through ``cells_per_epoch``
+        of its cells (plus the labelled draws of ``labelled_share``), never stopped early before
+        ``min_epochs``."""
+        plan = {}
+        for phase in self.phases:
+            n_cells = int((self.data.train_codes != NOT_LABELLED).sum()) if phase.labelled_only else self.data.n_cells
+            cells = min(n_cells, self.settings.epoch_cells or n_cells)
+            plan[phase.name] = {
+                "epochs": phase.epochs,
+                "min_epochs": phase.min_epochs,
+                "cells_per_epoch": cells,
+            }
+        return plan
 
     def phase_epochs(self) -> dict[str, int]:
         """Epochs actually run in each phase (early stopping may cut a phase short)."""

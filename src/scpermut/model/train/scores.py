@@ -12,11 +12,10 @@ from scpermut.model.training_data import NOT_LABELLED, TrainingData
 from scpermut.options import EARLY_STOPPING_METRICS
 
 
-def predict_classes(network: ScpermutNetwork, expression, batch_size: int) -> np.ndarray:
-    """Class probabilities for the rows of a sparse matrix (see :func:`scpermut.model.minibatches.infer`)."""
-    if expression.shape[0] == 0:
-        return np.zeros((0, network.network_config.n_classes), np.float32)
-    return infer(network, expression, batch_size)["class_probabilities"]
+def predict_classes(network: ScpermutNetwork, expression, batch_size: int, rows=None) -> np.ndarray:
+    """Class probabilities for the rows of a sparse matrix, or the ``rows`` of it picked by index
+    (see :func:`scpermut.model.minibatches.infer`)."""
+    return infer(network, expression, batch_size, rows=rows, names=["class_probabilities"])["class_probabilities"]
 
 
 def pseudo_label_codes(
@@ -25,16 +24,18 @@ def pseudo_label_codes(
     threshold: float,
     novelty_gate: float,
     batch_size: int,
+    cells=None,
 ) -> np.ndarray:
-    """The predicted class of every cell without a training label whose top probability reaches
-    ``threshold`` and whose novelty is at most ``novelty_gate`` (1: no gate); ``-1`` for the
-    others and for the labelled training cells. A batch whose median novelty is above the gate
-    is not gated (:func:`~scpermut.model.novelty.shifted_batches`)."""
+    """The predicted class of every cell without a training label (among ``cells``, default all)
+    whose top probability reaches ``threshold`` and whose novelty is at most ``novelty_gate``
+    (1: no gate); ``-1`` for the others and for the labelled training cells. A batch whose
+    median novelty is above the gate is not gated (:func:`~scpermut.model.novelty.shifted_batches`)."""
     codes = np.full(data.n_cells, NOT_LABELLED)
-    cells = np.flatnonzero(data.train_codes == NOT_LABELLED)
+    cells = np.arange(data.n_cells) if cells is None else np.asarray(cells)
+    cells = cells[data.train_codes[cells] == NOT_LABELLED]
     if cells.size == 0:
         return codes
-    outputs = infer(network, data.expression[cells], batch_size)
+    outputs = infer(network, data.expression, batch_size, rows=cells)
     probabilities = outputs["class_probabilities"]
     sure = probabilities.max(axis=1) >= threshold
     if novelty_gate < 1:
@@ -58,7 +59,7 @@ def novelty_model(
     ``cells`` (whose ``latent`` is given)."""
     training = np.flatnonzero(data.train_codes != NOT_LABELLED)
     training = training[:: max(1, int(np.ceil(training.size / MAX_FIT_CELLS)))]
-    training_latent = infer(network, data.expression[training], batch_size)["latent"]
+    training_latent = infer(network, data.expression, batch_size, rows=training, names=["latent"])["latent"]
     held_out = data.calibration_codes[cells] != NOT_LABELLED
     if not held_out.any():
         held_out = data.validation_codes[cells] != NOT_LABELLED
