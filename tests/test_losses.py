@@ -1,5 +1,5 @@
 """Loss terms: focal loss against cross-entropy, class weights, masking, negative binomial,
-batch confusion and the memory-kernel alignment."""
+batch confusion and the class-batch alignments (in the mini-batch, and against the memory)."""
 
 from __future__ import annotations
 
@@ -75,11 +75,87 @@ def test_negative_binomial_matches_scipy():
     )
 
 
+def _one_hot(codes, width):
+    return np.eye(width, dtype=np.float32)[codes]
+
+
 def test_confusion_is_lowest_for_a_uniform_batch_head_and_punishes_confident_mistakes():
     uniform = losses.batch_confusion_per_cell(np.full((2, 4), 0.25, np.float32)).numpy()
     np.testing.assert_allclose(uniform, np.log(4.0), rtol=1e-5)
     wrong = np.array([[0.97, 0.01, 0.01, 0.01]], np.float32)  # sure, and of the wrong batch
     assert losses.batch_confusion_per_cell(wrong).numpy()[0] > uniform[0] + 0.5
+
+
+def test_alignment_is_zero_when_every_type_sits_at_the_same_place_in_every_batch():
+    types = np.repeat([0, 1], 8)
+    batches = np.tile([0, 1], 8)
+    spread = np.tile([-1.0, -1.0, 1.0, 1.0], 4)[:, None]  # the same spread in both batches
+    latent = (np.eye(3)[types] * 5 + spread).astype(np.float32)
+    aligned = losses.class_batch_alignment(latent, _one_hot(types, 2), _one_hot(batches, 2))
+    assert float(aligned) == pytest.approx(0.0, abs=1e-6)
+    shifted = latent + batches[:, None].astype(np.float32) * np.float32(2.0)
+    misaligned = losses.class_batch_alignment(shifted, _one_hot(types, 2), _one_hot(batches, 2))
+    # A shift of 2 per dimension against a spread of 1: the batch explains half of it.
+    assert float(misaligned) == pytest.approx(0.5, rel=1e-5)
+    # Scale-free: shrinking the latent does not lower it.
+    smaller = losses.class_batch_alignment(shifted * 0.1, _one_hot(types, 2), _one_hot(batches, 2))
+    assert float(smaller) == pytest.approx(float(misaligned), rel=1e-4)
+
+
+def test_alignment_ignores_cells_without_a_type_and_types_seen_in_one_batch():
+    types = np.array([0, 0, 1, 1])
+    batches = np.array([0, 1, 0, 0])  # type 1 only in batch 0
+    latent = np.array([[0.0], [1.0], [5.0], [9.0]], np.float32)
+    memberships = _one_hot(types, 2)
+    full = float(losses.class_batch_alignment(latent, memberships, _one_hot(batches, 2)))
+    # Type 0: shift 0.25 per cell; spread over all cells = 0.25 * 2 + 4 * 2.
+    assert full == pytest.approx(0.5 / 8.5, rel=1e-5)
+    memberships[1] = 0.0  # cell 1 takes no part: type 0 is now in one batch only
+    assert float(losses.class_batch_alignment(latent, memberships, _one_hot(batches, 2))) == 0.0
+
+
+def test_kernel_alignment_sees_a_batch_that_only_spreads_its_cells_more():
+    types = np.zeros(8, dtype=np.int64)
+    batches = np.tile([0, 1], 4)
+    offsets = np.repeat([-1.0, 1.0], 4)  # both batches centred on 0 ...
+    latent = (offsets * np.where(batches == 1, 3.0, 1.0))[:, None].astype(np.float32)  # ... batch 1 wider
+    args = (latent, _one_hot(types, 1), _one_hot(batches, 2))
+    assert float(losses.class_batch_alignment(*args)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.class_batch_kernel_alignment(*args)) > 0.1
+
+
+def test_kernel_alignment_compares_whole_distributions_not_only_centroids():
+    rng = np.random.default_rng(0)
+    types = np.repeat([0, 1], 200)
+    batches = np.tile([0, 1], 200)
+    memberships, batch_one_hot = _one_hot(types, 2), _one_hot(batches, 2)
+    latent = (rng.normal(size=(400, 4)) + types[:, None] * 8).astype(np.float32)
+    mixed = float(losses.class_batch_kernel_alignment(latent, memberships, batch_one_hot))
+    shifted = latent + batches[:, None].astype(np.float32) * np.float32(2.0)
+    apart = float(losses.class_batch_kernel_alignment(shifted, memberships, batch_one_hot))
+    assert mixed < 0.02 and apart > 5 * mixed
+    # Scale-free, like the centroid alignment.
+    smaller = losses.class_batch_kernel_alignment(shifted * 0.1, memberships, batch_one_hot)
+    assert float(smaller) == pytest.approx(apart, rel=1e-3)
+    # Batch 1 split into two far clumps around the same centroid: centroids see nothing.
+    clumps = latent.copy()
+    clumps[batches == 1, 0] += np.where(np.arange(200) % 2 == 0, 3.0, -3.0)
+    assert float(losses.class_batch_alignment(clumps, memberships, batch_one_hot)) < 0.02
+    assert float(losses.class_batch_kernel_alignment(clumps, memberships, batch_one_hot)) > 5 * mixed
+
+
+def test_kernel_alignment_judges_each_type_at_its_own_scale():
+    rng = np.random.default_rng(1)
+    types = np.repeat([0, 1], 200)
+    batches = np.tile([0, 1], 200)
+    memberships, batch_one_hot = _one_hot(types, 2), _one_hot(batches, 2)
+    # Type 0 is wide; type 1 is tight, and its batches sit apart on its own scale.
+    spread = np.where(types == 0, 10.0, 0.1)[:, None]
+    latent = (rng.normal(size=(400, 4)) * spread + types[:, None] * 100).astype(np.float32)
+    mixed = float(losses.class_batch_kernel_alignment(latent, memberships, batch_one_hot))
+    latent[types == 1] += (batches[types == 1, None] * 0.3).astype(np.float32)
+    apart = float(losses.class_batch_kernel_alignment(latent, memberships, batch_one_hot))
+    assert apart > 5 * mixed
 
 
 def _memory(latent, types, batches, conditions=None, n_types=None, slots=4096):

@@ -94,4 +94,4 @@ def test_a_type_the_reference_never_saw_is_called_unknown_and_known_types_are_ke
     assert ((0 <= novelty) & (novelty <= 1)).all()
     assert unknown[unseen].mean() >= 0.8
     assert unknown[~unseen].mean() <= 0.1
-    assert query.uns[constants.UNS]["prediction"]["novelty_threshold"] == 0.9
+    assert query.uns[constants.UNS]["prediction"]["novelty_threshold"] == 0.98

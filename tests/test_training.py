@@ -166,14 +166,16 @@ def test_negative_binomial_reconstruction_trains():
     )
 
 
-def test_alignment_judges_the_latent_without_dropout_noise():
+@pytest.mark.parametrize("alignment", ["kernel", "memory"])
+def test_alignment_judges_the_latent_without_dropout_noise(alignment):
     from scpermut.model.network import ScpermutNetwork
     from scpermut.model.train.plan import Phase
     from scpermut.model.train.trainer import PhaseTrainer
 
     config = NetworkConfig(n_genes=12, n_classes=3, n_batches=2, hidden_layers=(16,), latent_dim=4, dropout=0.5)
     network = ScpermutNetwork(config).build_for_inputs()
-    trainer = PhaseTrainer(network, Phase("full", 1, ("classifier", "alignment")), TrainingSettings(), np.ones(3, np.float32))
+    settings = TrainingSettings(alignment=alignment)
+    trainer = PhaseTrainer(network, Phase("full", 1, ("classifier", "alignment")), settings, np.ones(3, np.float32))
     rng = np.random.default_rng(5)
     types, batches = np.arange(24) % 3, np.arange(24) // 12
     batch = {
@@ -183,12 +185,33 @@ def test_alignment_judges_the_latent_without_dropout_noise():
         "aligned_types": types,
         "batch_codes": batches,
         "condition_codes": np.zeros(24, np.int64),
+        "conditions": np.ones((24, 1), np.float32),
     }
-    trainer.memory.remember(network.latent_without_dropout(batch["x"]) + 1.0, types, batches, batch["condition_codes"])
+    if trainer.memory is not None:
+        trainer.memory.remember(network.latent_without_dropout(batch["x"]) + 1.0, types, batches, batch["condition_codes"])
     # Two dropout draws: the classifier sees the noise, the alignment does not.
     first, second = (trainer.loss_terms(batch, network(batch["x"], training=True)) for _ in range(2))
     assert float(first["classifier"]) != float(second["classifier"])
     assert float(first["alignment"]) == float(second["alignment"]) > 0
+
+
+def test_novel_cells_join_no_alignment_group_and_conditions_split_the_groups():
+    from scpermut.model.network import ScpermutNetwork
+    from scpermut.model.train.plan import Phase
+    from scpermut.model.train.trainer import PhaseTrainer
+    from scpermut.model.training_data import NOVEL
+
+    config = NetworkConfig(n_genes=6, n_classes=2, n_batches=2, hidden_layers=(8,), latent_dim=2)
+    trainer = PhaseTrainer(ScpermutNetwork(config).build_for_inputs(), Phase("full", 1, ("classifier", "alignment")), TrainingSettings(), np.ones(2, np.float32))
+    sure = np.array([[0.95, 0.05]] * 4, np.float32)
+    batch = {
+        "classes": np.array([[0, 1], [0, 0], [0, 0], [0, 0]], np.float32),
+        "aligned_types": np.array([1, 0, NOVEL, 0]),
+        "conditions": np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32),
+    }
+    memberships = np.asarray(trainer.memberships(batch, {"class_probabilities": sure}))
+    # (type, condition) columns: the labelled cell, two sure pseudo-labels, the novel cell in none.
+    np.testing.assert_array_equal(memberships, [[0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]])
 
 
 def test_no_batch_head_is_built_when_its_weight_is_zero():

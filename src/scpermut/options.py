@@ -182,6 +182,8 @@ PREPARE_SECTION = Section(
     ),
 )
 
+ALIGNMENTS = ("kernel", "centroids", "memory")
+
 SEED = Option("seed", 0, "Random seed: same data and seed give identical results.", int, limits=AT_LEAST_0)
 
 # In the order `--help` lists them.
@@ -207,7 +209,14 @@ MODEL_SECTION = Section("model_options", "Model", "The network and its loss term
     Option("use_permutation", True, "Labelled cells reconstruct another cell of their type (--no-permutation: themselves).", bool, flag="permutation", negatable=True, advanced=True),
     Option("permute_across_batches", True, "Draw the permutation partner from another batch when the type has cells there.", bool, negatable=True, advanced=True),
     Option(
-        "alignment_memory", 512, "Latent coordinates remembered per cell type for the alignment (across mini-batches).", int,
+        "alignment", "kernel", "What the alignment matches: kernel (type-batch distributions in the mini-batch, MMD), centroids, or memory (against each type's remembered cells).",
+        ALIGNMENTS, advanced=True,
+        details="memory compares each cell with its type's cells remembered from earlier mini-batches, in its own batch and in the others "
+        "(cost independent of the mini-batch's composition, for atlases with many types and batches); on the shipped sets it mixed "
+        "less than kernel (docs/usage.md, Batch correction).",
+    ),
+    Option(
+        "alignment_memory", 512, "Latent coordinates remembered per cell type by --alignment memory.", int,
         limits={"minimum": 2}, advanced=True,
         details="Each cell is compared with the remembered cells of its type in its own batch and in the others, so the alignment "
         "works whatever the mini-batch holds; more slots see more batches per type, fewer follow the training more closely.",
@@ -265,7 +274,7 @@ TUNING_SECTION = Section(
 PREDICTION_SECTION = Section("prediction_options", "Label transfer", "How cells are annotated.", "fas fa-tags", (
     Option("unknown_threshold", 0.0, "Label cells 'Unknown' when their top class probability is below this.", float, limits=FRACTION),
     Option(
-        "novelty_threshold", 0.9, "Label cells 'Unknown' when their neighbourhood's novelty is above this (1: never).", float, limits=FRACTION,
+        "novelty_threshold", 0.98, "Label cells 'Unknown' when their neighbourhood's novelty is above this (1: never).", float, limits=FRACTION,
         details="A cell's novelty is the share of held-out labelled reference cells that lie closer to a known type than it does; "
         "scpermut_novelty is its median over the cell's 15 nearest annotated cells, so a cluster of a type the reference never saw is "
         "called Unknown, a lone atypical cell of a known type is not.",

@@ -97,6 +97,84 @@ def batch_confusion_per_cell(batch_probabilities):
     return -ops.sum(ops.log(batch_probabilities + _EPSILON), axis=-1) / n_batches
 
 
+def class_batch_alignment(latent, memberships, batch_one_hot):
+    """How far each (cell type, batch) centroid of the latent lies from its cell type's centroid.
+
+    For every type, the mean latent of its cells in each batch is compared with the mean over
+    all its cells. The squared distances, averaged with the cells as weights, are divided by
+    the spread of the cells around their type's centroid (held constant): the share of the
+    within-type variance that the batches explain, between 0 (each type sits at the same place
+    in every batch) and 1 (the batches explain all of it). A type seen in one batch adds 0.
+
+    Parameters
+    ----------
+    latent
+        ``(cells, latent_dim)``.
+    memberships
+        ``(cells, classes)`` weights: one-hot labels, confident pseudo-labels, or zeros for a
+        cell that takes no part.
+    batch_one_hot
+        ``(cells, batches)``.
+    """
+    latent = ops.cast(latent, "float32")
+    memberships = ops.cast(memberships, "float32")
+    batch_one_hot = ops.cast(batch_one_hot, "float32")
+    counts = ops.einsum("ic,ib->cb", memberships, batch_one_hot)
+    sums = ops.einsum("ic,ib,id->cbd", memberships, batch_one_hot, latent)
+    batch_means = sums / ops.maximum(counts, 1.0)[..., None]
+    class_counts = ops.sum(counts, axis=1)
+    class_means = ops.sum(sums, axis=1) / ops.maximum(class_counts, 1.0)[..., None]
+    shifts = ops.sum(counts * ops.sum(ops.square(batch_means - class_means[:, None, :]), axis=-1))
+    spread = ops.sum(
+        memberships * ops.sum(ops.square(latent[:, None, :] - class_means[None, :, :]), axis=-1)
+    )
+    return shifts / ops.stop_gradient(ops.maximum(spread, _EPSILON))
+
+
+def class_batch_kernel_alignment(latent, memberships, batch_one_hot):
+    """How far each (cell type, batch) distribution of the latent lies from its cell type's.
+
+    The squared maximum mean discrepancy (MMD) between the cells of a type in one batch and
+    all cells of that type, with a Gaussian kernel averaged over three bandwidths around that
+    type's own spread (held constant, so the loss does not shrink with the latent's scale, and a
+    tight type is judged at its own scale, not at the scale of a wide one).
+    Unlike centroids, the kernel sees the whole shape: a batch cannot sit in its own corner of
+    its type's cloud. Averaged with the (type, batch) group sizes as weights over the groups of
+    two or more cells; a type seen in one batch adds 0. Arguments as for
+    :func:`class_batch_alignment`.
+    """
+    latent = ops.cast(latent, "float32")
+    memberships = ops.cast(memberships, "float32")
+    batch_one_hot = ops.cast(batch_one_hot, "float32")
+    counts = ops.einsum("ic,ib->cb", memberships, batch_one_hot)
+    class_counts = ops.sum(counts, axis=1)
+    group_weights = ops.einsum("ic,ib->icb", memberships, batch_one_hot) / ops.maximum(counts, 1.0)
+    class_weights = memberships / ops.maximum(class_counts, 1.0)
+    class_means = ops.einsum("ic,id->cd", class_weights, latent)
+    # Each type's own scale: two of its cells lie on average 2 x its variance apart.
+    within = ops.einsum(
+        "ic,ic->c",
+        class_weights,
+        ops.sum(ops.square(latent[:, None, :] - class_means[None, :, :]), axis=-1),
+    )
+    bandwidths = ops.stop_gradient(ops.maximum(2.0 * within, _EPSILON))
+    squared_norms = ops.sum(ops.square(latent), axis=-1)
+    distances = ops.maximum(
+        squared_norms[:, None] + squared_norms[None, :] - 2.0 * ops.matmul(latent, ops.transpose(latent)),
+        0.0,
+    )
+    kernels = sum(
+        ops.exp(-distances[None, :, :] / (bandwidths[:, None, None] * scale))
+        for scale in (0.5, 1.0, 2.0)
+    ) / 3.0
+    group_group = ops.einsum("icb,cij,jcb->cb", group_weights, kernels, group_weights)
+    group_class = ops.einsum("icb,cij,jc->cb", group_weights, kernels, class_weights)
+    class_class = ops.einsum("ic,cij,jc->c", class_weights, kernels, class_weights)
+    discrepancy = group_group - 2.0 * group_class + class_class[:, None]
+    groups = ops.cast(counts >= 2.0, "float32") * counts
+    return ops.sum(groups * discrepancy) / ops.maximum(ops.sum(groups), 1.0)
+
+
 def memory_kernel_alignment(latent, types, batches, conditions, memory):
     """How much closer each cell lies to its own batch's cells of its type than to other batches'.
 

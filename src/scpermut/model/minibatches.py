@@ -39,9 +39,9 @@ class CellBatches(keras.utils.PyDataset):
     ``batches`` (one-hot) and ``target_batches`` (one-hot batch of the cell to reconstruct,
     what a conditional decoder is told).
 
-    ``aligned_types``, ``batch_codes`` and ``condition_codes`` (integer codes) are what the
-    alignment groups the cells by: the label of labelled training cells, else the epoch's
-    pseudo-label, else ``-1``.
+    ``aligned_types``, ``batch_codes``, ``condition_codes`` (integer codes) and ``conditions``
+    (one-hot) are what the alignment groups the cells by: the label of labelled training cells,
+    else the epoch's pseudo-label, else ``-1`` (``NOVEL``: kept out of the alignment).
 
     ``pseudo_labels``: called at each epoch's draw with the epoch's cells, returns the predicted
     class of those unlabelled and query cells the classifier is sure of and that do not look
@@ -77,6 +77,7 @@ class CellBatches(keras.utils.PyDataset):
         self.across_batches = across_batches
         self.pseudo_labels = pseudo_labels
         self.pseudo_permute = pseudo_permute
+        self.n_conditions = int(data.condition_codes.max()) + 1 if data.n_cells else 1
         self.epoch_size = min(epoch_cells, self.cells.size) if epoch_cells else self.cells.size
         labelled = data.train_codes[self.cells] >= 0
         # Labelled slots per mini-batch: only when there are labelled and other cells to mix.
@@ -163,6 +164,7 @@ class CellBatches(keras.utils.PyDataset):
             "aligned_types": self.aligned_types[rows].astype(np.int32),
             "batch_codes": self.data.batch_codes[rows].astype(np.int32),
             "condition_codes": self.data.condition_codes[rows].astype(np.int32),
+            "conditions": _one_hot(self.data.condition_codes[rows], self.n_conditions),
         }
         if self.reconstruct_counts:
             batch["target"] = self.data.counts[targets].toarray()

@@ -139,9 +139,14 @@ class TrainingSettings:
     adversary_steps
         Updates of the batch head per mini-batch (the first with the encoder's step, the others
         on the same latent with the encoder held still).
+    alignment
+        ``"kernel"``: each (type, batch) distribution in the mini-batch is compared with the type's
+        by a Gaussian kernel MMD at the type's own scale; ``"centroids"``: only their centroids;
+        ``"memory"``: each cell against its type's cells remembered from earlier mini-batches
+        (:func:`~scpermut.model.losses.memory_kernel_alignment`).
     alignment_memory
-        Latent coordinates remembered per cell type (:class:`~scpermut.model.train.memory.AlignmentMemory`):
-        each cell is aligned against its type's remembered cells in its own batch and in the others.
+        Latent coordinates remembered per cell type with ``"memory"``
+        (:class:`~scpermut.model.train.memory.AlignmentMemory`).
     pseudo_label_threshold
         Unlabelled and query cells join the alignment under the type the classifier gives them
         with at least this probability, re-predicted at every epoch (above 1: labelled cells only).
@@ -187,6 +192,7 @@ class TrainingSettings:
     adversary_objective: str = default("adversary_objective")
     adversary_steps: int = default("adversary_steps")
     align_weight: float = default("align_weight")
+    alignment: str = default("alignment")
     alignment_memory: int = default("alignment_memory")
     pseudo_label_novelty: float = default("pseudo_label_novelty")
     pseudo_permutation: bool = default("pseudo_permutation")

@@ -14,6 +14,8 @@ from scpermut.errors import InputError
 from scpermut.keys import Keys
 
 NOT_LABELLED = -1
+# A pseudo-label code: the cell looks novel, so it is neither pseudo-labelled nor aligned.
+NOVEL = -2
 
 
 def _model_columns(matrix, genes_mask: np.ndarray) -> sp.csr_matrix:

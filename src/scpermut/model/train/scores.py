@@ -8,7 +8,7 @@ from scpermut.metrics import classification_scores
 from scpermut.model.minibatches import infer
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.novelty import NoveltyModel, shifted_batches
-from scpermut.model.training_data import NOT_LABELLED, TrainingData
+from scpermut.model.training_data import NOT_LABELLED, NOVEL, TrainingData
 from scpermut.options import EARLY_STOPPING_METRICS
 
 
@@ -28,8 +28,9 @@ def pseudo_label_codes(
 ) -> np.ndarray:
     """The predicted class of every cell without a training label (among ``cells``, default all)
     whose top probability reaches ``threshold`` and whose novelty is at most ``novelty_gate``
-    (1: no gate); ``-1`` for the others and for the labelled training cells. A batch whose
-    median novelty is above the gate is not gated (:func:`~scpermut.model.novelty.shifted_batches`)."""
+    (1: no gate); ``NOVEL`` for the cells the gate stops, ``-1`` for the others and for the
+    labelled training cells. A batch whose median novelty is above the gate is not gated
+    (:func:`~scpermut.model.novelty.shifted_batches`)."""
     codes = np.full(data.n_cells, NOT_LABELLED)
     cells = np.arange(data.n_cells) if cells is None else np.asarray(cells)
     cells = cells[data.train_codes[cells] == NOT_LABELLED]
@@ -42,7 +43,9 @@ def pseudo_label_codes(
         novelty = novelty_model(network, data, outputs["latent"], cells, batch_size).novelty(outputs["latent"])
         batches = data.batch_codes[cells]
         shifted = np.isin(batches, shifted_batches(novelty, batches, novelty_gate))
-        sure &= (novelty <= novelty_gate) | shifted
+        novel = (novelty > novelty_gate) & ~shifted
+        codes[cells[novel]] = NOVEL
+        sure &= ~novel
     codes[cells[sure]] = probabilities[sure].argmax(axis=1)
     return codes
 

@@ -16,6 +16,7 @@ from scpermut.model import losses
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import TrainingSettings
 from scpermut.model.train.memory import AlignmentMemory
+from scpermut.model.training_data import NOVEL
 from scpermut.model.train.plan import (
     ADVERSARY,
     ALIGNMENT,
@@ -48,8 +49,10 @@ class PhaseTrainer(keras.Model):
         self.term_weights = {term: getattr(settings, TERM_WEIGHTS[term]) for term in phase.terms}
         self.focal = losses.focal_loss(settings.focal_gamma, class_weights)
         self.confusion = settings.adversary_objective == "confusion"
+        self.pseudo_threshold = settings.pseudo_label_threshold
+        self.alignment = settings.alignment
         self.memory = None
-        if phase.trains(ALIGNMENT):
+        if phase.trains(ALIGNMENT) and settings.alignment == "memory":
             config = network.network_config
             self.memory = AlignmentMemory(config.n_classes, settings.alignment_memory, config.latent_dim)
         self.adversary_steps = settings.adversary_steps
@@ -78,7 +81,7 @@ class PhaseTrainer(keras.Model):
     def loss_terms(self, batch: dict, outputs: dict) -> dict:
         """Each loss term of the phase, averaged over the cells it applies to (with the alignment,
         ``outputs`` gains the ``aligned_latent`` the memory then remembers)."""
-        if self.memory is not None:
+        if self.phase.trains(ALIGNMENT):
             outputs["aligned_latent"] = self.aligned_latent(batch, outputs)
         return {term: self.term_functions[term](batch, outputs) for term in self.phase.terms}
 
@@ -96,13 +99,17 @@ class PhaseTrainer(keras.Model):
         return losses.masked_mean(self.focal(batch["classes"], outputs["class_probabilities"]), labelled)
 
     def alignment_loss(self, batch: dict, outputs: dict):
-        return losses.memory_kernel_alignment(
-            outputs["aligned_latent"],
-            batch["aligned_types"],
-            batch["batch_codes"],
-            batch["condition_codes"],
-            self.memory.contents(),
-        )
+        latent = outputs["aligned_latent"]
+        if self.memory is not None:
+            return losses.memory_kernel_alignment(
+                latent,
+                batch["aligned_types"],
+                batch["batch_codes"],
+                batch["condition_codes"],
+                self.memory.contents(),
+            )
+        align = losses.class_batch_kernel_alignment if self.alignment == "kernel" else losses.class_batch_alignment
+        return align(latent, self.memberships(batch, outputs), batch["batches"])
 
     def adversary_loss(self, batch: dict, outputs: dict):
         return ops.mean(losses.batch_cross_entropy_per_cell(batch["batches"], outputs["batch_probabilities"]))
@@ -116,6 +123,26 @@ class PhaseTrainer(keras.Model):
         if self.network.network_config.dropout == 0:
             return outputs["latent"]
         return self.network.latent_without_dropout(batch["x"])
+
+    def memberships(self, batch: dict, outputs: dict):
+        """Cell-type weights for the alignment: the label of labelled training cells, and for the
+        other cells a one-hot pseudo-label where the classifier is at least ``pseudo_label_threshold``
+        sure (no gradient through it) and that the epoch's novelty gate let through
+        (``aligned_types`` not ``NOVEL``); zeros otherwise (a threshold above 1 uses labels only)."""
+        labels = ops.cast(batch["classes"], "float32")
+        probabilities = ops.stop_gradient(outputs["class_probabilities"])
+        n_classes = ops.shape(probabilities)[-1]
+        confident = ops.cast(ops.max(probabilities, axis=-1) >= self.pseudo_threshold, "float32")
+        unlabelled = (1.0 - ops.sum(labels, axis=-1)) * ops.cast(batch["aligned_types"] != NOVEL, "float32")
+        pseudo = ops.one_hot(ops.argmax(probabilities, axis=-1), n_classes) * (
+            confident * unlabelled
+        )[:, None]
+        memberships = labels + pseudo
+        conditions = ops.cast(batch["conditions"], "float32")
+        if conditions.shape[-1] == 1:
+            return memberships
+        # One group per (type, condition): batches are compared only within a condition.
+        return ops.reshape(memberships[:, :, None] * conditions[:, None, :], (ops.shape(memberships)[0], -1))
 
     def encoder_adversary_term(self, outputs):
         """The adversarial term of the main loss, written so that the reversed gradient moves the
