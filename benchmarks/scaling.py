@@ -133,14 +133,14 @@ def train(prepared: Path, epochs: int, options: dict) -> dict:
     seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with h5py.File(prepared, "r") as handle:  # not anndata's backed mode: it would load the counts layer
-        n_cells, n_genes = handle["X"].attrs["shape"]
+        n_cells, n_genes = (int(size) for size in handle["X"].attrs["shape"])
         n_values = handle["X"]["data"].shape[0]
     # Versions before --epoch_cells fed every cell every epoch (for before/after comparisons).
     cells_per_epoch = model.record.run.get("epochs_planned", {"full": {"cells_per_epoch": n_cells}})["full"]["cells_per_epoch"]
     return {
         "synthetic": True,
-        "n_cells": int(n_cells),
-        "n_genes": int(n_genes),
+        "n_cells": n_cells,
+        "n_genes": n_genes,
         "non_zero_share": round(n_values / (n_cells * n_genes), 3),
         "options": options,
         "cells_per_epoch": cells_per_epoch,
