@@ -93,8 +93,8 @@ def scpermut_mapped(view, seed: int) -> dict:
             with _Clock() as mapping:
                 mapped = annotate(view[query].copy(), model, adapt=adapt, umap=False, copy=True)
             results[name] = {
-                "labels": _in_split_order(query, prepared.obs[constants.PREDICTION].astype(str).to_numpy(), mapped.obs[constants.PREDICTION].astype(str).to_numpy(), query),
-                "latent": _in_split_order(query, prepared.obsm[constants.LATENT], mapped.obsm[constants.LATENT], query).astype(np.float32),
+                "labels": _in_split_order(query, prepared.obs[constants.PREDICTION].astype(str).to_numpy(), mapped.obs[constants.PREDICTION].astype(str).to_numpy()),
+                "latent": _in_split_order(query, prepared.obsm[constants.LATENT], mapped.obsm[constants.LATENT]).astype(np.float32),
                 "map_seconds": round(mapping.wall, 2), "map_cpu_seconds": round(mapping.cpu, 2),
                 "adaptation": mapped.uns[constants.UNS]["adaptation"],
             }
@@ -134,8 +134,8 @@ def scanvi_surgery(view, seed: int) -> dict:
         labels = surgery.predict()
         latent = surgery.get_latent_representation()
     return {
-        "labels": _in_split_order(query, np.asarray(model.predict(), dtype=str), np.asarray(labels, dtype=str), query),
-        "latent": _in_split_order(query, model.get_latent_representation(), latent, query).astype(np.float32),
+        "labels": _in_split_order(query, np.asarray(model.predict(), dtype=str), np.asarray(labels, dtype=str)),
+        "latent": _in_split_order(query, model.get_latent_representation(), latent).astype(np.float32),
         "reference_seconds": round(train.wall, 2), "map_seconds": round(mapping.wall, 2), "map_cpu_seconds": round(mapping.cpu, 2),
     }
 
