@@ -22,10 +22,12 @@ from scpermut.steps.report import write_report
 CLASSES = ["B cells", "Monocytes", "NK cells", "T cells", "pDC"]
 CLASS_SIZES = [300, 500, 150, 1030, 20]  # pDC is rare: 20 of 2000 cells = 1 %
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["annotated", "summary", "qc", "training", "umap", "confusion", "markers", "per_class", "metrics", "unknown"]
+SECTIONS = ["annotated", "composition", "summary", "qc", "training", "umap", "confusion", "markers", "per_class", "metrics", "unknown"]
 FIGURES = [
     "training_curves",
+    "composition_scpermut_sample",
     "umap_batch",
+    "umap_origin",
     "umap_truth",
     "umap_prediction",
     "umap_confidence",
@@ -280,7 +282,7 @@ def test_report_without_labels_umap_or_history_still_renders(tmp_path):
     parser = _Collector()
     parser.feed((tmp_path / "out" / "report.html").read_text())
     assert parser.sections == SECTIONS
-    assert parser.figures == {}
+    assert list(parser.figures) == ["composition_scpermut_sample"]  # the composition needs no label nor UMAP
 
 
 def test_report_of_a_model_without_classifier_scores_the_latent_only(tmp_path):
@@ -292,7 +294,7 @@ def test_report_of_a_model_without_classifier_scores_the_latent_only(tmp_path):
     parser = _Collector()
     parser.feed((tmp_path / "out" / "report.html").read_text())
     assert parser.sections == SECTIONS
-    assert sorted(parser.figures) == ["training_curves", "umap_batch", "umap_truth"]
+    assert sorted(parser.figures) == ["training_curves", "umap_batch", "umap_origin", "umap_truth"]
 
 
 def test_report_on_a_file_without_predictions_fails_with_one_sentence_before_any_write(tmp_path):

@@ -12,6 +12,7 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -63,7 +64,7 @@ def write_samplesheet(path, rows):
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory, samplesheet_test):
     outdir = tmp_path_factory.mktemp("run") / "results"
-    result = invoke("run", "--input", samplesheet_test, "--outdir", outdir, *FAST)
+    result = invoke("run", "--input", samplesheet_test, "--outdir", outdir, "--query_h5ad", *FAST)
     assert result.exit_code == 0, result.output
     return outdir, result.output
 
@@ -233,6 +234,48 @@ def test_a_query_sharing_no_gene_with_the_model_fails_clearly(transfer_run, tmp_
     assert result.exit_code == 1
     assert "none of the model's" in result.output and "mouse_" in result.output
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["notes.txt"]
+
+
+def test_run_writes_labels_the_query_on_its_own_genes_and_records_no_partial_path(transfer_run, assets_dir):
+    outdir, output = transfer_run
+    labels = pd.read_csv(outdir / "annotated" / constants.LABELS_FILE, sep="\t")
+    annotated = ad.read_h5ad(outdir / "annotated" / constants.ANNOTATED_FILE)
+    assert len(labels) == annotated.n_obs and set(labels["sample"]) == {"ctrl101", "ctrl107", "stim101", "stim107"}
+    assert labels.loc[labels["annotated"], "sample"].isin(["stim101", "stim107"]).all()
+    query = ad.read_h5ad(outdir / "annotated" / constants.QUERY_FILE)
+    own = ad.read_h5ad(assets_dir / "test_data" / "kang_stim101.h5ad")
+    assert query.n_obs == int(labels["annotated"].sum()) and query.n_vars == own.n_vars  # every gene, not the model's 500
+    stim101 = query[query.obs[constants.SAMPLE] == "stim101"]
+    assert (stim101.X != own[stim101.obs_names].X).nnz == 0  # the file's own counts
+    assert f"labels (barcode, sample, label, confidence): {outdir / 'annotated' / constants.LABELS_FILE}" in output
+    records = [outdir / "report" / "report.html", outdir / "report" / "metrics.json", outdir / "model" / "run.json", outdir / "prepare" / "prepare_summary.json"]
+    for path in records:
+        assert constants.PARTIAL_FOLDER not in path.read_text(), path
+    assert constants.PARTIAL_FOLDER not in annotated.uns[constants.UNS]["prediction"]["source"]
+    html = (outdir / "report" / "report.html").read_text()
+    for name in ("composition_by_scpermut_sample", "confidence_per_type", "least_confident_cells", "umap_origin"):
+        assert f'"{name}"' in html, name
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_a_query_on_ensembl_ids_stops_before_training_naming_the_file_and_the_symbol_column(transfer_run, tmp_path, assets_dir, with_model):
+    """`run` (and `label`, the same chain) apply --max_missing_genes as `predict` does, before any training."""
+    query = ad.read_h5ad(assets_dir / "test_data" / "kang_stim107.h5ad")
+    query.var["symbol"] = query.var_names.to_numpy()
+    renamed = query.var_names.to_numpy().copy()
+    renamed[: int(0.9 * len(renamed))] = [f"ENSG{i:011d}" for i in range(int(0.9 * len(renamed)))]
+    query.var_names = renamed
+    query.write_h5ad(tmp_path / "ensembl.h5ad")
+    rows = [("stim107", tmp_path / "ensembl.h5ad", "query", "cell_type")]
+    if not with_model:
+        rows.insert(0, ("ctrl101", assets_dir / "test_data" / "kang_ctrl101.h5ad", "reference", "cell_type"))
+    model = ["--model", transfer_run[0] / "model"] if with_model else []
+    sheet = write_samplesheet(tmp_path / "sheet.csv", rows)
+    result = invoke("run", "--input", sheet, "--outdir", tmp_path / "out", *model, *FAST)
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'ensembl.h5ad'}: " in result.output and "--max_missing_genes 50%" in result.output
+    assert "var column 'symbol' holds the model's gene names" in result.output
+    assert "[3/5] train" not in result.output and not (tmp_path / "out").exists()
 
 
 def test_run_refuses_to_mix_with_an_earlier_run(transfer_run, samplesheet_test):

@@ -72,3 +72,27 @@ def test_bad_samplesheets_name_the_problem(tmp_path, data_dir, text, message):
 def test_missing_samplesheet(tmp_path):
     with pytest.raises(InputError, match="samplesheet not found"):
         read_samplesheet(Path(tmp_path / "none.csv"))
+
+
+def test_bom_semicolons_trailing_commas_and_blank_lines_are_read(tmp_path, data_dir):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffsample;h5ad;role;\r\ns1;data/a.h5ad;reference;\r\n\r\n;;;\r\nstim_ü;data/b.h5ad;query;\r\n".encode("utf-8"))
+    specs = read_samplesheet(path)
+    assert [(s.sample, s.role) for s in specs] == [("s1", "reference"), ("stim_ü", "query")]
+    assert specs[1].path == data_dir / "b.h5ad"
+
+
+def test_every_bad_row_is_named_with_the_closest_value(tmp_path, data_dir):
+    sheet = write_sheet(tmp_path, "sample,h5ad,role\ns1,data/a.h5ad,referense\ns2,data/b.h5a,query\ns3,data/a.h5ad,atlas\n")
+    with pytest.raises(InputError) as error:
+        read_samplesheet(sheet)
+    message = str(error.value)
+    assert "line 2: role 'referense' of sample 's1' must be 'reference' or 'query' (did you mean 'reference'?)" in message
+    assert "line 3: file 'data/b.h5a' of sample 's2' not found" in message and "did you mean 'b.h5ad'?" in message
+    assert "line 4: role 'atlas'" in message
+    assert message.count("\n") == 0
+
+
+def test_a_misspelt_column_gets_its_closest_name(tmp_path, data_dir):
+    with pytest.raises(InputError, match="unknown column\\(s\\) lable_col \\(did you mean 'label_col' for 'lable_col'\\?\\)"):
+        read_samplesheet(write_sheet(tmp_path, "sample,h5ad,lable_col\ns1,data/a.h5ad,x\n"))

@@ -106,6 +106,7 @@ workflow SCPERMUT {
 
     emit:
     annotated      = SCPERMUT_PREDICT.out.h5ad   // channel: [ val(meta), path(annotated.h5ad) ]
+    labels         = SCPERMUT_PREDICT.out.labels // channel: [ val(meta), path(labels.tsv) ]
     report         = SCPERMUT_REPORT.out.html    // channel: [ val(meta), path(report.html) ]
     multiqc_report = MULTIQC.out.report          // channel: path(multiqc_report.html)
 }

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from scpermut import constants
 from scpermut._plain import plain
+from scpermut.data.align import check_missing_genes
 from scpermut.data.io import count_problem
 from scpermut.errors import InputError
 from scpermut.keys import Keys
@@ -98,6 +99,7 @@ def align_genes(
     *,
     max_missing_genes: float,
     source: str = "AnnData",
+    var: pd.DataFrame | None = None,
 ) -> tuple[sp.csr_matrix, int]:
     """Reorder the columns of ``matrix`` to the model's ``genes``, zero-filling the missing ones.
 
@@ -108,7 +110,8 @@ def align_genes(
     Raises
     ------
     InputError
-        When more than ``max_missing_genes`` (a fraction) of the model's genes are missing.
+        When more than ``max_missing_genes`` (a fraction) of the model's genes are missing
+        (:func:`scpermut.data.align.check_missing_genes`; ``var``, the data's, helps its hint).
     """
     names = pd.Index(np.asarray(var_names, dtype=str))
     first = ~names.duplicated()
@@ -118,25 +121,11 @@ def align_genes(
             source,
             int((~first).sum()),
         )
+    check_missing_genes(genes, names, max_missing_genes=max_missing_genes, source=source, var=var)
     positions = pd.Index(names[first]).get_indexer(genes)
     columns = np.flatnonzero(first)[positions[positions >= 0]]
     present = np.flatnonzero(positions >= 0)
     n_missing = len(genes) - present.size
-    fraction = n_missing / len(genes)
-    if present.size == 0:
-        raise InputError(
-            f"{source}: none of the model's {len(genes)} genes is in the data (model genes e.g. "
-            f"{', '.join(genes[:3])}; data genes e.g. {', '.join(names[:3])}); gene names must use the training data's identifiers."
-        )
-    if fraction > max_missing_genes:
-        example = ", ".join(
-            [gene for gene, position in zip(genes, positions, strict=True) if position < 0][:3]
-        )
-        raise InputError(
-            f"{source}: {n_missing} of the model's {len(genes)} genes ({fraction:.0%}) are missing, more than "
-            f"`max_missing_genes` {max_missing_genes:.0%}; gene names must use the training data's identifiers "
-            f"(missing e.g. {example})."
-        )
     if n_missing:
         log.warning(
             "%s: %d of the model's %d genes are missing and set to 0", source, n_missing, len(genes)
@@ -218,6 +207,7 @@ def annotate(
         record.genes,
         max_missing_genes=max_missing_genes,
         source=source,
+        var=adata.var,
     )
     keys = Keys.from_record(record.preprocess)
     batches = None
@@ -308,3 +298,28 @@ def compute_umap(adata, seed: int) -> None:
         key_added=constants.NEIGHBORS,
     )
     sc.tl.umap(adata, random_state=seed, neighbors_key=constants.NEIGHBORS, key_added=constants.UMAP)
+
+
+def labels_table(adata) -> pd.DataFrame:
+    """One row per cell: ``barcode`` (the file's own), ``sample``, ``label`` (``obs["scpermut_label"]``),
+    ``confidence``, ``annotated`` (predicted, not given), and ``novelty`` when the model scored it."""
+    obs = adata.obs
+    table = pd.DataFrame(
+        {
+            "barcode": obs["barcode"].astype(str).to_numpy() if "barcode" in obs else adata.obs_names.astype(str),
+            "sample": obs[constants.SAMPLE].astype(str).to_numpy() if constants.SAMPLE in obs else "",
+            "label": obs[constants.LABEL].astype(str).to_numpy(),
+            "confidence": obs[constants.CONFIDENCE].astype(float).round(4).to_numpy(),
+            "annotated": annotated_cells(adata),
+        }
+    )
+    if constants.NOVELTY in obs:
+        table["novelty"] = obs[constants.NOVELTY].astype(float).round(4).to_numpy()
+    return table
+
+
+def annotated_cells(adata) -> np.ndarray:
+    """The cells whose label is a prediction: query and unlabelled cells (every cell of a file ``prepare`` never saw)."""
+    if constants.SPLIT not in adata.obs:
+        return np.ones(adata.n_obs, dtype=bool)
+    return adata.obs[constants.SPLIT].astype(str).isin([constants.SPLIT_QUERY, constants.SPLIT_UNLABELLED]).to_numpy()

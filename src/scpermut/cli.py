@@ -44,7 +44,7 @@ def reports_errors(func):
 
     A ``ScpermutError`` exits 1; library messages name Python arguments (```batch_size```), the
     sentence names flags (``--batch_size``). A file-system fault (``OSError``) exits 1 naming
-    the file. Ctrl-C (SIGINT) exits 130, saying how to resume when the command can.
+    the file; running out of memory exits 1 with one sentence. Ctrl-C (SIGINT) exits 130, saying how to resume when the command can.
     """
 
     @functools.wraps(func)
@@ -61,6 +61,12 @@ def reports_errors(func):
                 "; rerun the same command with --resume to continue where it stopped" if resumable else "",
             )
             sys.exit(130)
+        except MemoryError:
+            log.error(
+                "out of memory: the data does not fit in this machine's memory; run on a machine with more memory, "
+                "on fewer cells (or fewer genes: --n_top_genes), or with a smaller --batch_size."
+            )
+            sys.exit(1)
         except OSError as error:
             where = error.filename or "a file"
             log.error("%s: %s; check the path, its permissions and the free disk space.", where, error.strerror or error)
@@ -381,7 +387,7 @@ def run_options(umap: Option):
     """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting, resuming, tracking."""
 
     def decorate(func):
-        func = declared_options(options.RESUME, options.MLFLOW_URI)(func)
+        func = declared_options(options.RESUME, options.MLFLOW_URI, options.QUERY_H5AD)(func)
         func = option("overwrite", is_flag=True, help="Replace the results of an earlier run in --outdir (kept until the new run succeeds).")(func)
         func = declared_options(options.PREDICTION, umap)(func)
         func = option("model", default=None, type=click.Path(file_okay=False, path_type=Path), help="Annotate with this trained model folder instead of training one.")(func)

@@ -12,6 +12,7 @@ PREDICTION = "scpermut_prediction"
 CONFIDENCE = "scpermut_confidence"
 LABEL = "scpermut_label"  # obs column: the given label where known, else the prediction
 PROBABILITIES = "scpermut_probabilities"
+NOVELTY = "scpermut_novelty"  # obs column: how unlike every reference type a cell is (when the model scores it)
 UMAP = "X_scpermut_umap"  # obsm: UMAP of the latent (never the user's own X_umap)
 NEIGHBORS = "scpermut_neighbors"  # uns/obsp key of the kNN graph the UMAP is built on
 UNS = "scpermut"  # uns["scpermut"]: parameters, seed, versions, class names
@@ -66,6 +67,8 @@ CHECKPOINT_ARRAYS = "variables.npz"
 
 # `scpermut predict` (in `run`/`label`: OUTDIR/annotated/).
 ANNOTATED_FILE = "annotated.h5ad"
+LABELS_FILE = "labels.tsv"  # beside the annotated h5ad: barcode, sample, label, confidence[, novelty]
+QUERY_FILE = "query.h5ad"  # `run`/`label --query_h5ad`: the annotated cells alone, on their file's own genes
 
 # `scpermut report`.
 REPORT_HTML = "report.html"

@@ -273,6 +273,10 @@ RESUME = Option(
 LABEL_UMAP = Option(
     "umap", False, "Compute a UMAP of the latent space (adds numba's start-up, ~20 s on 2 cores).", bool, negatable=True, param=False
 )
+QUERY_H5AD = Option(
+    "query_h5ad", False, "Also write annotated/query.h5ad: the annotated cells alone, on their own file's genes, counts and obs, "
+    "plus scpermut's obs and obsm fields.", bool, param=False
+)
 TRAIN_RESUME = Option("resume", False, "Continue the training checkpointed in MODEL_DIR/checkpoint/.", bool, param=False)
 PARAMS = Option(
     "params", None, "JSON file of option values (keys: option names, e.g. tune's best_params.json); flags given on the command line win.", param=False

@@ -1,4 +1,4 @@
-"""bin/scpermut and bin/get-nextflow, without running Nextflow."""
+"""bin/scpermut and tools/get-nextflow, without running Nextflow."""
 
 from __future__ import annotations
 
@@ -32,13 +32,27 @@ def test_scpermut_from_source_reports_the_checkout_version(tmp_path):
 
 def test_get_nextflow_documents_itself_and_pins_versions():
     result = subprocess.run(
-        [str(REPO / "bin" / "get-nextflow"), "--help"], capture_output=True, text=True, check=True
+        [str(REPO / "tools" / "get-nextflow"), "--help"], capture_output=True, text=True, check=True
     )
     assert "Maven Central" in result.stdout and "--install-plugin" in result.stdout
-    text = (REPO / "bin" / "get-nextflow").read_text()
+    text = (REPO / "tools" / "get-nextflow").read_text()
     config = (REPO / "nextflow.config").read_text()
     # The runtime is the oldest Nextflow the manifest accepts, and the plugin is the one declared.
     version = next(line.split("=")[1] for line in text.splitlines() if line.startswith("NEXTFLOW_VERSION="))
     assert f"nextflowVersion = '!>={version}'" in config
     plugin = next(line.split("=")[1] for line in text.splitlines() if line.startswith("NF_SCHEMA_VERSION="))
     assert f"id 'nf-schema@{plugin}'" in config
+
+
+def test_bin_holds_only_what_tasks_call():
+    """Nextflow puts bin/ on every task's PATH: developer tools live in tools/."""
+    assert sorted(path.name for path in (REPO / "bin").iterdir()) == ["scpermut"]
+    assert {"get-nextflow", "build-images", "check-release"} <= {path.name for path in (REPO / "tools").iterdir()}
+
+
+def test_build_images_names_the_images_the_modules_pull():
+    result = subprocess.run([str(REPO / "tools" / "build-images"), "--print"], capture_output=True, text=True, check=True)
+    base, scpermut, multiqc = result.stdout.split()
+    assert (REPO / "containers" / "Dockerfile").read_text().count(f"\nFROM {base}\n") == 1
+    modules = " ".join(path.read_text() for path in (REPO / "modules" / "local").glob("*/main.nf"))
+    assert f"'{scpermut}'" in modules and f"'{multiqc}'" in modules

@@ -1,6 +1,6 @@
 """The Nextflow pipeline run for real: `nextflow run . -profile test`, local executor, no containers.
 
-The runtime is the one `bin/get-nextflow` resolves from Maven Central (`.ci/run` fetches
+The runtime is the one `tools/get-nextflow` resolves from Maven Central (`.ci/run` fetches
 it before pytest); without it these tests skip and say so. Each task calls `bin/scpermut`,
 which runs this checkout's package with the Python that runs pytest.
 
@@ -28,14 +28,14 @@ import pytest
 from nf_contract import BAD_SHEET_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
-GET_NEXTFLOW = REPO / "bin" / "get-nextflow"
+GET_NEXTFLOW = REPO / "tools" / "get-nextflow"
 BAD_SAMPLESHEETS = Path(__file__).resolve().parent
 STANDIN = BAD_SAMPLESHEETS / "nf_schema_standin.nf"
 
 
 def _pinned(name: str) -> str:
     match = re.search(rf"^{name}=(\S+)$", GET_NEXTFLOW.read_text(), re.MULTILINE)
-    assert match, f"{name} not found in bin/get-nextflow"
+    assert match, f"{name} not found in tools/get-nextflow"
     return match.group(1)
 
 
@@ -56,13 +56,13 @@ HAS_NF_SCHEMA = any(
 
 pytestmark = pytest.mark.skipif(
     not LAUNCHER.is_file(),
-    reason=f"no Nextflow runtime at {LAUNCHER}: run bin/get-nextflow (.ci/run does)",
+    reason=f"no Nextflow runtime at {LAUNCHER}: run tools/get-nextflow (.ci/run does)",
 )
 needs_nf_schema = pytest.mark.skipif(
     not HAS_NF_SCHEMA,
     reason=(
         f"nf-schema {NF_SCHEMA_VERSION} is not in {NXF_HOME}/plugins (it is not on Maven Central;"
-        " install its release zip with bin/get-nextflow --install-plugin)"
+        " install its release zip with tools/get-nextflow --install-plugin)"
     ),
 )
 
@@ -162,17 +162,13 @@ def test_runtime_is_the_pinned_version():
     assert f"version {NEXTFLOW_VERSION}" in result.stdout
 
 
-def test_test_profile_runs_every_step_once(test_run):
-    _launch, outdir, _log = test_run
-    for row in trace_rows(outdir, "first"):
-        assert row["status"] == "COMPLETED", row
-    assert task_counts(outdir, "first") == TASKS
-
-
-def test_test_profile_outputs(test_run):
+def check_test_profile_outputs(outdir: Path, suffix: str, tasks: dict[str, int] = TASKS) -> None:
+    """What a `-profile test` run publishes: every task once, annotated cells, reports, the model, pipeline_info."""
     import anndata
 
-    _launch, outdir, _log = test_run
+    for row in trace_rows(outdir, suffix):
+        assert row["status"] == "COMPLETED", row
+    assert task_counts(outdir, suffix) == tasks
     annotated = sorted((outdir / "annotated").glob("*.h5ad"))
     assert annotated, sorted(p.name for p in outdir.iterdir())
     adata = anndata.read_h5ad(annotated[0])
@@ -189,17 +185,22 @@ def test_test_profile_outputs(test_run):
 
     info = outdir / "pipeline_info"
     for name in [
-        "execution_trace_first.txt",
-        "execution_report_first.html",
-        "execution_timeline_first.html",
-        "pipeline_dag_first.html",
-        "params_first.json",
+        f"execution_trace_{suffix}.txt",
+        f"execution_report_{suffix}.html",
+        f"execution_timeline_{suffix}.html",
+        f"pipeline_dag_{suffix}.html",
+        f"params_{suffix}.json",
         "scpermut_software_mqc_versions.yml",
     ]:
         assert (info / name).is_file(), name
     versions = (info / "scpermut_software_mqc_versions.yml").read_text()
     assert f"Nextflow: {NEXTFLOW_VERSION}" in versions
     assert "SCPERMUT_TRAIN:" in versions and "multiqc:" in versions.lower()
+
+
+def test_test_profile_runs_every_step_and_publishes_its_outputs(test_run):
+    _launch, outdir, _log = test_run
+    check_test_profile_outputs(outdir, "first")
 
 
 def test_test_profile_warns_of_nothing(test_run):
@@ -422,6 +423,39 @@ def test_gpu_profile_gives_train_one_gpu_with_docker(pipeline, tmp_path, visible
         assert "--gpus" not in args, args
 
 
+def test_gpu_profile_adds_to_a_sites_process_settings(pipeline, tmp_path):
+    """A site's beforeScript and containerOptions stay under -profile gpu; the GPU's come after."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    site = tmp_path / "site.config"
+    site.write_text("process {\n    beforeScript = 'echo site-before'\n    containerOptions = '-e SITE_OPTION=1'\n}\n")
+    outdir = tmp_path / "results"
+    env_before = dict(os.environ)
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    os.environ["FAKE_DOCKER_LOG"] = str(tmp_path / "docker.log")
+    try:
+        result = nextflow(
+            ["run", str(pipeline), "-profile", "test,docker,gpu", "-stub", "-c", str(site), "--outdir", str(outdir),
+             "--trace_report_suffix", "site"],
+            tmp_path,
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    assert result.returncode == 0, explain(result, tmp_path)
+    for row in trace_rows(outdir, "site"):
+        (workdir,) = (tmp_path / "work").glob(f"{row['hash']}*")
+        command = (workdir / ".command.run").read_text()
+        assert "echo site-before" in command and "-e SITE_OPTION=1" in command, row["name"]
+        gpu = process_of(row) == "SCPERMUT_TRAIN"
+        assert ("--gpus" in command) == gpu, row["name"]
+        assert ("SINGULARITYENV_CUDA_VISIBLE_DEVICES" in command) == gpu, row["name"]
+        if gpu:
+            assert command.index("echo site-before") < command.index("SINGULARITYENV_CUDA_VISIBLE_DEVICES")
+
+
 def test_gpu_profile_accelerator_is_ignored_by_the_local_executor(pipeline, tmp_path):
     """accelerator = 1 on the local executor, no container, no GPU: TRAIN still runs."""
     outdir = tmp_path / "results"
@@ -436,4 +470,4 @@ def test_gpu_profile_accelerator_is_ignored_by_the_local_executor(pipeline, tmp_
 def test_gpu_profile_cluster_options_reach_a_grid_executor(pipeline, tmp_path):
     flat = _flat_config(pipeline, "slurm,gpu", tmp_path)
     assert "params.gpu_cluster_options = '--gres=gpu:1'" in flat
-    assert "process.'withLabel:process_gpu'.clusterOptions = { params.gpu_cluster_options" in flat
+    assert "process.'withLabel:process_gpu'.clusterOptions = {" in flat

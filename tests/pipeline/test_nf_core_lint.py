@@ -2,7 +2,7 @@
 
 nf-core/tools pins its own dependencies, so `.ci/run` installs it in a venv of its own and
 names its executable in SCPERMUT_NF_CORE (else `nf-core` on PATH is used); these tests skip
-without it. `pipelines lint` also needs `nextflow` (bin/get-nextflow's runtime).
+without it. `pipelines lint` also needs `nextflow` (tools/get-nextflow's runtime).
 
 Offline, two things change, both here and nowhere else:
 - `pipelines lint` clones nf-core/modules before it starts (for modules.json, which a
@@ -76,7 +76,7 @@ def _lint_tests() -> list[str]:
 def test_nf_core_pipelines_lint_passes(tmp_path):
     nextflow_bin = _nextflow_dir(tmp_path)
     if nextflow_bin is None:
-        pytest.skip("no Nextflow runtime: run bin/get-nextflow")
+        pytest.skip("no Nextflow runtime: run tools/get-nextflow")
     config_home = tmp_path / "config"
     _offline_modules_clone(config_home)
     env = dict(

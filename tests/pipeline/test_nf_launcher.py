@@ -71,14 +71,12 @@ def test_launcher_stops_when_the_asked_for_source_is_not_visible(tmp_path):
     assert "SCPERMUT_USE_SOURCE=1" in run.stderr and "not visible" in run.stderr, run.stderr
 
 
-def test_only_the_conda_profiles_opt_into_the_checkouts_source():
-    """The conda environments lack scpermut itself: conda/mamba run src/, no other profile."""
+def test_no_profile_runs_the_checkouts_source():
+    """Every profile runs the scpermut its environment installs: the conda ones get it from PyPI."""
     config = strip_comments((REPO / "nextflow.config").read_text())
-    profiles = block_after(config, r"(?m)^profiles")
-    for name in ("conda", "mamba"):
-        assert re.search(
-            r"env\.SCPERMUT_USE_SOURCE\s*=\s*'1'", block_after(profiles, rf"(?m)^\s*{name}")
-        ), name
-    assert config.count("SCPERMUT_USE_SOURCE") == 2
+    assert "SCPERMUT_USE_SOURCE" not in config
     for path in CONFIG_FILES[1:]:
         assert "SCPERMUT_USE_SOURCE" not in path.read_text(), path.name
+    version = re.search(r'^version = "(.+)"$', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    environment = (REPO / "containers" / "environment.yml").read_text()
+    assert re.search(rf"(?m)^\s+- scpermut=={re.escape(version)}$", environment)

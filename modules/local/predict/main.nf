@@ -11,6 +11,7 @@ process SCPERMUT_PREDICT {
 
     output:
     tuple val(meta), path('annotated.h5ad'), emit: h5ad
+    tuple val(meta), path('labels.tsv'), emit: labels, optional: true
     tuple val("${task.process}"), val('scpermut'), eval('scpermut --version | sed "s/^scpermut, version //"'), emit: versions_scpermut, topic: versions
 
     when:
@@ -29,6 +30,6 @@ process SCPERMUT_PREDICT {
 
     stub:
     """
-    touch annotated.h5ad
+    touch annotated.h5ad labels.tsv
     """
 }

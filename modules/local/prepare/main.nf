@@ -12,6 +12,9 @@ process SCPERMUT_PREPARE {
     tuple val(meta), path('prepared.h5ad')       , emit: h5ad
     tuple val(meta), path('prepare_summary.json'), emit: summary
     tuple val("${task.process}"), val('scpermut'), eval('scpermut --version | sed "s/^scpermut, version //"'), emit: versions_scpermut, topic: versions
+    tuple val("${task.process}"), val('scanpy'), eval("python3 -c 'from importlib.metadata import version; print(version(\"scanpy\"))'"), emit: versions_scanpy, topic: versions
+    tuple val("${task.process}"), val('anndata'), eval("python3 -c 'from importlib.metadata import version; print(version(\"anndata\"))'"), emit: versions_anndata, topic: versions
+    tuple val("${task.process}"), val('numpy'), eval("python3 -c 'from importlib.metadata import version; print(version(\"numpy\"))'"), emit: versions_numpy, topic: versions
 
     when:
     task.ext.when == null || task.ext.when

@@ -14,6 +14,8 @@ process SCPERMUT_TRAIN {
     tuple val(meta), path('model'), emit: model
     tuple val("${task.process}"), val('scpermut'), eval('scpermut --version | sed "s/^scpermut, version //"'), emit: versions_scpermut, topic: versions
     tuple val("${task.process}"), val('tensorflow'), eval('python3 -c "import tensorflow as tf; print(tf.__version__)"'), emit: versions_tensorflow, topic: versions
+    tuple val("${task.process}"), val('keras'), eval("python3 -c 'from importlib.metadata import version; print(version(\"keras\"))'"), emit: versions_keras, topic: versions
+    tuple val("${task.process}"), val('numpy'), eval("python3 -c 'from importlib.metadata import version; print(version(\"numpy\"))'"), emit: versions_numpy, topic: versions
 
     when:
     task.ext.when == null || task.ext.when

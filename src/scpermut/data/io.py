@@ -15,26 +15,45 @@ from scpermut.errors import InputError
 
 log = logging.getLogger(__name__)
 
-# Enough stored values to tell counts from normalised data without scanning a whole atlas.
-_VALUES_CHECKED = 1_000_000
+# Stored values checked to tell counts from normalised data: a stride over the whole matrix, so
+# a later batch (or file appended to an atlas) that was normalised is seen without reading every value.
+_VALUES_CHECKED = 2_000_000
 
 
 def count_problem(matrix) -> str | None:
-    """Say why ``matrix`` does not hold raw counts (negatives, non-integers), or None if it does."""
+    """Say why ``matrix`` does not hold raw counts (NaN, negatives, non-integers), or None if it does.
+
+    Every stored value is checked for NaN and infinities (in chunks); signs and fractions on a
+    strided sample of at most ``_VALUES_CHECKED`` values spread over every row. The message
+    names the first offending row.
+    """
     values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
-    values = np.asarray(values[:_VALUES_CHECKED])
     if values.size == 0:
         return None
-    if not (finite := np.isfinite(values)).all():
-        n_nan = int(np.isnan(values).sum())
-        n_inf = int((~finite).sum()) - n_nan
-        found = [f"{n_nan} NaN" if n_nan else "", f"{n_inf} infinite" if n_inf else ""]
-        return " and ".join(part for part in found if part) + " values"
-    if values.min() < 0:
-        return "negative values"
-    if not np.all(np.equal(np.mod(values, 1), 0)):
-        return "non-integer values"
+    for start in range(0, values.size, _VALUES_CHECKED):
+        if not np.isfinite(chunk := values[start:start + _VALUES_CHECKED]).all():
+            n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+            found = [f"{n_nan} NaN" if n_nan else "", f"{n_inf} infinite" if n_inf else ""]
+            first = start + int(np.flatnonzero(~np.isfinite(chunk))[0])
+            plural = "s" if n_nan + n_inf > 1 else ""
+            return " and ".join(part for part in found if part) + f" value{plural}" + _row_of(matrix, first)
+    stride = max(1, -(-values.size // _VALUES_CHECKED))
+    sample = np.asarray(values[::stride])
+    for problem, bad in (("negative values", sample < 0), ("non-integer values", np.mod(sample, 1) != 0)):
+        if bad.any():
+            return problem + _row_of(matrix, int(np.flatnonzero(bad)[0]) * stride)
     return None
+
+
+def _row_of(matrix, position: int) -> str:
+    """`` (the first in cell row i of n)``: the row of the stored value at ``position``, to point at a batch."""
+    if sp.issparse(matrix):
+        if matrix.format != "csr":
+            return ""
+        row = int(np.searchsorted(matrix.indptr, position, side="right")) - 1
+    else:
+        row = position // max(1, matrix.shape[1])
+    return f" (the first in cell row {row + 1:,} of {matrix.shape[0]:,})"
 
 
 def _as_counts(matrix) -> sp.csr_matrix:

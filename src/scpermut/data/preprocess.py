@@ -240,11 +240,35 @@ def _split(obs: pd.DataFrame, keys: Keys, settings: PrepareSettings) -> np.ndarr
             f"no labelled cell: every reference cell has {keys.class_key} '{keys.unlabeled_category}'; "
             "check label_col in the samplesheet or `class_key`."
         )
+    labelled &= ~_single_cell_types(obs, labelled, keys)
     validation = stratified_split(obs[keys.class_key], labelled, settings.validation_fraction, settings.seed)
     split = np.where(reference, constants.SPLIT_UNLABELLED, constants.SPLIT_QUERY).astype(object)
     split[labelled] = constants.SPLIT_TRAIN
     split[validation] = constants.SPLIT_VALIDATION
     return split
+
+
+def _single_cell_types(obs: pd.DataFrame, labelled: np.ndarray, keys: Keys) -> np.ndarray:
+    """The labelled cells whose type has no other labelled cell, warned about by name.
+
+    One cell cannot teach a type (it has no partner to permute with, and its balanced class
+    weight would make the classifier call a share of the query that type); it would also leave
+    the type without validation cells, which turns early stopping and calibration off for every
+    type. Such a cell is annotated like an unlabelled one instead; its label stays in obs.
+    """
+    labels = obs[keys.class_key].astype(str).to_numpy()
+    counts = pd.Series(labels[labelled]).value_counts()
+    single = sorted(counts.index[counts == 1])
+    if not single:
+        return np.zeros(len(obs), dtype=bool)
+    cells = labelled & np.isin(labels, single)
+    where = ", ".join(f"'{label}' (sample {obs[constants.SAMPLE].to_numpy()[cells & (labels == label)][0]})" for label in single)
+    log.warning(
+        "cell type(s) %s have a single labelled cell: too few to learn a type from, so they are not classes of the model; "
+        "the cell is annotated like an unlabelled one (its label stays in obs['%s'])",
+        where, keys.class_key,
+    )
+    return cells
 
 
 def prepare_anndata(

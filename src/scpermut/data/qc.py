@@ -6,6 +6,7 @@ The file step (read, write the filtered h5ad, metrics, summary and plots) is
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import asdict, dataclass
 
@@ -44,7 +45,7 @@ def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
     source = spec.path
     if spec.batch_col is not None:
         if spec.batch_col not in adata.obs:
-            raise InputError(f"{source}: batch column '{spec.batch_col}' does not exist in obs (columns: {', '.join(adata.obs.columns)}).")
+            raise InputError(f"{source}: batch column '{spec.batch_col}' does not exist in obs{_columns(adata.obs, spec.batch_col)}.")
         if (n_missing := int(adata.obs[spec.batch_col].isna().sum())) > 0:
             raise InputError(f"{source}: batch column '{spec.batch_col}' is empty for {n_missing} cells; fill it in or remove those cells.")
         batches = adata.obs[spec.batch_col].astype(str).to_numpy()
@@ -58,7 +59,7 @@ def standardise_obs(adata: ad.AnnData, spec: SampleSpec, keys: Keys) -> None:
         labels = labels.where(labels.notna() & ~labels.astype(str).isin(unknown), unlabeled_category).astype(str).to_numpy()
     elif spec.label_col is not None or spec.role == "reference":
         # A reference without labels is almost always a wrong column name, so say so.
-        raise InputError(f"{source}: label column '{label_col}' does not exist in obs (columns: {', '.join(adata.obs.columns)}).")
+        raise InputError(f"{source}: label column '{label_col}' does not exist in obs{_columns(adata.obs, label_col)}.")
     else:
         labels = np.full(adata.n_obs, unlabeled_category, dtype=object)
 
@@ -90,7 +91,7 @@ def _conditions(adata: ad.AnnData, spec: SampleSpec, condition_key: str) -> np.n
         return np.full(adata.n_obs, spec.condition, dtype=object)
     if condition_key not in adata.obs:
         raise InputError(
-            f"{spec.path}: condition column '{condition_key}' does not exist in obs (columns: {', '.join(adata.obs.columns)}); "
+            f"{spec.path}: condition column '{condition_key}' does not exist in obs{_columns(adata.obs, condition_key)}; "
             "add it, or give the sample's condition in the samplesheet column 'condition'."
         )
     if (n_missing := int(adata.obs[condition_key].isna().sum())) > 0:
@@ -265,3 +266,10 @@ def _metric_summary(metrics: pd.DataFrame, thresholds: QCThresholds) -> dict:
         "median_pct_mito": float(kept["pct_counts_mt"].median()),
         "thresholds": asdict(thresholds),
     }
+
+
+def _columns(obs: pd.DataFrame, wanted: str) -> str:
+    """`` (did you mean 'cell_type'?; columns: ...)``: the closest obs column to a missing one, and all of them."""
+    close = difflib.get_close_matches(wanted, [str(column) for column in obs.columns], n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?; " if close else ""
+    return f" ({hint}columns: {', '.join(map(str, obs.columns))})"

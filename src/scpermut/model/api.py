@@ -255,6 +255,7 @@ class Model:
         """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate`."""
         from scpermut.annotation import annotate
 
+        self._require_trained()
         return annotate(adata, self, **options)
 
     # -- files ------------------------------------------------------------------------------

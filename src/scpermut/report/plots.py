@@ -157,6 +157,24 @@ def embedding(
     return _png(fig)
 
 
+def composition_bars(shares: pd.DataFrame, title: str) -> bytes:
+    """One stacked horizontal bar per group (rows of ``shares``), split by predicted type (columns, shares summing to 1)."""
+    colours = category_colours(list(shares.columns))
+    fig, axis = plt.subplots(figsize=(7.5, 1.2 + 0.35 * len(shares)))
+    left = np.zeros(len(shares))
+    for name in shares.columns:
+        axis.barh(range(len(shares)), shares[name].to_numpy(), left=left, color=colours[name], label=str(name))
+        left += shares[name].to_numpy()
+    axis.set_yticks(range(len(shares)), [str(name) for name in shares.index], fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("share of annotated cells")
+    if len(shares.columns) <= LEGEND_LIMIT:
+        axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    axis.set_title(title)
+    return _png(fig)
+
+
 def confusion_matrix(table: pd.DataFrame, title: str) -> bytes:
     """Row-normalised confusion matrix (true classes down, predictions across) with shares written in."""
     n_rows, n_columns = table.shape

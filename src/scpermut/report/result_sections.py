@@ -8,7 +8,7 @@ import pandas as pd
 
 from scpermut import constants, metrics
 from scpermut.report import html, plots
-from scpermut.report.tables import MARKERS_PER_TYPE, marker_genes
+from scpermut.report.tables import MARKERS_PER_TYPE, marker_genes, readable_gene_names
 
 MAX_PLOTTED_CELLS = 50_000  # UMAP panels show a seeded sample beyond this
 
@@ -45,6 +45,15 @@ def embedding_section(adata, keys, result, seed: int) -> html.Section:
                 ),
                 "Cells coloured by batch: mixed colours mean batches are aligned.",
                 "umap_batch",
+            )
+        )
+    if constants.SPLIT in obs:
+        figures.append(
+            html.image(
+                plots.embedding(coordinates, _origin(obs[constants.SPLIT]), "reference or query"),
+                "Labelled reference cells, unlabelled reference cells and query cells: query cells far from "
+                "every reference cell are of a kind the reference may not hold.",
+                "umap_origin",
             )
         )
     if keys.class_key in obs:
@@ -127,8 +136,9 @@ def marker_section(adata, keys, seed: int) -> html.Section:
     types += sorted(set(predicted) - set(types))
     if not types:
         return section
-    fraction = pd.DataFrame([(expression[predicted == t] > 0).mean(axis=0) for t in types], index=types, columns=genes)
-    mean = pd.DataFrame([expression[predicted == t].mean(axis=0) for t in types], index=types, columns=genes)
+    shown = readable_gene_names(adata.var).loc[genes].to_list()
+    fraction = pd.DataFrame([(expression[predicted == t] > 0).mean(axis=0) for t in types], index=types, columns=shown)
+    mean = pd.DataFrame([expression[predicted == t].mean(axis=0) for t in types], index=types, columns=shown)
     section.add(
         html.image(
             plots.marker_dotplot(fraction, mean, "annotated cells by predicted type"),
@@ -271,6 +281,12 @@ def unknown_section(adata, keys, result) -> html.Section:
                     )
                 )
     return section.add(html.grid(blocks))
+
+def _origin(split: pd.Series) -> pd.Series:
+    """Each cell's origin for the UMAP: ``reference`` (labelled), ``reference, unlabelled`` or ``query``."""
+    names = {constants.SPLIT_TRAIN: "reference", constants.SPLIT_VALIDATION: "reference", constants.SPLIT_UNLABELLED: "reference, unlabelled"}
+    return split.astype(str).map(lambda value: names.get(value, "query")).rename("origin")
+
 
 def _class_colours(adata, keys) -> dict[str, str]:
     """One colour per cell type shared by the true-label and prediction panels; unknown in grey."""

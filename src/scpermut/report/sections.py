@@ -13,6 +13,7 @@ from scpermut.data.qc import QC_RULES
 from scpermut.keys import Keys
 from scpermut.model.persistence import ModelRecord
 from scpermut.report import html, plots
+from scpermut.report.composition import composition_section
 from scpermut.report.result_sections import (
     confusion_section,
     embedding_section,
@@ -50,6 +51,7 @@ def render(
     sections = [
         *([_warnings_section(warnings)] if warnings else []),
         _annotated_section(keys, result),
+        composition_section(adata, keys),
         _summary_section(adata, model, keys, result),
         _qc_section(adata),
         _training_section(model.history),

@@ -14,6 +14,8 @@ from scpermut import constants, metrics
 # Markers per reference type, and at most this many labelled reference cells to rank them on.
 MARKERS_PER_TYPE = 3
 MAX_MARKER_CELLS = 5_000
+# var columns holding gene symbols, in the order they are looked for (scanpy, CELLxGENE, 10x, Seurat exports).
+SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "symbol", "symbols", "feature_name", "gene_name", "gene_names", "name")
 
 
 def marker_genes(adata, keys, seed: int) -> dict[str, list[str]]:
@@ -30,15 +32,26 @@ def marker_genes(adata, keys, seed: int) -> dict[str, list[str]]:
     if cells.size > MAX_MARKER_CELLS:
         cells = np.sort(np.random.default_rng(seed).choice(cells, MAX_MARKER_CELLS, replace=False))
     reference = ad.AnnData(X=adata.X[cells], obs=pd.DataFrame(index=adata.obs_names[cells]), var=pd.DataFrame(index=adata.var_names))
-    reference.obs["type"] = adata.obs[keys.class_key].astype(str).to_numpy()[cells]
+    reference.obs["type"] = pd.Categorical(adata.obs[keys.class_key].astype(str).to_numpy()[cells])
     counts = reference.obs["type"].value_counts()
-    types = sorted(counts.index[counts >= 2])
+    types = sorted(str(name) for name in counts.index[counts >= 2])
     if len(types) < 2:
         return {}
     reference = reference[reference.obs["type"].isin(types)].copy()
     sc.tl.rank_genes_groups(reference, "type", method="wilcoxon", n_genes=MARKERS_PER_TYPE, use_raw=False)
     names = reference.uns["rank_genes_groups"]["names"]
     return {name: [str(gene) for gene in names[name]] for name in names.dtype.names}
+
+def readable_gene_names(var: pd.DataFrame) -> pd.Series:
+    """A display name per gene: a symbol column of ``var`` when there is one, else the var name
+    with an Ensembl suffix (``CD3E_ENSG00000198851``) or prefix (``ENSG00000198851_CD3E``) cut off."""
+    for column in SYMBOL_COLUMNS:
+        if column in var:
+            symbols = var[column].astype(object)
+            return pd.Series(np.where(symbols.isna() | (symbols.astype(str) == ""), var.index, symbols.astype(str)), index=var.index)
+    names = var.index.to_series().astype(str)
+    return names.str.replace(r"[_|]ENS[A-Z]*G\d{6,}(\.\d+)?$", "", regex=True).str.replace(r"^ENS[A-Z]*G\d{6,}(\.\d+)?[_|]", "", regex=True)
+
 
 def qc_summaries(adata) -> dict:
     """Return the per-sample QC summaries of ``uns["scpermut_qc"]``, keyed by sample id."""

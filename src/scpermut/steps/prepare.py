@@ -39,12 +39,17 @@ def read_qc_outputs(paths: list[str | Path]) -> tuple[list[ad.AnnData], Keys]:
     return samples, Keys.from_record(first)
 
 
-def prepare_files(paths: list[str | Path], outdir: str | Path, settings: PrepareSettings = PrepareSettings()) -> dict:
-    """Run ``prepare`` on ``scpermut qc`` outputs and write ``prepared.h5ad`` and its summary to ``outdir``."""
+def prepare_files(
+    paths: list[str | Path], outdir: str | Path, settings: PrepareSettings = PrepareSettings(), recorded_inputs: list | None = None
+) -> dict:
+    """Run ``prepare`` on ``scpermut qc`` outputs and write ``prepared.h5ad`` and its summary to ``outdir``.
+
+    ``recorded_inputs`` are the input paths the summary names (default: ``paths``; ``scpermut run``
+    names the published files)."""
     samples, keys = read_qc_outputs(paths)
     prepared, summary = prepare(samples, keys, settings)
     outdir = Path(outdir)
-    record = {**summary, "settings": asdict(settings), "inputs": [str(p) for p in paths]}
+    record = {**summary, "settings": asdict(settings), "inputs": [str(p) for p in (recorded_inputs or paths)]}
     # One set: both files are written to temporary names and renamed only when both are complete.
     with atomic_paths(outdir / constants.PREPARED_FILE, outdir / constants.PREPARE_SUMMARY_FILE) as (h5ad_tmp, json_tmp):
         prepared.write_h5ad(h5ad_tmp, compression="gzip")

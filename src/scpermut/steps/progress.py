@@ -36,14 +36,29 @@ class Progress:
 
 
 class WarningCollector(logging.Handler):
-    """Keeps the text of every warning the package logs while it is attached (``with``), for the report."""
+    """Keeps the text of every warning the package logs while it is attached (``with``), for the report.
+
+    ``messages`` holds each warning once: the same warning about several files (``a.h5ad: no
+    mitochondrial gene``, ``b.h5ad: ...``) becomes one line naming them all (``a.h5ad, b.h5ad: ...``).
+    """
 
     def __init__(self):
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
+        self._sources: dict[str, list[str]] = {}  # message without its source -> the sources, in order
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        message = record.getMessage()
+        source, separator, rest = message.partition(": ")
+        if not separator or " " in source:
+            source, rest = "", message
+        sources = self._sources.setdefault(rest, [])
+        if source not in sources:
+            sources.append(source)
+        # The list object is shared with the run's steps: rebuilt in place.
+        self.messages[:] = [
+            f"{', '.join(s for s in sources if s)}: {rest}" if any(sources) else rest for rest, sources in self._sources.items()
+        ]
 
     def __enter__(self) -> WarningCollector:
         logging.getLogger("scpermut").addHandler(self)

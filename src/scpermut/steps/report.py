@@ -56,12 +56,14 @@ def write_report(
         ``outputs`` (name to written path) and ``headline`` (see :func:`scpermut.metrics.headline`).
     """
     source = str(annotated) if not isinstance(annotated, ad.AnnData) else "AnnData in memory"
+    source = (recorded_paths or {}).get("annotated", source)
     adata = annotated if isinstance(annotated, ad.AnnData) else _read_annotated(Path(annotated))
     model = read_model_record(model_dir, complete=False)
     keys = Keys.from_record(model.preprocess)
     for name, column in (("class_key", keys.class_key), ("batch_key", keys.batch_key)):
         if column not in adata.obs:
             log.warning("%s: obs has no column '%s' (%s); the scores that need it are left out", source, column, name)
+    _warn_foreign_labels(adata, model.classes, keys, source)
     if settings is None:
         settings = metrics.MetricSettings(seed=int(model.training.get("seed", default("seed"))))
     texts, headline = report_texts(
@@ -78,6 +80,32 @@ def write_report(
         elif outputs[name].exists():  # left by an earlier report on other data: it would mislead MultiQC
             outputs[name].unlink()
     return {"outputs": written, "headline": headline}
+
+
+def _warn_foreign_labels(adata: ad.AnnData, classes: list[str], keys: Keys, source: str) -> None:
+    """Explain scores of query cells whose labels are not the model's type names (another vocabulary)."""
+    if not classes or constants.PREDICTION not in adata.obs:
+        return
+    truth = metrics.known_labels(adata, keys.class_key, keys.unlabeled_category)
+    if constants.SPLIT in adata.obs:
+        truth = truth[(adata.obs[constants.SPLIT].astype(str) == constants.SPLIT_QUERY).to_numpy()]
+    counts = truth.dropna().astype(str).value_counts()
+    foreign = counts[~counts.index.isin([str(name) for name in classes])]
+    if foreign.empty:
+        return
+    listed = ", ".join(f"'{label}' ({count} cells)" for label, count in foreign.head(5).items()) + (", ..." if len(foreign) > 5 else "")
+    model_names = ", ".join(f"'{name}'" for name in list(classes)[:5]) + (", ..." if len(classes) > 5 else "")
+    if len(foreign) == len(counts):
+        log.warning(
+            "%s: none of the query's labels (%s: %s) is a type of the model (%s): the query's scores compare two "
+            "vocabularies and are 0 by construction; rename the query's labels to the reference's names to score the transfer",
+            source, keys.class_key, listed, model_names,
+        )
+    else:
+        log.warning(
+            "%s: query labels that are not types of the model (%s; the model's: %s) count as wrong predictions in the scores",
+            source, listed, model_names,
+        )
 
 
 def _read_annotated(path: Path) -> ad.AnnData:

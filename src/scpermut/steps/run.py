@@ -55,6 +55,7 @@ class RunOptions:
     overwrite: bool = False
     resume: bool = False  # continue the interrupted run in OUTDIR
     mlflow_uri: str | None = None  # track the run in MLflow (see scpermut.tracking)
+    query_h5ad: bool = False  # also write the annotated cells alone, on their own files' genes
 
 
 def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions:
@@ -75,8 +76,8 @@ def options_from_flags(flags: dict, model_dir: Path | None = None) -> RunOptions
     if "umap" in flags:
         prediction["umap"] = flags.pop("umap")
     overwrite, resume = bool(flags.pop("overwrite", False)), bool(flags.pop("resume", False))
-    mlflow_uri = flags.pop("mlflow_uri", None)
-    return RunOptions(keys, qc, prepare, flags, prediction, model_dir, overwrite, resume, mlflow_uri)
+    mlflow_uri, query_h5ad = flags.pop("mlflow_uri", None), bool(flags.pop("query_h5ad", False))
+    return RunOptions(keys, qc, prepare, flags, prediction, model_dir, overwrite, resume, mlflow_uri, query_h5ad)
 
 
 def summary_text(result: dict) -> str:
@@ -107,6 +108,9 @@ def summary_text(result: dict) -> str:
             f"  batch mixing (kNN entropy, 1 = fully mixed): {headline['batch_entropy']:.3f}"
         )
     lines.append(f"  annotated cells: {result['outputs']['annotated']}")
+    for name, title in (("labels", "labels (barcode, sample, label, confidence)"), ("query", "query cells on their own genes")):
+        if name in result["outputs"]:
+            lines.append(f"  {title}: {result['outputs'][name]}")
     lines.append(f"  report: {result['outputs']['report']}")
     return "\n".join(lines)
 
@@ -154,10 +158,16 @@ def _run_published(specs: list[SampleSpec], outdir: Path, options: RunOptions, c
         raise InputError(
             f"{options.model_dir}: model folder not found; train one with `scpermut train` or drop --model."
         )
+    if options.model_dir is None and options.training.get("device") == "gpu":
+        # Loads TensorFlow, so only when a GPU is demanded: stops before QC when there is none.
+        from scpermut.model.train import select_device
+
+        select_device("gpu", bool(options.training.get("mixed_precision")))
     folder = RunFolder(outdir, _fingerprint(options), overwrite=options.overwrite, resume=options.resume, model_input=options.model_dir)
     folder.open()
     with WarningCollector() as warnings:
         try:
+            _warn_query_is_reference(specs)
             result = _ChainedSteps(specs, folder, options, warnings.messages, callbacks).run()
         except ScpermutError:
             # The input is at fault: rerunning needs a fix, not --resume.
@@ -175,6 +185,33 @@ def _run_published(specs: list[SampleSpec], outdir: Path, options: RunOptions, c
     folder.publish()
     result["outputs"] = {name: folder.published(path) for name, path in result["outputs"].items()}
     return result
+
+
+def _warn_query_is_reference(specs: list[SampleSpec]) -> None:
+    """Warn when a query holds the same cells as a reference file: its scores would be on training cells."""
+    from scpermut.data.io import read_h5ad
+
+    def barcodes(spec: SampleSpec):
+        if spec.path.suffix.lower() != ".h5ad":
+            return None
+        adata = read_h5ad(spec.path, backed="r")
+        names = adata.obs_names.copy()
+        adata.file.close()
+        return names
+
+    references = [(spec, barcodes(spec)) for spec in specs if spec.role == "reference"]
+    for query in (spec for spec in specs if spec.role == "query"):
+        cells = barcodes(query)
+        for reference, known in references:
+            same = query.path.resolve() == reference.path.resolve() or (
+                cells is not None and known is not None and len(cells) == len(known) and cells.equals(known)
+            )
+            if same:
+                log.warning(
+                    "%s: the query holds the same cells as the reference %s; the model trains on them, so their "
+                    "scores say how well it fits its training cells, not how it annotates new data",
+                    query.path, reference.path,
+                )
 
 
 def _settings(options: RunOptions) -> dict:
@@ -237,6 +274,9 @@ class _ChainedSteps:
             "annotated": self.annotated,
             "report": report["outputs"]["html"],
         }
+        for name, file_name in (("labels", constants.LABELS_FILE), ("query", constants.QUERY_FILE)):
+            if (self.annotated.parent / file_name).is_file():
+                outputs[name] = self.annotated.parent / file_name
         return {"outputs": outputs, "seconds": self.progress.seconds, "headline": report["headline"], "warnings": list(self.warnings)}
 
     def qc(self) -> str:
@@ -251,11 +291,40 @@ class _ChainedSteps:
         return f"{len(self.specs)} samples"
 
     def prepare(self) -> str:
+        inputs = [qc_outputs(self.folders["qc"], spec.sample)["h5ad"] for spec in self.specs]
         summary = prepare_files(
-            [qc_outputs(self.folders["qc"], spec.sample)["h5ad"] for spec in self.specs], self.folders["prepare"], self.options.prepare
+            inputs, self.folders["prepare"], self.options.prepare, recorded_inputs=[self.folder.published(path) for path in inputs]
         )
+        self.check_query_genes()
+        if self.train and self.options.training.get("use_classifier", True) and summary["n_classes"] < 2:
+            references = ", ".join(str(spec.path) for spec in self.specs if spec.role == "reference")
+            raise InputError(
+                f"{references}: the labelled reference cells hold {summary['n_classes']} cell type (`class_key` "
+                f"'{self.options.keys.class_key}'); the classifier needs two or more (or pass `use_classifier=False`)."
+            )
         splits = ", ".join(f"{n} {name}" for name, n in summary["cells_per_split"].items() if n)
         return f"{summary['n_cells']} cells ({splits}) x {summary['n_genes']} genes, {summary['n_highly_variable']} highly variable"
+
+    def check_query_genes(self) -> None:
+        """Stop before training when a query lacks too many of the model's genes (as ``predict`` would
+        after it), naming the user's file: the prepared file zero-fills a query's missing genes."""
+        from scpermut.data.align import check_missing_genes
+        from scpermut.data.io import read_h5ad
+        from scpermut.model.persistence import read_model_record
+        from scpermut.options import default
+
+        if self.train:
+            prepared = read_h5ad(self.prepared, backed="r")
+            genes = prepared.var_names[prepared.var["highly_variable"].to_numpy(bool)]
+            prepared.file.close()
+        else:
+            genes = read_model_record(self.model_dir).genes
+        limit = self.options.prediction.get("max_missing_genes", default("max_missing_genes"))
+        for spec in self.specs:
+            if spec.role == "query":
+                qc = read_h5ad(qc_outputs(self.folders["qc"], spec.sample)["h5ad"], backed="r")
+                check_missing_genes(genes, qc.var_names, max_missing_genes=limit, source=str(spec.path), var=qc.var)
+                qc.file.close()
 
     def fit(self) -> str:
         from scpermut.steps.train import train_file  # loads TensorFlow
@@ -272,6 +341,14 @@ class _ChainedSteps:
 
     def predict(self) -> str:
         prediction = predict_file(
-            self.prepared, self.model_dir, self.annotated, recorded_model=self.folder.published(self.model_dir), **self.options.prediction
+            self.prepared, self.model_dir, self.annotated, recorded_model=self.folder.published(self.model_dir),
+            recorded_input=self.folder.published(self.prepared), **self.options.prediction
         )
-        return f"{prediction['n_cells']} cells, {prediction['genes_missing']} model genes missing"
+        written = ""
+        if self.options.query_h5ad:
+            from scpermut.data.io import read_h5ad
+            from scpermut.steps.outputs import write_query_cells
+
+            n_cells = write_query_cells(read_h5ad(self.annotated), self.specs, self.annotated.parent / constants.QUERY_FILE)
+            written = f"; {n_cells} annotated cells on their own genes -> {constants.QUERY_FILE}"
+        return f"{prediction['n_cells']} cells, {prediction['genes_missing']} model genes missing{written}"

@@ -12,6 +12,7 @@ from scpermut.errors import InputError
 from scpermut.model import persistence
 from scpermut.model.api import Model
 from scpermut.model.train import select_device
+from scpermut.options import default
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,12 @@ def train_file(
     device_name = select_device(device, mixed_precision)
     log.info("training on %s", device_name)
     adata = read_training_cells(prepared_path, with_counts=options.get("reconstruction", "mse") == "nb")
+    _check_batch_size(options.get("batch_size", default("batch_size")), adata.n_obs)
     checkpoint_dir = model_dir / constants.CHECKPOINT_FOLDER
     if not resume:
         persistence.remove_checkpoint(checkpoint_dir)
     model = Model(**options).fit(
-        adata, checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks, source=str(prepared_path)
+        adata, checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks, source=str(recorded_input or prepared_path)
     )
     model.record.run["device"] = device_name
     model.record.run["input"].update(
@@ -54,3 +56,26 @@ def train_file(
     )
     persistence.save_model(model_dir, model.network, model.record)
     return model
+
+
+# Fewer optimiser steps per epoch than this train poorly in the epochs the phases allow.
+_MIN_STEPS_PER_EPOCH = 10
+
+
+def _check_batch_size(batch_size: int, n_cells: int) -> None:
+    """Warn when an epoch is only a few optimiser steps (a mini-batch as large as the data trains badly)."""
+    steps = -(-n_cells // batch_size)
+    if steps >= _MIN_STEPS_PER_EPOCH:
+        return
+    better = max(2, n_cells // _MIN_STEPS_PER_EPOCH)
+    if batch_size >= n_cells:
+        log.warning(
+            "--batch_size %d is not smaller than the %d training cells: every epoch is one step over all of them "
+            "and the model barely trains; use --batch_size %d or less",
+            batch_size, n_cells, better,
+        )
+    else:
+        log.warning(
+            "--batch_size %d: an epoch over the %d training cells is only %d steps; --batch_size %d or less trains better",
+            batch_size, n_cells, steps, better,
+        )
