@@ -154,7 +154,8 @@ def _adapt_batch(classifier, latent, reference, threshold, rng, settings: AdaptS
     def moved(values):
         return values + tf.matmul(values, weights) + shift
 
-    @tf.function(reduce_retracing=True)
+    # No autograph (the step has no tensor-dependent Python control flow): tracing stays cheap.
+    @tf.function(reduce_retracing=True, autograph=False)
     def step(query, query_one_hot, target, target_one_hot):
         with tf.GradientTape() as tape:
             adapted = moved(query)
