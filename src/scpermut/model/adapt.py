@@ -72,7 +72,7 @@ def reference_sample(network, data: TrainingData, seed: int, batch_size: int) ->
         size = min(members.size, max(int(members.size * share), MIN_CELLS_PER_TYPE))
         chosen.append(rng.choice(members, size=size, replace=False))
     cells = np.sort(np.concatenate(chosen))
-    latent = infer(network, data.expression[cells], batch_size)["latent"]
+    latent = infer(network, data.expression, batch_size, rows=cells, names=["latent"])["latent"]
     return {
         "latent": latent.astype(np.float32),
         "classes": codes[cells].astype(np.int32),
