@@ -145,3 +145,19 @@ def test_predict_before_fit_is_one_clear_error():
 
     with pytest.raises(InputError, match="not trained yet"):
         Model().predict(make_counts())
+
+
+def test_query_labels_of_another_vocabulary_are_explained(caplog):
+    """Scores of 0.000 by construction get a sentence saying why."""
+    from scpermut.steps.report import _warn_foreign_labels
+
+    adata = _annotated()
+    adata.obs["cell_type"] = ["T"] * 20 + ["t-cell"] * 30
+    with caplog.at_level(logging.WARNING, logger="scpermut"):
+        _warn_foreign_labels(adata, ["B", "T"], Keys(), "annotated.h5ad")
+    assert "none of the query's labels (cell_type: 't-cell' (30 cells)) is a type of the model ('B', 'T')" in caplog.text
+    caplog.clear()
+    adata.obs["cell_type"] = ["T"] * 20 + ["T"] * 10 + ["NK"] * 20
+    with caplog.at_level(logging.WARNING, logger="scpermut"):
+        _warn_foreign_labels(adata, ["B", "T"], Keys(), "annotated.h5ad")
+    assert "query labels that are not types of the model ('NK' (20 cells)" in caplog.text
