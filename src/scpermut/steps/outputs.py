@@ -53,8 +53,9 @@ def _own_cells(spec: SampleSpec, annotated: ad.AnnData, rows: np.ndarray) -> ad.
     """``spec``'s file restricted to the annotated ``rows`` (by barcode), with prediction's fields added."""
     own = read_h5ad(spec.path) if spec.path.suffix.lower() == ".h5ad" else read_counts(spec.path)
     own.obs_names = own.obs_names.astype(str)
-    if not own.obs_names.is_unique:
-        own.obs_names_make_unique()
+    for names, make_unique in ((own.obs_names, own.obs_names_make_unique), (own.var_names, own.var_names_make_unique)):
+        if not names.is_unique:  # as reading for QC did, so the cells and genes are those that were annotated
+            make_unique()
     # The annotated names are the file's own, or prefixed with the sample id when barcodes
     # clashed between samples (the file's own then in obs["barcode"]).
     candidates = [annotated.obs_names[rows].astype(str)]
@@ -73,6 +74,10 @@ def _own_cells(spec: SampleSpec, annotated: ad.AnnData, rows: np.ndarray) -> ad.
             values.index = cells.obs_names
             cells.obs[column] = values
     cells.obs[constants.SAMPLE] = pd.Categorical([spec.sample] * cells.n_obs)
+    names = annotated.obs_names[rows]
+    if not names.equals(cells.obs_names):  # prefixed with the sample id to be unique across samples
+        cells.obs["barcode"] = pd.Categorical(cells.obs_names.to_numpy())
+        cells.obs_names = names
     for key in _OBSM_FIELDS:
         if key in annotated.obsm:
             cells.obsm[key] = np.asarray(annotated.obsm[key])[rows]
