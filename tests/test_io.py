@@ -6,7 +6,9 @@ import pytest
 import scipy.sparse as sp
 from conftest import make_counts
 
-from scpermut.data.io import count_problem, read_counts
+from scpermut import constants
+from scpermut.data import io
+from scpermut.data.io import count_problem, read_counts, read_rows_and_columns, read_training_cells
 from scpermut.errors import InputError
 
 
@@ -140,3 +142,37 @@ def test_shipped_test_data_holds_counts(assets_dir):
     adata = read_counts(assets_dir / "test_data" / "kang_ctrl101.h5ad")
     assert adata.shape == (454, 1267)
     assert set(adata.obs["cell_type"].unique()) >= {"B cells", "CD4 T cells"}
+
+
+@pytest.mark.parametrize("all_rows, all_columns", [(False, False), (False, True), (True, False)])
+def test_stored_rows_and_columns_are_read_block_by_block_exactly(tmp_path, monkeypatch, all_rows, all_columns):
+    import anndata as ad
+
+    matrix = sp.random(300, 40, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    ad.AnnData(X=matrix, layers={"dense": matrix.toarray()}).write_h5ad(tmp_path / "m.h5ad")
+    monkeypatch.setattr(io, "_ROWS_PER_BLOCK", 32)  # many blocks, the last one short
+    rng = np.random.default_rng(1)
+    rows = np.ones(300, bool) if all_rows else rng.random(300) < 0.6
+    columns = np.ones(40, bool) if all_columns else rng.random(40) < 0.4
+    expected = matrix[np.flatnonzero(rows)][:, columns]
+    with h5py.File(tmp_path / "m.h5ad", "r") as handle:
+        for element in (handle["X"], handle["layers"]["dense"]):
+            read = read_rows_and_columns(element, rows, columns)
+            assert read.dtype == np.float32 and read.shape == expected.shape
+            assert (read != expected).nnz == 0
+
+
+def test_training_reads_only_the_model_genes_of_the_cells_that_passed_qc(tmp_path):
+    source = make_counts()
+    source.var["highly_variable"] = np.arange(source.n_vars) % 3 == 0
+    source.obs[constants.QC_PASS] = np.arange(source.n_obs) % 4 != 0
+    source.layers[constants.COUNTS_LAYER] = source.X.copy()
+    source.uns[constants.PREPARE_UNS] = {"target_sum": 1e4}
+    source.write_h5ad(tmp_path / "prepared.h5ad")
+    expected = source[source.obs[constants.QC_PASS].to_numpy(), source.var["highly_variable"].to_numpy()]
+    for with_counts in (False, True):
+        read = read_training_cells(tmp_path / "prepared.h5ad", with_counts=with_counts)
+        assert list(read.var_names) == list(expected.var_names)
+        assert list(read.obs_names) == list(expected.obs_names)
+        assert (read.X != sp.csr_matrix(expected.X)).nnz == 0
+        assert (constants.COUNTS_LAYER in read.layers) == with_counts

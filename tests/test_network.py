@@ -137,3 +137,30 @@ def test_latent_without_dropout_is_the_training_latent_minus_the_dropout_noise()
         plain.latent_without_dropout(x).numpy(), plain(x, training=True)["latent"].numpy(), rtol=1e-6, atol=1e-6
     )
     assert not np.allclose(plain.latent_without_dropout(x).numpy(), plain(x)["latent"].numpy())
+
+
+def test_inference_streams_the_encoder_and_classifier_without_the_decoder(monkeypatch):
+    import scipy.sparse as sp
+
+    from scpermut.model.minibatches import infer
+
+    network = ScpermutNetwork(_config()).build_for_inputs()
+    expression = sp.random(10, 12, density=0.5, format="csr", dtype=np.float32, random_state=0)
+    whole = network(expression.toarray())
+
+    def decoder_ran(*args, **kwargs):
+        raise AssertionError("inference ran the decoder")
+
+    monkeypatch.setattr(network.decoder, "call", decoder_ran)
+    with pytest.raises(AssertionError, match="decoder"):
+        network(expression.toarray())  # the whole network does run it
+    outputs = infer(network, expression, batch_size=3)  # 4 chunks, the last of one row
+    assert set(outputs) == {"latent", "class_probabilities"}
+    for name, values in outputs.items():
+        assert values.dtype == np.float32
+        np.testing.assert_allclose(values, whole[name].numpy(), rtol=1e-5, atol=1e-6)
+    rows = np.array([9, 0, 4])
+    picked = infer(network, expression, batch_size=2, rows=rows, names=["latent"])
+    assert set(picked) == {"latent"}
+    np.testing.assert_array_equal(picked["latent"], infer(network, expression[rows], 2)["latent"])
+    assert infer(network, expression, 4, rows=np.array([], int))["latent"].shape == (0, 4)

@@ -153,8 +153,8 @@ def test_cell_batches_ask_for_pseudo_labels_at_every_draw():
     data = _data()
     calls = []
 
-    def sure_of_class_1():
-        calls.append(1)
+    def sure_of_class_1(cells):
+        calls.append(cells)
         return np.where(data.train_codes < 0, 1, -1)
 
     batches = CellBatches(
@@ -164,3 +164,30 @@ def test_cell_batches_ask_for_pseudo_labels_at_every_draw():
     assert (data.train_codes[batches.targets[unlabelled]] == 1).all()
     batches.set_epoch(1)
     assert len(calls) == 2
+    np.testing.assert_array_equal(calls[1], np.arange(12))  # every cell is in each epoch
+
+
+def test_capped_epochs_walk_through_shuffled_passes_asking_pseudo_labels_for_their_cells_only():
+    data = _data()
+    asked = []
+
+    def none_sure(cells):
+        asked.append(cells)
+        return np.full(12, -1)
+
+    def epochs(**options):
+        batches = CellBatches(data, batch_size=2, seed=5, phase=1, permute=True, pseudo_labels=none_sure, **options)
+        drawn = []
+        for epoch in range(6):
+            batches.set_epoch(epoch)
+            drawn.append(batches.order.copy())
+            assert len(batches) == 3
+        return np.concatenate(drawn)
+
+    drawn = epochs(epoch_cells=5)  # 6 epochs of 5 cells: passes of 12 cells, then 6 of a third
+    assert all(sorted(drawn[start : start + 12]) == list(range(12)) for start in (0, 12))
+    assert len(set(drawn[24:])) == 6
+    assert all(np.array_equal(cells, np.unique(order)) for cells, order in zip(asked[1:7], drawn.reshape(6, 5), strict=True))  # [0]: the draw at construction
+    np.testing.assert_array_equal(drawn, epochs(epoch_cells=5))  # the same seed, the same epochs
+    whole = CellBatches(data, batch_size=2, seed=5, phase=1, epoch_cells=50)
+    assert whole.epoch_size == 12 and len(whole) == 6

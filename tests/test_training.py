@@ -131,6 +131,14 @@ def test_phases_follow_the_switches():
     assert not full.permute and full.terms == ("reconstruction", "classifier")
 
 
+def test_early_stopping_can_end_every_phase_that_trains_the_classifier():
+    config = NetworkConfig(n_genes=5, n_classes=2, n_batches=2)
+    settings = TrainingSettings(epochs_full=40, epochs_finetune=10, min_epochs=30, patience=8)
+    warmup, full, finetune = plan_phases(settings, config, has_labels=True)
+    assert (full.min_epochs, finetune.min_epochs) == (30, 2)  # 10 - patience: the short phase can stop
+    assert warmup.min_epochs == 0
+
+
 @pytest.mark.parametrize(
     ("changes", "absent_loss"),
     [
@@ -213,13 +221,15 @@ def test_early_stopping_restores_the_best_validation_weights():
     )
 
 
-def test_early_stopping_never_stops_before_min_epochs():
+def test_early_stopping_never_stops_before_min_epochs_nor_the_last_patience_epochs():
     model = Model(
         **TINY_NETWORK,
-        **{**TINY_TRAINING, "epochs_full": 5, "epochs_finetune": 3, "patience": 1, "min_epochs": 5},
+        **{**TINY_TRAINING, "epochs_full": 8, "epochs_finetune": 3, "patience": 1, "min_epochs": 5},
     ).fit(make_prepared())
-    assert model.record.run["epochs_run"]["full"] == 5
-    assert model.record.run["epochs_run"]["finetune"] == 3
+    planned = model.record.run["epochs_planned"]
+    assert planned["full"]["min_epochs"] == 5 and planned["finetune"]["min_epochs"] == 2  # 3 - patience
+    assert model.record.run["epochs_run"]["full"] >= 5
+    assert model.record.run["epochs_run"]["finetune"] >= 2
 
 
 class _Scores:
@@ -490,3 +500,21 @@ def test_fit_records_the_calibration_and_transform_applies_its_temperature():
     np.testing.assert_array_equal(calibrated.argmax(axis=1), raw.numpy().argmax(axis=1))
     off = Model(**TINY_NETWORK, **TINY_TRAINING, calibrate=False).fit(adata)
     assert "calibration" not in off.record.run and off.temperature == 1.0
+
+
+def test_an_epoch_budget_feeds_that_many_cells_per_epoch_and_is_recorded():
+    import keras
+
+    steps: list[int] = []
+    counter = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: steps.append(0),
+        on_train_batch_end=lambda batch, logs: steps.__setitem__(-1, steps[-1] + 1),
+    )
+    adata = make_prepared()  # 120 cells, 72 of them labelled training cells
+    model = Model(**TINY_NETWORK, **TINY_TRAINING, epoch_cells=50).fit(adata, callbacks=[counter])
+    planned = model.record.run["epochs_planned"]
+    assert planned["full"] == {"epochs": 3, "min_epochs": 0, "cells_per_epoch": 50}
+    assert planned["finetune"]["cells_per_epoch"] == 50
+    assert set(steps) == {2}  # 50 cells in mini-batches of 32, in every phase
+    whole = Model(**TINY_NETWORK, **TINY_TRAINING).fit(adata).record.run["epochs_planned"]
+    assert whole["warmup"]["cells_per_epoch"] == 120 and whole["finetune"]["cells_per_epoch"] == 72

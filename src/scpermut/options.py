@@ -212,8 +212,17 @@ TRAINING_SECTION = Section("training_options", "Training", "How the model is tra
     Option("epochs_warmup", 10, "Epochs of autoencoder warm-up on all cells (every cell reconstructs itself).", int, limits=AT_LEAST_0),
     Option("epochs_full", 40, "Maximum epochs of the full model (permutation, classifier, alignment).", int, limits=AT_LEAST_0),
     Option("epochs_finetune", 10, "Maximum epochs of classifier fine-tuning (encoder frozen).", int, limits=AT_LEAST_0),
+    Option(
+        "epoch_cells", 50_000, "Cells per epoch at most: a larger atlas gets more, shorter epochs, each cell once per pass (0: every cell every epoch).",
+        int, limits=AT_LEAST_0,
+        details="Epochs, patience and min_epochs then count epochs of this many cells, so early stopping decides on a large atlas as on a "
+        "small one. Data sets with fewer cells are unaffected.",
+    ),
     Option("patience", 8, "Epochs without validation improvement before a phase stops early.", int, limits=AT_LEAST_0),
-    Option("min_epochs", 30, "Early stopping never ends a phase before this many epochs (a tie keeps the later epoch).", int, limits=AT_LEAST_0),
+    Option(
+        "min_epochs", 30, "Early stopping never ends a phase before this many epochs, nor before its last `patience` epochs (a tie keeps the later epoch).",
+        int, limits=AT_LEAST_0,
+    ),
     Option("min_validation_per_class", 5, "Fewer validation cells in some type: they train too, no early stopping.", int, limits=AT_LEAST_0, advanced=True),
     Option("early_stopping_metric", "balanced_accuracy", "Validation score that picks the best epoch.", EARLY_STOPPING_METRICS, advanced=True),
     Option("labelled_share", 0.0, "Minimum share of class-balanced labelled cells in each mini-batch of classifier phases.", float, param=False, limits={"minimum": 0, "exclusiveMaximum": 1}),

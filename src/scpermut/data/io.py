@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 # Stored values checked to tell counts from normalised data: a stride over the whole matrix, so
 # a later batch (or file appended to an atlas) that was normalised is seen without reading every value.
 _VALUES_CHECKED = 2_000_000
+# Rows of a stored matrix read at a time: a few million values, whatever the atlas size.
+_ROWS_PER_BLOCK = 8192
 
 
 def count_problem(matrix) -> str | None:
@@ -149,11 +151,13 @@ def read_counts(path: str | Path, layer: str | None = None) -> ad.AnnData:
 
 
 def read_training_cells(path: str | Path, with_counts: bool = False) -> ad.AnnData:
-    """The cells of a ``prepared.h5ad`` that may train a model: X, obs, var and uns.
+    """The cells of a ``prepared.h5ad`` that may train a model, on the model's genes only.
 
-    Cells to annotate that failed QC (``obs["scpermut_qc_pass"]`` False) are left out: they are
-    annotated, never trained on. The counts layer is read only when asked (the MSE loss never
-    reads it, and it is as large as X). Every fault is an ``InputError`` naming the file.
+    ``X`` (and the counts layer, read only when asked: the MSE loss never reads it) is read in
+    blocks of rows keeping only the highly variable genes and the cells that passed QC, so the
+    process never holds more of the matrix than training uses. Cells to annotate that failed QC
+    (``obs["scpermut_qc_pass"]`` False) are left out: they are annotated, never trained on.
+    Every fault is an ``InputError`` naming the file.
     """
     import h5py
     from anndata.io import read_elem
@@ -163,17 +167,62 @@ def read_training_cells(path: str | Path, with_counts: bool = False) -> ad.AnnDa
         raise InputError(f"{path}: file not found.")
     try:
         with h5py.File(path, "r") as handle:
-            parts = {name: read_elem(handle[name]) for name in ("X", "obs", "var", "uns") if name in handle}
+            obs, var = read_elem(handle["obs"]), read_elem(handle["var"])
+            uns = read_elem(handle["uns"]) if "uns" in handle else {}
+            # Without the HVG flags every gene is read; training then says what is missing.
+            genes = var["highly_variable"].to_numpy(bool) if "highly_variable" in var else np.ones(len(var), bool)
+            passed = obs[constants.QC_PASS].to_numpy(bool) if constants.QC_PASS in obs else np.ones(len(obs), bool)
+            if not passed.all():
+                log.info("%s: training leaves out %d cells that failed QC", path, int((~passed).sum()))
             layers = {}
             if with_counts and COUNTS_LAYER in handle.get("layers", {}):
-                layers[COUNTS_LAYER] = read_elem(handle["layers"][COUNTS_LAYER])
-        adata = ad.AnnData(**parts, layers=layers)
+                layers[COUNTS_LAYER] = read_rows_and_columns(handle["layers"][COUNTS_LAYER], passed, genes)
+            matrix = read_rows_and_columns(handle["X"], passed, genes)
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"{path}: cannot be read as .h5ad ({error}).") from error
-    if constants.PREPARE_UNS not in adata.uns:
+    if constants.PREPARE_UNS not in uns:
         raise InputError(f"{path}: no uns['{constants.PREPARE_UNS}'] record; run `scpermut prepare` first.")
-    if constants.QC_PASS in adata.obs and not adata.obs[constants.QC_PASS].all():
-        passed = adata.obs[constants.QC_PASS].to_numpy(bool)
-        log.info("%s: training leaves out %d cells that failed QC", path, int((~passed).sum()))
-        adata = adata[passed].copy()
-    return adata
+    return ad.AnnData(X=matrix, obs=obs[passed], var=var[genes], uns=uns, layers=layers)
+
+
+def read_rows_and_columns(element, rows: np.ndarray, columns: np.ndarray) -> sp.csr_matrix:
+    """The ``rows`` x ``columns`` (boolean masks) of a matrix stored in an h5ad, as float32 CSR.
+
+    A CSR matrix (what ``prepare`` writes) is read in blocks of rows, twice when some columns are
+    dropped (first the column indices, to size the result, then the values): only the kept
+    values are ever held, once. Other encodings are read whole, then subset.
+    """
+    from anndata.io import read_elem
+
+    if dict(element.attrs).get("encoding-type") != "csr_matrix":
+        return sp.csr_matrix(read_elem(element)[np.flatnonzero(rows)][:, columns], dtype=np.float32)
+    indptr = element["indptr"][:].astype(np.int64)
+    column_codes = np.where(columns, np.cumsum(columns) - 1, -1)
+    blocks = [slice(start, min(start + _ROWS_PER_BLOCK, rows.size)) for start in range(0, rows.size, _ROWS_PER_BLOCK)]
+    kept = np.diff(indptr)
+    if not columns.all():
+        kept = np.concatenate([_kept_per_row(element, indptr, block, column_codes) for block in blocks] or [kept])
+    kept = kept[rows]
+    out_indptr = np.concatenate([[0], np.cumsum(kept)])
+    index_dtype = np.int32 if out_indptr[-1] < 2**31 else np.int64
+    data = np.empty(out_indptr[-1], np.float32)
+    indices = np.empty(out_indptr[-1], index_dtype)
+    cursor = 0
+    for block in blocks:
+        low, high = indptr[block.start], indptr[block.stop]
+        codes = column_codes[element["indices"][low:high]]
+        keep = (codes >= 0) & np.repeat(rows[block], np.diff(indptr[block.start : block.stop + 1]))
+        n_kept = int(keep.sum())
+        indices[cursor : cursor + n_kept] = codes[keep]
+        data[cursor : cursor + n_kept] = element["data"][low:high][keep]
+        cursor += n_kept
+    shape = (int(rows.sum()), int(columns.sum()))
+    return sp.csr_matrix((data, indices, out_indptr.astype(index_dtype)), shape=shape)
+
+
+def _kept_per_row(element, indptr: np.ndarray, block: slice, column_codes: np.ndarray) -> np.ndarray:
+    """Stored values per row of ``block`` that fall in a kept column (``column_codes`` >= 0)."""
+    lengths = np.diff(indptr[block.start : block.stop + 1])
+    kept = column_codes[element["indices"][indptr[block.start] : indptr[block.stop]]] >= 0
+    row_of_value = np.repeat(np.arange(lengths.size), lengths)
+    return np.bincount(row_of_value[kept], minlength=lengths.size)

@@ -168,6 +168,7 @@ class Model:
             "batch_head": run.config.batch_head,
             "phases": [phase.name for phase in run.phases],
             "loss_terms": sorted({term for phase in run.phases for term in phase.terms}),
+            "epochs_planned": run.planned_epochs(),
             "epochs_run": run.phase_epochs(),
             "resumed_from": run.resumed_from or {},
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -176,7 +177,7 @@ class Model:
         if run.config.use_classifier and run_record["n_validation"]:
             cells = np.flatnonzero(data.validation_codes != NOT_LABELLED)
             probabilities = predict_classes(
-                self.network, data.expression[cells], self.settings.batch_size * 4
+                self.network, data.expression, self.settings.batch_size * 4, rows=cells
             )
             run_record["validation"] = validation_scores(
                 data.validation_codes[cells], probabilities.argmax(axis=1)
@@ -228,9 +229,7 @@ class Model:
         ``{"latent": (cells, latent_dim)}`` plus ``"class_probabilities"`` when the model has a classifier.
         """
         self._require_trained()
-        outputs = infer(self.network, expression, batch_size or self.settings.batch_size * 4)
-        wanted = ["latent"] + (["class_probabilities"] if self.has_classifier else [])
-        result = {name: outputs[name] for name in wanted}
+        result = infer(self.network, expression, batch_size or self.settings.batch_size * 4)
         if "class_probabilities" in result:
             result["class_probabilities"] = calibration.apply_temperature(
                 result["class_probabilities"], self.temperature

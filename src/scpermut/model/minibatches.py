@@ -1,16 +1,22 @@
 """Mini-batches of cells, densified from the sparse matrix one at a time: for training (with
-permutation targets) and for inference."""
+permutation targets) and for inference (encoder and classifier only)."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
 import scipy.sparse as sp
+import tensorflow as tf
 
 from scpermut.model.permutation import epoch_rng, permutation_targets, pseudo_label_targets
 from scpermut.model.training_data import TrainingData
+
+# The random stream of the passes over the cells when an epoch holds only some of them.
+PASS_STREAM = 3
 
 
 def _one_hot(codes: np.ndarray, width: int) -> np.ndarray:
@@ -33,9 +39,13 @@ class CellBatches(keras.utils.PyDataset):
     ``batches`` (one-hot) and ``target_batches`` (one-hot batch of the cell to reconstruct,
     what a conditional decoder is told).
 
-    ``pseudo_labels`` (with ``permute``): called at each epoch's draw, returns the predicted class
-    of the unlabelled and query cells the classifier is sure of (``-1`` elsewhere); those cells
-    then reconstruct a labelled cell of that type (:func:`pseudo_label_targets`).
+    ``pseudo_labels`` (with ``permute``): called at each epoch's draw with the epoch's cells,
+    returns the predicted class of those unlabelled and query cells the classifier is sure of
+    (``-1`` elsewhere); they then reconstruct a labelled cell of that type
+    (:func:`pseudo_label_targets`).
+
+    ``epoch_cells`` (0: all): with fewer than the phase's cells, an epoch is the next window of
+    that many cells in a stream of shuffled passes over the cells (each cell once per pass).
     """
 
     def __init__(
@@ -49,7 +59,8 @@ class CellBatches(keras.utils.PyDataset):
         permute: bool = False,
         across_batches: bool = True,
         labelled_share: float = 0.0,
-        pseudo_labels: Callable[[], np.ndarray] | None = None,
+        pseudo_labels: Callable[[np.ndarray], np.ndarray] | None = None,
+        epoch_cells: int = 0,
     ):
         super().__init__(workers=1, use_multiprocessing=False)
         self.data = data
@@ -60,6 +71,7 @@ class CellBatches(keras.utils.PyDataset):
         self.permute = permute
         self.across_batches = across_batches
         self.pseudo_labels = pseudo_labels
+        self.epoch_size = min(epoch_cells, self.cells.size) if epoch_cells else self.cells.size
         labelled = data.train_codes[self.cells] >= 0
         # Labelled slots per mini-batch: only when there are labelled and other cells to mix.
         self.labelled_slots = 0
@@ -73,7 +85,10 @@ class CellBatches(keras.utils.PyDataset):
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's cell order and permutation targets."""
         rng = epoch_rng(self.seed, self.phase, epoch)
-        self.order = rng.permutation(self.cells)
+        if self.epoch_size == self.cells.size:
+            self.order = rng.permutation(self.cells)
+        else:
+            self.order = self._window(epoch)
         if self.labelled_slots:
             self.order = self._with_labelled_share(epoch_rng(self.seed, self.phase, epoch, 1))
         if self.permute:
@@ -83,7 +98,7 @@ class CellBatches(keras.utils.PyDataset):
             if self.pseudo_labels is not None:
                 self.targets = pseudo_label_targets(
                     self.targets,
-                    self.pseudo_labels(),
+                    self.pseudo_labels(np.unique(self.order)),
                     self.data.train_codes,
                     self.data.batch_codes,
                     epoch_rng(self.seed, self.phase, epoch, 2),
@@ -91,11 +106,22 @@ class CellBatches(keras.utils.PyDataset):
         else:
             self.targets = np.arange(self.data.n_cells)
 
+    def _window(self, epoch: int) -> np.ndarray:
+        """Epoch ``epoch``'s ``epoch_size`` cells: its window of the stream of passes, pass ``p``
+        being the cells shuffled by ``(seed, phase, p, PASS_STREAM)``."""
+        start = epoch * self.epoch_size
+        first, last = start // self.cells.size, (start + self.epoch_size - 1) // self.cells.size
+        stream = np.concatenate(
+            [epoch_rng(self.seed, self.phase, p, PASS_STREAM).permutation(self.cells) for p in range(first, last + 1)]
+        )
+        offset = start - first * self.cells.size
+        return stream[offset : offset + self.epoch_size]
+
     def _with_labelled_share(self, rng: np.random.Generator) -> np.ndarray:
-        """Every cell once, in mini-batches whose first ``labelled_slots`` places hold labelled
+        """The epoch's cells once, in mini-batches whose first ``labelled_slots`` places hold labelled
         cells drawn class-balanced (each type in turn, members reshuffled as they run out)."""
         regular = self.batch_size - self.labelled_slots
-        n_batches = int(np.ceil(self.cells.size / regular))
+        n_batches = int(np.ceil(self.epoch_size / regular))
         codes = self.data.train_codes[self.cells]
         types = np.unique(codes[codes >= 0])
         n_draws = n_batches * self.labelled_slots
@@ -116,8 +142,8 @@ class CellBatches(keras.utils.PyDataset):
 
     def __len__(self) -> int:
         if self.labelled_slots:
-            return int(np.ceil(self.cells.size / (self.batch_size - self.labelled_slots)))
-        return int(np.ceil(self.cells.size / self.batch_size))
+            return int(np.ceil(self.epoch_size / (self.batch_size - self.labelled_slots)))
+        return int(np.ceil(self.epoch_size / self.batch_size))
 
     def __getitem__(self, index: int) -> dict:
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
@@ -136,28 +162,46 @@ class CellBatches(keras.utils.PyDataset):
         return batch
 
 
-class InferenceBatches(keras.utils.PyDataset):
-    """Expression rows in order, densified one batch at a time, for prediction."""
-
-    def __init__(self, expression: sp.csr_matrix, batch_size: int):
-        super().__init__(workers=1, use_multiprocessing=False)
-        self.expression = expression
-        self.batch_size = batch_size
-
-    def __len__(self) -> int:
-        return int(np.ceil(self.expression.shape[0] / self.batch_size))
-
-    def __getitem__(self, index: int):
-        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        return (self.expression[rows].toarray(),)
+# One traced ``encode`` per network, dropped with the network (the function holds it weakly).
+_ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def infer(network, expression, batch_size: int) -> dict[str, np.ndarray]:
-    """Every output of ``network`` for the rows of a sparse matrix, densified one batch at a time.
+def _compiled_encoder(network):
+    """``network.encode`` as one traced function for any number of rows."""
+    if network not in _ENCODERS:
+        spec = tf.TensorSpec((None, network.network_config.n_genes), tf.float32)
+        held = weakref.ref(network)
+        _ENCODERS[network] = tf.function(lambda x: held().encode(x), input_signature=[spec])
+    return _ENCODERS[network]
 
-    The one inference path: :meth:`scpermut.Model.transform` and the validation scores of
-    training both go through it.
+
+def infer(network, expression, batch_size: int, rows=None, names=None) -> dict[str, np.ndarray]:
+    """The encoder's outputs (``network.encode``: latent, class probabilities) for rows of a
+    sparse matrix, ``batch_size`` rows at a time; the decoder never runs.
+
+    The one inference path: :meth:`scpermut.Model.transform`, the validation scores and the
+    pseudo-labels of training all go through it. ``rows`` picks rows of ``expression`` (default:
+    all, in order) without copying the matrix; ``names`` the outputs to keep (default: all).
+    The outputs are allocated once; the next chunk is densified while the current one runs.
     """
-    batches = InferenceBatches(sp.csr_matrix(expression, dtype=np.float32), batch_size)
-    outputs = network.predict(batches, verbose=0)
-    return {name: np.asarray(value, dtype=np.float32) for name, value in outputs.items()}
+    expression = sp.csr_matrix(expression, dtype=np.float32)  # no copy of a float32 CSR
+    n_rows = expression.shape[0] if rows is None else len(rows)
+    widths = network.encoded_widths()
+    names = list(widths) if names is None else list(names)
+    outputs = {name: np.empty((n_rows, widths[name]), np.float32) for name in names}
+    encode = _compiled_encoder(network)
+
+    def dense(start: int) -> np.ndarray:
+        chunk = slice(start, start + batch_size) if rows is None else rows[start : start + batch_size]
+        return expression[chunk].toarray()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(dense, 0)
+        for start in range(0, n_rows, batch_size):
+            x = pending.result()
+            if start + batch_size < n_rows:
+                pending = pool.submit(dense, start + batch_size)
+            encoded = encode(x)
+            for name in names:
+                outputs[name][start : start + x.shape[0]] = encoded[name].numpy()
+    return outputs

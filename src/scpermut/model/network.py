@@ -172,6 +172,22 @@ class ScpermutNetwork(keras.Model):
             )
         return outputs
 
+    def encode(self, inputs):
+        """What inference needs, without the decoder: ``latent`` and, with the classifier,
+        ``class_probabilities`` (inference mode: batch-norm's moving statistics, no dropout)."""
+        latent = self.encoder(inputs, training=False)
+        outputs = {"latent": ops.cast(latent, "float32")}
+        if self.classifier is not None:
+            outputs["class_probabilities"] = self.classifier(latent, training=False)
+        return outputs
+
+    def encoded_widths(self) -> dict[str, int]:
+        """Column count of each output of :meth:`encode`."""
+        widths = {"latent": self.network_config.latent_dim}
+        if self.classifier is not None:
+            widths["class_probabilities"] = self.network_config.n_classes
+        return widths
+
     def latent_without_dropout(self, inputs):
         """The latent in training mode (batch-norm on the mini-batch's statistics) without dropout:
         the latent that prediction will see, for the loss terms that must judge that latent rather

@@ -113,11 +113,15 @@ class TrainingSettings:
         removes the batch from the latent instead of fooling a stale head (CHANGELOG, issue 8).
     epochs_warmup, epochs_full, epochs_finetune
         Epochs of each phase (warm-up and full are maxima when early stopping applies).
+    epoch_cells
+        An epoch feeds at most this many cells (0: all of the phase's cells): on a larger data set
+        consecutive epochs walk through one shuffled pass over the cells, then the next.
     patience, early_stopping_metric
         Phases that train the classifier stop after ``patience`` epochs without a better
         validation score (``"balanced_accuracy"`` or ``"mcc"``) and keep their best weights.
     min_epochs
-        Early stopping never ends a phase before this many epochs, and an epoch that ties the
+        Early stopping never ends a phase before this many epochs (nor before the phase's last
+        ``patience`` epochs, so a short phase can stop too), and an epoch that ties the
         best score replaces it (a tiny validation set moves in coarse steps; the later weights
         have trained longer).
     min_validation_per_class
@@ -166,6 +170,7 @@ class TrainingSettings:
     epochs_warmup: int = default("epochs_warmup")
     epochs_full: int = default("epochs_full")
     epochs_finetune: int = default("epochs_finetune")
+    epoch_cells: int = default("epoch_cells")
     patience: int = default("patience")
     min_epochs: int = default("min_epochs")
     min_validation_per_class: int = default("min_validation_per_class")

@@ -16,7 +16,10 @@ from scpermut.keys import Keys
 NOT_LABELLED = -1
 
 
-def _csr(matrix) -> sp.csr_matrix:
+def _model_columns(matrix, genes_mask: np.ndarray) -> sp.csr_matrix:
+    """The model genes' columns as float32 CSR; the matrix itself (no copy) when it holds only them."""
+    if not genes_mask.all():
+        matrix = matrix[:, genes_mask]
     return sp.csr_matrix(matrix, dtype=np.float32)
 
 
@@ -103,9 +106,9 @@ class TrainingData:
                 raise InputError(
                     f"{source}: layers['{constants.COUNTS_LAYER}'] (raw counts) is missing; the negative-binomial loss needs it."
                 )
-            counts = _csr(adata.layers[constants.COUNTS_LAYER][:, genes_mask])
+            counts = _model_columns(adata.layers[constants.COUNTS_LAYER], genes_mask)
         return cls(
-            expression=_csr(adata.X[:, genes_mask]),
+            expression=_model_columns(adata.X, genes_mask),
             counts=counts,
             genes=adata.var_names[genes_mask].astype(str).tolist(),
             classes=classes,

@@ -58,14 +58,14 @@ class ValidationScores(keras.callbacks.Callback):
     def __init__(self, network: ScpermutNetwork, data: TrainingData, batch_size: int):
         super().__init__()
         self.network = network
-        cells = np.flatnonzero(data.validation_codes != NOT_LABELLED)
-        self.expression = data.expression[cells]
-        self.codes = data.validation_codes[cells]
+        self.expression = data.expression
+        self.cells = np.flatnonzero(data.validation_codes != NOT_LABELLED)
+        self.codes = data.validation_codes[self.cells]
         self.batch_size = batch_size
 
     def scores(self) -> dict[str, float]:
         """Balanced accuracy and MCC of the network on the validation cells now."""
-        probabilities = predict_classes(self.network, self.expression, self.batch_size * 4)
+        probabilities = predict_classes(self.network, self.expression, self.batch_size * 4, self.cells)
         return validation_scores(self.codes, probabilities.argmax(axis=1))
 
     def on_epoch_end(self, epoch, logs=None):

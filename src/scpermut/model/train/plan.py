@@ -27,11 +27,15 @@ TERM_WEIGHTS = {RECONSTRUCTION: "rec_weight", CLASSIFIER: "clf_weight", ALIGNMEN
 
 @dataclass(frozen=True)
 class Phase:
-    """One ``fit`` call: the loss terms it trains and which cells it feeds."""
+    """One ``fit`` call: the loss terms it trains and which cells it feeds.
+
+    ``min_epochs``: early stopping never ends the phase sooner.
+    """
 
     name: str
     epochs: int
     terms: tuple[str, ...]
+    min_epochs: int = 0
     permute: bool = False
     freeze_encoder: bool = False
     labelled_only: bool = False
@@ -54,15 +58,23 @@ def plan_phases(settings: TrainingSettings, config: NetworkConfig, has_labels: b
     def terms(*names: str) -> tuple[str, ...]:
         return tuple(name for name in names if on[name])
 
+    def min_epochs(epochs: int) -> int:
+        # Capped so that ``patience`` epochs without progress can end even a short phase.
+        return min(settings.min_epochs, max(epochs - settings.patience, 0))
+
     candidates = [
         Phase("warmup", settings.epochs_warmup, terms(RECONSTRUCTION, ADVERSARY)),
         Phase(
             "full",
             settings.epochs_full,
             terms(RECONSTRUCTION, CLASSIFIER, ALIGNMENT, ADVERSARY),
+            min_epochs(settings.epochs_full),
             permute=settings.use_permutation and has_labels and on[RECONSTRUCTION],
         ),
-        Phase("finetune", settings.epochs_finetune, terms(CLASSIFIER), freeze_encoder=True, labelled_only=True),
+        Phase(
+            "finetune", settings.epochs_finetune, terms(CLASSIFIER), min_epochs(settings.epochs_finetune),
+            freeze_encoder=True, labelled_only=True,
+        ),
     ]
     return [phase for phase in candidates if phase.epochs > 0 and phase.terms]
 

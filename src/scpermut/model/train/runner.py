@@ -210,6 +210,7 @@ class TrainingRun:
             across_batches=self.settings.permute_across_batches,
             labelled_share=self.settings.labelled_share if phase.trains(CLASSIFIER) else 0.0,
             pseudo_labels=self._pseudo_labeller(phase),
+            epoch_cells=self.settings.epoch_cells,
         )
         trainer = PhaseTrainer(self.network, phase, self.settings, self.class_weights)
         adversary_optimizer = None
@@ -246,7 +247,7 @@ class TrainingRun:
                 self.settings.patience,
                 early_state,
                 saved[1].get("best") if saved else None,
-                self.settings.min_epochs,
+                phase.min_epochs,
             )
             callbacks += [scorer, stopper]
         elif phase.trains(CLASSIFIER):
@@ -292,7 +293,22 @@ class TrainingRun:
         ):
             return None
         threshold, batch_size = self.settings.pseudo_label_threshold, self.settings.batch_size * 4
-        return lambda: pseudo_label_codes(self.network, self.data, threshold, batch_size)
+        return lambda cells: pseudo_label_codes(self.network, self.data, threshold, batch_size, cells)
+
+    def planned_epochs(self) -> dict[str, dict]:
+        """Each phase's plan: at most ``epochs`` epochs, each walking through ``cells_per_epoch``
+        of its cells (plus the labelled draws of ``labelled_share``), never stopped early before
+        ``min_epochs``."""
+        plan = {}
+        for phase in self.phases:
+            n_cells = int((self.data.train_codes != NOT_LABELLED).sum()) if phase.labelled_only else self.data.n_cells
+            cells = min(n_cells, self.settings.epoch_cells or n_cells)
+            plan[phase.name] = {
+                "epochs": phase.epochs,
+                "min_epochs": phase.min_epochs,
+                "cells_per_epoch": cells,
+            }
+        return plan
 
     def phase_epochs(self) -> dict[str, int]:
         """Epochs actually run in each phase (early stopping may cut a phase short)."""

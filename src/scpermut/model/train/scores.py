@@ -11,22 +11,23 @@ from scpermut.model.training_data import NOT_LABELLED, TrainingData
 from scpermut.options import EARLY_STOPPING_METRICS
 
 
-def predict_classes(network: ScpermutNetwork, expression, batch_size: int) -> np.ndarray:
-    """Class probabilities for the rows of a sparse matrix (see :func:`scpermut.model.minibatches.infer`)."""
-    if expression.shape[0] == 0:
-        return np.zeros((0, network.network_config.n_classes), np.float32)
-    return infer(network, expression, batch_size)["class_probabilities"]
+def predict_classes(network: ScpermutNetwork, expression, batch_size: int, rows=None) -> np.ndarray:
+    """Class probabilities for the rows of a sparse matrix, or the ``rows`` of it picked by index
+    (see :func:`scpermut.model.minibatches.infer`)."""
+    return infer(network, expression, batch_size, rows=rows, names=["class_probabilities"])["class_probabilities"]
 
 
 def pseudo_label_codes(
-    network: ScpermutNetwork, data: TrainingData, threshold: float, batch_size: int
+    network: ScpermutNetwork, data: TrainingData, threshold: float, batch_size: int, cells=None
 ) -> np.ndarray:
-    """The predicted class of every cell without a training label whose top probability reaches
-    ``threshold``; ``-1`` for the others and for the labelled training cells."""
+    """The predicted class of every cell without a training label (among ``cells``, default all)
+    whose top probability reaches ``threshold``; ``-1`` for the others and for the labelled
+    training cells."""
     codes = np.full(data.n_cells, NOT_LABELLED)
-    cells = np.flatnonzero(data.train_codes == NOT_LABELLED)
-    probabilities = predict_classes(network, data.expression[cells], batch_size)
-    sure = probabilities.max(axis=1) >= threshold if cells.size else np.zeros(0, bool)
+    cells = np.arange(data.n_cells) if cells is None else np.asarray(cells)
+    cells = cells[data.train_codes[cells] == NOT_LABELLED]
+    probabilities = predict_classes(network, data.expression, batch_size, rows=cells)
+    sure = probabilities.max(axis=1) >= threshold
     codes[cells[sure]] = probabilities[sure].argmax(axis=1)
     return codes
 
