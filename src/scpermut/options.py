@@ -247,6 +247,11 @@ TUNING_SECTION = Section(
 
 PREDICTION_SECTION = Section("prediction_options", "Label transfer", "How cells are annotated.", "fas fa-tags", (
     Option("unknown_threshold", 0.0, "Label cells 'Unknown' when their top class probability is below this.", float, limits=FRACTION),
+    Option(
+        "adapt", True, "Map batches the model never trained on with a small per-batch latent adapter fitted to the saved reference (the model unchanged); --no-adapt: frozen.", bool, negatable=True,
+        details="Each new batch's adapter trains a few hundred steps on that batch alone (seconds) against the reference latent sample in the model folder. "
+        "Batches the model trained on are never changed, so after training in the same run it changes nothing; a model folder from an earlier version maps frozen.",
+    ),
     Option("max_missing_genes", 0.5, "Stop when a larger fraction of the model's genes is missing from the data.", float, limits=FRACTION),
     Option("umap", True, "Compute a UMAP of the latent space.", bool, negatable=True),
 ))

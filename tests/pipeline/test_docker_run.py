@@ -48,7 +48,7 @@ def _images() -> list[str]:
 def _docker_missing() -> str | None:
     if shutil.which("docker") is None:
         return "no docker command on PATH"
-    info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False)
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
     if info.returncode != 0:
         return f"no Docker daemon answers ({(info.stderr.strip().splitlines() or ['docker info failed'])[-1]})"
     missing = [
@@ -59,10 +59,8 @@ def _docker_missing() -> str | None:
     if missing:
         return f"images not built: {', '.join(missing)} (run tools/build-images)"
     scpermut_image = next(image for image in _images() if "/scpermut:" in image)
-    built_from = subprocess.run(
-        ["docker", "image", "inspect", "-f", '{{index .Config.Labels "org.scpermut.source-digest"}}', scpermut_image],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
+    inspect = subprocess.run(["docker", "image", "inspect", scpermut_image], capture_output=True, text=True, check=True)
+    built_from = (json.loads(inspect.stdout)[0]["Config"].get("Labels") or {}).get("org.scpermut.source-digest", "")
     checkout = subprocess.run(
         [str(REPO / "tools" / "build-images"), "--digest"], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -135,7 +133,9 @@ def test_multiqc_sections_come_in_the_configured_order(docker_run):
     report = (outdir / "multiqc" / "multiqc_report.html").read_text()
     shown = re.findall(r'<h2 class="mqc-module-title" id="([^"]+)"', report)
     order = yaml.safe_load((REPO / "assets" / "multiqc_config.yml").read_text())["report_section_order"]
-    assert shown == sorted(order, key=lambda section: -order[section]["order"])
+    configured = sorted(order, key=lambda section: -order[section]["order"])
+    assert shown == [section for section in configured if section in shown]
+    assert set(configured) - set(shown) == {"software_versions"}, shown
 
 
 def test_docker_resume_reruns_nothing(pipeline, docker_run):  # noqa: F811

@@ -29,6 +29,8 @@ class ModelRecord:
     preprocess: dict
     run: dict = field(default_factory=dict)
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # The reference latent sample (``latent``, ``classes``, ``batches`` codes); empty in older folders.
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def check_model_dir_free(model_dir: Path, overwrite: bool, resume: bool) -> None:
@@ -71,6 +73,8 @@ def save_model(model_dir: Path, network, record: ModelRecord) -> None:
         )
         (tmp / constants.MODEL_RUN).write_text(json.dumps(record.run, indent=2, sort_keys=True, default=str) + "\n")
         record.history.to_csv(tmp / constants.MODEL_HISTORY, index=False)
+        if record.reference:
+            np.savez(tmp / constants.MODEL_REFERENCE_SAMPLE, **record.reference)
 
 
 def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelRecord:
@@ -102,6 +106,7 @@ def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelReco
         preprocess=read(constants.MODEL_PREPROCESS, lambda path: json.loads(path.read_text()), {}),
         run=read(constants.MODEL_RUN, lambda path: json.loads(path.read_text()), {}),
         history=read(constants.MODEL_HISTORY, pd.read_csv, pd.DataFrame()),
+        reference=read(constants.MODEL_REFERENCE_SAMPLE, _read_arrays, {}),
     )
     if not complete:
         return record
@@ -118,6 +123,11 @@ def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelReco
     if len(set(record.genes)) != len(record.genes):
         raise InputError(f"{model_dir / constants.MODEL_GENES}: gene names are not unique.")
     return record
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as stored:
+        return {name: stored[name] for name in stored.files}
 
 
 def write_checkpoint(folder: Path, state: dict, arrays: dict[str, list[np.ndarray]]) -> None:
