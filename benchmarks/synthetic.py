@@ -35,20 +35,31 @@ def source():
     return adata.X.tocsr(), adata.obs[TRUTH].to_numpy(), adata.obs[BATCH].to_numpy(), adata.var_names.to_numpy()
 
 
-def counts(n_cells: int, seed: int = 0, chunk: int = 100_000):
-    """``n_cells`` synthetic raw-count rows (CSR float32), their labels, batches and gene names."""
+def blocks(n_cells: int, seed: int = 0, chunk: int = 100_000):
+    """The gene names, and ``n_cells`` synthetic raw-count rows drawn ``chunk`` at a time: an iterator
+    of (CSR float32 block, labels, batches). The same seed gives the same cells whatever ``chunk``."""
     matrix, truth, batches, genes = source()
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, matrix.shape[0], size=n_cells)
-    blocks = []
-    for start in range(0, n_cells, chunk):
-        block = matrix[rows[start : start + chunk]].tocsr()
-        scale = DEPTH * rng.lognormal(0.0, JITTER_SD, size=block.shape[0]).astype(np.float32)
-        per_entry = np.repeat(scale, np.diff(block.indptr))
-        block.data = rng.poisson(block.data * per_entry).astype(np.float32)
-        block.eliminate_zeros()
-        blocks.append(block)
-    return sp.vstack(blocks, format="csr", dtype=np.float32), truth[rows], batches[rows], genes
+
+    def draw():
+        for start in range(0, n_cells, chunk):
+            block = matrix[rows[start : start + chunk]].tocsr()
+            scale = DEPTH * rng.lognormal(0.0, JITTER_SD, size=block.shape[0]).astype(np.float32)
+            per_entry = np.repeat(scale, np.diff(block.indptr))
+            block.data = rng.poisson(block.data * per_entry).astype(np.float32)
+            block.eliminate_zeros()
+            yield block, truth[rows[start : start + chunk]], batches[rows[start : start + chunk]]
+
+    return genes, draw()
+
+
+def counts(n_cells: int, seed: int = 0, chunk: int = 100_000):
+    """``n_cells`` synthetic raw-count rows (CSR float32), their labels, batches and gene names."""
+    genes, drawn = blocks(n_cells, seed, chunk)
+    parts = list(drawn)
+    matrix = sp.vstack([block for block, _, _ in parts], format="csr", dtype=np.float32)
+    return matrix, np.concatenate([t for _, t, _ in parts]), np.concatenate([b for _, _, b in parts]), genes
 
 
 def prepared(n_cells: int, seed: int = 0, with_counts: bool = True):

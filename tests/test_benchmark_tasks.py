@@ -524,3 +524,21 @@ def test_on_the_novel_task_a_probabilistic_peer_is_also_scored_under_its_stated_
     assert (ruled["novel_recall"], ruled["false_rejection"]) == (1.0, 0.0)
     assert set(profiles.REJECTION_RULES) == {"celltypist", "scanvi"} and profiles.rejection_name("scanvi") in scores.index
     assert len(scores) == len(profiles.PEERS) + len(profiles.REJECTION_RULES)
+
+
+def test_map_task_puts_reference_and_query_rows_back_in_split_order_and_pages_each_batch():
+    import map as map_task
+
+    query = np.array([False, True, False, True])
+    labels = map_task._in_split_order(query, np.array(["a", "b"]), np.array(["query1", "query2"]))
+    assert labels.tolist() == ["a", "query1", "b", "query2"]
+    latent = map_task._in_split_order(query, np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(latent[:, 0], [0, 1, 0, 1])
+    rows = [
+        {"dataset": "d", "held_out": batch, "seed": seed, "method": method, "balanced_accuracy": score, "ilisi": 0.5,
+         "map_seconds": 1.0, "map_cpu_seconds": 0.5, "reference_seconds": None}
+        for batch, method, score in (("b1", "scpermut adapted", 0.9), ("b2", "scANVI surgery", 0.8))
+        for seed in (0, 1)
+    ]
+    page = map_task.page(rows, "python benchmarks/map.py")
+    assert "| b1 | scpermut adapted | 0.900 ± 0.000 |" in page and "| b2 | scANVI surgery | 0.800 ± 0.000 |" in page

@@ -133,14 +133,14 @@ def test_a_new_query_with_shuffled_and_missing_genes_is_aligned(trained, prepare
     rng = np.random.default_rng(0)
     shuffled = list(rng.permutation(prepared.var_names))
     query = _raw_query(prepared, shuffled)
-    annotate(query, model, umap=False)
+    annotate(query, model, umap=False, adapt=False)
     reference = annotated[annotated.obs[constants.SPLIT] == constants.SPLIT_QUERY]
     np.testing.assert_allclose(query.obsm[constants.LATENT], reference.obsm[constants.LATENT], atol=1e-4)
     assert query.uns[constants.UNS]["genes_missing"] == 0
 
     dropped = set(rng.choice(model.genes, size=len(model.genes) // 10, replace=False))
     partial = _raw_query(prepared, [gene for gene in shuffled if gene not in dropped])
-    annotate(partial, model, umap=False)
+    annotate(partial, model, umap=False, adapt=False)
     assert partial.uns[constants.UNS]["genes_missing"] == len(dropped)
     agreement = (
         partial.obs[constants.PREDICTION].astype(str).to_numpy()
@@ -178,7 +178,7 @@ def test_too_many_missing_genes_stop_clearly(trained, prepared):
         match=r"query: \d+ of the model's \d+ genes \(75%\) are missing.*`max_missing_genes`",
     ):
         annotate(few, model, umap=False, source="query")
-    annotate(few, model, umap=False, max_missing_genes=0.8)
+    annotate(few, model, umap=False, max_missing_genes=0.8, adapt=False)
     assert few.uns[constants.UNS]["genes_missing"] == len(model.genes) - len(model.genes) // 4
 
 

@@ -145,3 +145,37 @@ def test_predict_before_fit_is_one_clear_error():
 
     with pytest.raises(InputError, match="not trained yet"):
         Model().predict(make_counts())
+
+
+def test_query_labels_of_another_vocabulary_are_explained(caplog):
+    """Scores of 0.000 by construction get a sentence saying why."""
+    from scpermut.steps.report import _warn_foreign_labels
+
+    adata = _annotated()
+    adata.obs["cell_type"] = ["T"] * 20 + ["t-cell"] * 30
+    with caplog.at_level(logging.WARNING, logger="scpermut"):
+        _warn_foreign_labels(adata, ["B", "T"], Keys(), "annotated.h5ad")
+    assert "none of the query's labels (cell_type: 't-cell' (30 cells)) is a type of the model ('B', 'T')" in caplog.text
+    caplog.clear()
+    adata.obs["cell_type"] = ["T"] * 20 + ["T"] * 10 + ["NK"] * 20
+    with caplog.at_level(logging.WARNING, logger="scpermut"):
+        _warn_foreign_labels(adata, ["B", "T"], Keys(), "annotated.h5ad")
+    assert "query labels that are not types of the model ('NK' (20 cells)" in caplog.text
+
+
+def test_query_cells_of_two_files_with_clashing_barcodes_and_duplicated_genes_are_joined(tmp_path):
+    specs = []
+    for name in ("q1", "q2"):
+        own = make_counts(n_cells=10, n_genes=6, prefix="bc")
+        own.var_names = ["G0", "G0", "G2", "G3", "G4", "G5"]  # a duplicated gene, as files have
+        own.write_h5ad(tmp_path / f"{name}.h5ad")
+        specs.append(SampleSpec(name, tmp_path / f"{name}.h5ad", role="query"))
+    annotated = _annotated(n_ref=0, n_query=20)
+    annotated.obs[constants.SAMPLE] = ["q1"] * 10 + ["q2"] * 10
+    annotated.obs["barcode"] = [f"bc{i}" for i in range(10)] * 2
+    annotated.obs_names = [f"{s}_bc{i % 10}" for i, s in enumerate(annotated.obs[constants.SAMPLE])]
+    write_query_cells(annotated, specs, tmp_path / "query.h5ad")
+    cells = ad.read_h5ad(tmp_path / "query.h5ad")
+    assert list(cells.obs_names) == list(annotated.obs_names)
+    assert cells.obs["barcode"].tolist() == annotated.obs["barcode"].tolist()
+    assert cells.n_vars == 6 and cells.var_names.is_unique

@@ -144,6 +144,7 @@ def annotate(
     unknown_threshold: float = default("unknown_threshold"),
     novelty_threshold: float = default("novelty_threshold"),
     max_missing_genes: float = default("max_missing_genes"),
+    adapt: bool = default("adapt"),
     umap: bool = True,
     batch_size: int | None = None,
     copy: bool = False,
@@ -167,6 +168,10 @@ def annotate(
         as a whole: its batch effect, not a new type).
     max_missing_genes
         Largest fraction of the model's genes that may be absent from ``adata`` (zero-filled).
+    adapt
+        Adapt the cells of batches the model never trained on (``obs[batch_key]``; a query
+        without that column is one batch) to the reference with a per-batch latent adapter,
+        the model unchanged (:mod:`scpermut.model.adapt`); False maps every cell frozen.
     umap
         Also compute a UMAP of the latent space.
     batch_size
@@ -199,7 +204,9 @@ def annotate(
         draws it). A UMAP of the user's own in ``obsm["X_umap"]`` is left untouched.
     ``adata.uns["scpermut"]`` : dict
         Classes, the model's keys (class, batch, unlabelled category), prediction parameters,
-        training parameters, seed, versions, device, missing genes.
+        training parameters, seed, versions, device, missing genes, and ``adaptation``: per
+        adapted batch, its cells, pseudo-labelled cells, steps and alignment loss (empty when
+        nothing was adapted).
     """
     adata = adata.copy() if copy else adata
     record = model.record
@@ -212,9 +219,12 @@ def annotate(
         source=source,
         var=adata.var,
     )
-    outputs = model.transform(aligned, batch_size)
-    adata.obsm[constants.LATENT] = outputs["latent"]
     keys = Keys.from_record(record.preprocess)
+    batches = None
+    if adapt:
+        batches = adata.obs[keys.batch_key] if keys.batch_key in adata.obs else np.full(adata.n_obs, source)
+    outputs = model.transform(aligned, batch_size, batches=None if batches is None else np.asarray(batches, dtype=str))
+    adata.obsm[constants.LATENT] = outputs["latent"]
     unknown_label = keys.unlabeled_category
     if "class_probabilities" in outputs:
         probabilities = outputs["class_probabilities"]
@@ -246,10 +256,12 @@ def annotate(
             "keys": keys.to_dict(),
             "genes_used": len(record.genes),
             "genes_missing": n_missing,
+            "adaptation": outputs.get("adaptation", {}),
             "prediction": {
                 "unknown_threshold": unknown_threshold,
                 "novelty_threshold": novelty_threshold,
                 "max_missing_genes": max_missing_genes,
+                "adapt": adapt,
                 "umap": umap,
                 "source": source,
             },

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -200,6 +201,11 @@ def main(verbose: bool, quiet: bool, log_file: Path | None):
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", handlers=handlers, force=True)
+    # anndata's own chatter ("storing 'x' as categorical", duplicated names, which scpermut names
+    # and makes unique itself) is noise unless debugging.
+    if not verbose:
+        logging.getLogger("anndata").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message="(Variable|Observation) names are not unique", category=UserWarning)
 
 
 @main.command()

@@ -64,6 +64,9 @@ MODEL_HISTORY = "history.csv"
 MODEL_RUN = "run.json"
 # Optional (models before 0.1.0's novelty, or without a classifier, have none).
 MODEL_NOVELTY = "novelty.npz"
+# Optional (older folders lack it): a sample of the reference's latent, labels and batches, what
+# query adaptation maps new batches onto (scpermut.model.adapt).
+MODEL_REFERENCE_SAMPLE = "reference_latent.npz"
 MODEL_FILES = (MODEL_CONFIG, MODEL_WEIGHTS, MODEL_GENES, MODEL_CLASSES, MODEL_BATCHES, MODEL_PREPROCESS, MODEL_HISTORY, MODEL_RUN)
 CHECKPOINT_FOLDER = "checkpoint"  # inside the model folder while training runs
 CHECKPOINT_STATE = "state.json"

@@ -279,6 +279,11 @@ PREDICTION_SECTION = Section("prediction_options", "Label transfer", "How cells 
         "scpermut_novelty is its median over the cell's 15 nearest annotated cells, so a cluster of a type the reference never saw is "
         "called Unknown, a lone atypical cell of a known type is not.",
     ),
+    Option(
+        "adapt", True, "Map batches the model never trained on with a small per-batch latent adapter fitted to the saved reference (the model unchanged); --no-adapt: frozen.", bool, negatable=True,
+        details="Each new batch's adapter trains a few hundred steps on that batch alone (seconds) against the reference latent sample in the model folder. "
+        "Batches the model trained on are never changed, so after training in the same run it changes nothing; a model folder from an earlier version maps frozen.",
+    ),
     Option("max_missing_genes", 0.5, "Stop when a larger fraction of the model's genes is missing from the data.", float, limits=FRACTION),
     Option("umap", True, "Compute a UMAP of the latent space.", bool, negatable=True),
 ))

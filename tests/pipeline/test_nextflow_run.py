@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import anndata as ad
 import pytest
 from nf_contract import BAD_SHEET_COLUMNS
 
@@ -224,12 +225,19 @@ def test_resume_reruns_nothing(pipeline, test_run):
     assert [row["name"] for row in rows if row["status"] != "CACHED"] == []
 
 
-def test_given_model_skips_training(pipeline, test_run):
+def test_given_model_skips_training_and_adapts_new_batches(pipeline, test_run):
     launch, outdir, _log = test_run
     model_out = launch / "results_model"
+    # The stimulated samples under new ids: batches the model never trained on.
+    sheet = launch / "new_samples.csv"
+    with sheet.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sample", "h5ad", "role"])
+        for sample in ("stim101", "stim107"):
+            writer.writerow([f"{sample}_new", pipeline / "assets" / "test_data" / f"kang_{sample}.h5ad", "query"])
     result = nextflow(
         [
-            "run", str(pipeline), "-profile", "test", "--outdir", str(model_out),
+            "run", str(pipeline), "-profile", "test", "--outdir", str(model_out), "--input", str(sheet),
             "--model", str(outdir / "model"), "--trace_report_suffix", "model",
             # Free text with both quotes goes through ext.args to the shell unchanged.
             "--multiqc_title", TITLE,
@@ -240,7 +248,9 @@ def test_given_model_skips_training(pipeline, test_run):
     processes = [process_of(row) for row in trace_rows(model_out, "model")]
     assert "SCPERMUT_TRAIN" not in processes
     assert "SCPERMUT_PREDICT" in processes
-    assert list((model_out / "annotated").glob("*.h5ad"))
+    (annotated,) = (model_out / "annotated").glob("*.h5ad")
+    adaptation = ad.read_h5ad(annotated).uns["scpermut"]["adaptation"]
+    assert sorted(adaptation["batches"]) == ["stim101_new", "stim107_new"]
     assert not (model_out / "model").exists()
     # MultiQC prefixes the report's name with the title.
     (report_file,) = (model_out / "multiqc").glob("*multiqc_report.html")

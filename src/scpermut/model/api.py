@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from scpermut import constants
 from scpermut._version import __version__
 from scpermut.errors import InputError
-from scpermut.model import calibration, persistence
+from scpermut.model import adapt, calibration, persistence
 from scpermut.model.minibatches import infer
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import NetworkConfig, TrainingSettings
@@ -190,6 +190,7 @@ class Model:
             run=run_record,
             history=pd.DataFrame(run.history),
             novelty=novelty,
+            reference=adapt.reference_sample(self.network, data, self.settings.seed, self.settings.batch_size * 4),
         )
         return self
 
@@ -248,16 +249,23 @@ class Model:
         return self.network.classifier is not None
 
     def transform(
-        self, expression: sp.spmatrix, batch_size: int | None = None
-    ) -> dict[str, np.ndarray]:
+        self, expression: sp.spmatrix, batch_size: int | None = None, batches=None
+    ) -> dict:
         """Latent coordinates (and class probabilities) of log-normalised rows over :attr:`genes`.
+
+        ``batches``: each row's batch name, to adapt the rows of batches the model never trained
+        on (:mod:`scpermut.model.adapt`, the model unchanged); None maps every row frozen.
 
         Returns
         -------
-        ``{"latent": (cells, latent_dim)}`` plus ``"class_probabilities"`` when the model has a classifier.
+        ``{"latent": (cells, latent_dim)}`` plus ``"class_probabilities"`` when the model has a
+        classifier, and ``"adaptation"`` (a summary per adapted batch) when rows were adapted.
         """
         self._require_trained()
         result = infer(self.network, expression, batch_size or self.settings.batch_size * 4)
+        adapted = None if batches is None else adapt.adapt_new_batches(self.network, result["latent"], batches, self.record)
+        if adapted is not None:
+            result["latent"], result["class_probabilities"], result["adaptation"] = adapted
         if "class_probabilities" in result:
             result["class_probabilities"] = calibration.apply_temperature(
                 result["class_probabilities"], self.temperature
@@ -289,7 +297,8 @@ class Model:
     # -- files ------------------------------------------------------------------------------
 
     def save(self, model_dir: str | Path, overwrite: bool = False) -> None:
-        """Write the model folder (weights, config, genes, classes, batches, preprocessing, history, run record)."""
+        """Write the model folder (weights, config, genes, classes, batches, preprocessing, history, run record,
+        reference latent sample)."""
         self._require_trained()
         model_dir = Path(model_dir)
         persistence.check_model_dir_free(model_dir, overwrite=overwrite, resume=False)

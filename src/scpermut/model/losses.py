@@ -175,6 +175,49 @@ def class_batch_kernel_alignment(latent, memberships, batch_one_hot):
     return ops.sum(groups * discrepancy) / ops.maximum(ops.sum(groups), 1.0)
 
 
+def class_kernel_mmd(source, source_memberships, target, target_memberships):
+    """Squared MMD between the ``source`` and the ``target`` cells of each class, one value per class.
+
+    A Gaussian kernel averaged over three bandwidths around each class's spread in ``target``
+    (held constant): a tight type is judged at its own scale. ``*_memberships`` are
+    ``(cells, classes)`` weights (one-hot or zero rows); a class with no source or no target
+    cell gives 0. Returns ``(discrepancies, source_counts)``, both of shape ``(classes,)``.
+    """
+    source, target = ops.cast(source, "float32"), ops.cast(target, "float32")
+    source_counts = ops.sum(source_memberships, axis=0)
+    target_counts = ops.sum(target_memberships, axis=0)
+    source_weights = source_memberships / ops.maximum(source_counts, 1.0)
+    target_weights = target_memberships / ops.maximum(target_counts, 1.0)
+    target_means = ops.einsum("ic,id->cd", target_weights, target)
+    within = ops.einsum(
+        "ic,ic->c",
+        target_weights,
+        ops.sum(ops.square(target[:, None, :] - target_means[None, :, :]), axis=-1),
+    )
+    bandwidths = ops.stop_gradient(ops.maximum(2.0 * within, _EPSILON))
+
+    def kernel_mean(left, left_weights, right, right_weights):
+        distances = ops.maximum(
+            ops.sum(ops.square(left), axis=-1)[:, None]
+            + ops.sum(ops.square(right), axis=-1)[None, :]
+            - 2.0 * ops.matmul(left, ops.transpose(right)),
+            0.0,
+        )
+        kernels = sum(
+            ops.exp(-distances[None, :, :] / (bandwidths[:, None, None] * scale))
+            for scale in (0.5, 1.0, 2.0)
+        ) / 3.0
+        return ops.einsum("ic,cij,jc->c", left_weights, kernels, right_weights)
+
+    discrepancies = (
+        kernel_mean(source, source_weights, source, source_weights)
+        - 2.0 * kernel_mean(source, source_weights, target, target_weights)
+        + kernel_mean(target, target_weights, target, target_weights)
+    )
+    present = ops.cast((source_counts > 0) & (target_counts > 0), "float32")
+    return discrepancies * present, source_counts
+
+
 def memory_kernel_alignment(latent, types, batches, conditions, memory):
     """How much closer each cell lies to its own batch's cells of its type than to other batches'.
 

@@ -32,6 +32,8 @@ class ModelRecord:
     # The novelty model's arrays (:class:`scpermut.model.novelty.NoveltyModel`); empty for a
     # model without a classifier or from a version before novelty.
     novelty: dict = field(default_factory=dict)
+    # The reference latent sample (``latent``, ``classes``, ``batches`` codes); empty in older folders.
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def check_model_dir_free(model_dir: Path, overwrite: bool, resume: bool) -> None:
@@ -76,6 +78,8 @@ def save_model(model_dir: Path, network, record: ModelRecord) -> None:
         record.history.to_csv(tmp / constants.MODEL_HISTORY, index=False)
         if record.novelty:
             np.savez(tmp / constants.MODEL_NOVELTY, **record.novelty)
+        if record.reference:
+            np.savez(tmp / constants.MODEL_REFERENCE_SAMPLE, **record.reference)
 
 
 def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelRecord:
@@ -108,6 +112,7 @@ def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelReco
         run=read(constants.MODEL_RUN, lambda path: json.loads(path.read_text()), {}),
         history=read(constants.MODEL_HISTORY, pd.read_csv, pd.DataFrame()),
         novelty=read(constants.MODEL_NOVELTY, _read_arrays, {}),
+        reference=read(constants.MODEL_REFERENCE_SAMPLE, _read_arrays, {}),
     )
     if not complete:
         return record

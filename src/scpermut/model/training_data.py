@@ -156,7 +156,7 @@ class TrainingData:
             self.condition_codes,
             self.calibration_codes,
         ):
-            digest.update(np.ascontiguousarray(array).tobytes())
+            digest.update(memoryview(np.ascontiguousarray(array)))  # no copy of a large matrix
         for names in (self.genes, self.classes, self.batches):
             digest.update("\n".join(names).encode())
         return digest.hexdigest()

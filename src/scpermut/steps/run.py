@@ -323,8 +323,9 @@ class _ChainedSteps:
         for spec in self.specs:
             if spec.role == "query":
                 qc = read_h5ad(qc_outputs(self.folders["qc"], spec.sample)["h5ad"], backed="r")
-                check_missing_genes(genes, qc.var_names, max_missing_genes=limit, source=str(spec.path), var=qc.var)
+                var = qc.var.copy()
                 qc.file.close()
+                check_missing_genes(genes, var.index, max_missing_genes=limit, source=str(spec.path), var=var)
 
     def fit(self) -> str:
         from scpermut.steps.train import train_file  # loads TensorFlow

@@ -7,6 +7,7 @@ train the classifier and restores the best weights at the end of each phase.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
 from collections.abc import Sequence
@@ -105,10 +106,15 @@ class TrainingRun:
         seed_everything(settings.seed)
         self.network = ScpermutNetwork(config).build_for_inputs()
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of the training arrays, hashed once (every checkpoint records it)."""
+        return self.data.fingerprint()
+
     def identity(self) -> dict:
         """Return what a checkpoint must match to be resumed: data, network and settings."""
         return {
-            "fingerprint": self.data.fingerprint(),
+            "fingerprint": self.fingerprint,
             "network": self.config.to_dict(),
             "training": self.settings.to_dict(),
         }

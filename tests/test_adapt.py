@@ -1,0 +1,152 @@
+"""Query adaptation: new batches mapped onto a saved reference, the model folder untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+
+import anndata as ad
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from scpermut import constants
+from scpermut.annotation import annotate
+from scpermut.cli import main
+from scpermut.model.api import Model
+from scpermut.model.losses import class_kernel_mmd
+
+# Tiny and short: a reference of the two control samples, the stimulated ones are the query.
+SETTINGS = {
+    "hidden_layers": (64,),
+    "latent_dim": 8,
+    "batch_size": 64,
+    "epochs_warmup": 2,
+    "epochs_full": 6,
+    "epochs_finetune": 1,
+    "min_epochs": 0,
+}
+QUERY_BATCHES = ("stim101", "stim107")
+
+
+@pytest.fixture(scope="module")
+def reference_model(tmp_path_factory, prepared_path):
+    """A model trained on the control samples only, and its folder."""
+    prepared = ad.read_h5ad(prepared_path)
+    reference = prepared[prepared.obs[constants.ROLE] == "reference"].copy()
+    model_dir = tmp_path_factory.mktemp("adapt") / "model"
+    Model(seed=0, **SETTINGS).fit(reference).save(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def query(prepared_path):
+    prepared = ad.read_h5ad(prepared_path)
+    return prepared[prepared.obs["batch"].isin(QUERY_BATCHES).to_numpy()].copy()
+
+
+def _folder_digests(folder):
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def test_the_model_folder_keeps_a_stratified_reference_latent_sample(reference_model, prepared_path):
+    model = Model.load(reference_model)
+    sample = model.record.reference
+    prepared = ad.read_h5ad(prepared_path)
+    labelled = prepared.obs[constants.SPLIT].isin([constants.SPLIT_TRAIN, constants.SPLIT_VALIDATION])
+    # Below the sample's size limit every labelled cell is kept, each with its type and batch.
+    counts = np.bincount(sample["classes"], minlength=len(model.classes))
+    expected = prepared.obs.loc[labelled.to_numpy(), "cell_type"].value_counts()
+    assert dict(zip(model.classes, counts, strict=True)) == expected.to_dict()
+    assert set(np.asarray(model.record.batches)[sample["batches"]]) == {"ctrl101", "ctrl107"}
+    assert sample["latent"].shape == (counts.sum(), SETTINGS["latent_dim"])
+
+
+def test_adaptation_aligns_new_batches_and_leaves_the_model_folder_byte_identical(reference_model, query):
+    before = _folder_digests(reference_model)
+    model = Model.load(reference_model)
+    weights = [w.copy() for w in model.network.get_weights()]
+    frozen = annotate(query, model, adapt=False, umap=False, copy=True)
+    adapted = annotate(query, model, umap=False, copy=True)
+
+    assert _folder_digests(reference_model) == before
+    for old, new in zip(weights, model.network.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+    report = adapted.uns[constants.UNS]["adaptation"]["batches"]
+    assert sorted(report) == list(QUERY_BATCHES)
+    for batch in report.values():
+        assert batch["steps"] > 0 and batch["n_pseudo_labelled"] > 0
+        assert batch["alignment_last"] < batch["alignment_first"]
+    assert not np.array_equal(adapted.obsm[constants.LATENT], frozen.obsm[constants.LATENT])
+    assert frozen.uns[constants.UNS]["adaptation"] == {}
+    probabilities = adapted.obsm[constants.PROBABILITIES]
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(adapted.obs[constants.CONFIDENCE], probabilities.max(axis=1))
+
+
+def test_frozen_mapping_and_known_batches_are_exactly_the_frozen_encoder(reference_model, query, prepared_path):
+    model = Model.load(reference_model)
+    expression = query[:, model.genes].X
+    plain = model.transform(expression)
+    frozen = annotate(query, model, adapt=False, umap=False, copy=True)
+    np.testing.assert_array_equal(frozen.obsm[constants.LATENT], plain["latent"])
+    np.testing.assert_array_equal(frozen.obsm[constants.PROBABILITIES], plain["class_probabilities"])
+    # Cells of batches the model trained on are never adapted, whatever `adapt` says.
+    prepared = ad.read_h5ad(prepared_path)
+    reference = prepared[prepared.obs[constants.ROLE] == "reference"].copy()
+    with_adapt = annotate(reference, model, umap=False, copy=True)
+    np.testing.assert_array_equal(with_adapt.obsm[constants.LATENT], model.transform(reference[:, model.genes].X)["latent"])
+
+
+def test_adaptation_is_deterministic_and_each_batch_maps_alone_as_in_company(reference_model, query):
+    model = Model.load(reference_model)
+    first = annotate(query, model, umap=False, copy=True)
+    again = annotate(query, Model.load(reference_model), umap=False, copy=True)
+    np.testing.assert_array_equal(first.obsm[constants.LATENT], again.obsm[constants.LATENT])
+    alone = query[query.obs["batch"] == QUERY_BATCHES[0]].copy()
+    annotate(alone, model, umap=False)
+    rows = (query.obs["batch"] == QUERY_BATCHES[0]).to_numpy()
+    np.testing.assert_array_equal(alone.obsm[constants.LATENT], first.obsm[constants.LATENT][rows])
+
+
+def test_an_older_model_folder_maps_frozen_and_says_why(reference_model, query, tmp_path, caplog):
+    old = tmp_path / "old_model"
+    shutil.copytree(reference_model, old)
+    (old / constants.MODEL_REFERENCE_SAMPLE).unlink()
+    model = Model.load(old)
+    with caplog.at_level(logging.WARNING):
+        mapped = annotate(query, model, umap=False, copy=True)
+    assert "needs a model trained by this version" in caplog.text
+    np.testing.assert_array_equal(mapped.obsm[constants.LATENT], model.transform(query[:, model.genes].X)["latent"])
+
+
+def test_predict_command_takes_no_adapt(reference_model, query, tmp_path):
+    source, out = tmp_path / "query.h5ad", tmp_path / "annotated.h5ad"
+    query.write_h5ad(source)
+    result = CliRunner().invoke(main, ["predict", str(source), "--model", str(reference_model), "--out", str(out), "--no-umap", "--no-adapt"])
+    assert result.exit_code == 0, result.output
+    written = ad.read_h5ad(out)
+    assert not written.uns[constants.UNS]["prediction"]["adapt"]
+    assert constants.UNS in written.uns and not written.uns[constants.UNS].get("adaptation")
+
+
+def test_class_kernel_mmd_is_zero_for_one_distribution_and_grows_with_a_shift():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    cells = rng.normal(size=(60, 4)).astype(np.float32)
+    one_hot = np.eye(2, dtype=np.float32)[np.arange(60) % 2]
+    same, counts = class_kernel_mmd(cells, one_hot, cells, one_hot)
+    np.testing.assert_allclose(np.asarray(same), 0.0, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(counts), [30, 30])
+    shifted = tf.Variable(cells + np.float32(1.0))
+    with tf.GradientTape() as tape:
+        moved, _ = class_kernel_mmd(shifted, one_hot, cells, one_hot)
+        total = tf.reduce_sum(moved)
+    assert (np.asarray(moved) > 0.05).all()
+    assert np.abs(tape.gradient(total, shifted).numpy()).sum() > 0
+    # A class with no source cell adds nothing.
+    only_first = one_hot * np.array([1.0, 0.0], dtype=np.float32)
+    partial, _ = class_kernel_mmd(cells + 1.0, only_first, cells, one_hot)
+    assert float(np.asarray(partial)[1]) == 0.0
