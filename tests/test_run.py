@@ -172,7 +172,7 @@ def test_label_completes_an_atlas_of_which_a_third_is_labelled(tmp_path, assets_
     )
     assert result.exit_code == 0, result.output
     annotated = ad.read_h5ad(tmp_path / "out" / "annotated" / "annotated.h5ad")
-    assert set(annotated.obs[constants.SPLIT].astype(str)) == {"train", "validation", "unlabelled"}
+    assert set(annotated.obs[constants.SPLIT].astype(str)) == {"train", "validation", "calibration", "unlabelled"}  # 4 labelled batches: one calibrates
     completed = annotated.obs[constants.SPLIT].astype(str) == "unlabelled"
     original = dict(zip(atlas.obs_names, truth))
     correct = annotated.obs.loc[completed, constants.PREDICTION].astype(str).to_numpy() == np.array(

@@ -64,7 +64,7 @@ class CellBatches(keras.utils.PyDataset):
         across_batches: bool = True,
         labelled_share: float = 0.0,
         pseudo_labels: Callable[[np.ndarray], np.ndarray] | None = None,
-        pseudo_permute: bool = False,
+        pseudo_permute: bool = True,
         epoch_cells: int = 0,
     ):
         super().__init__(workers=1, use_multiprocessing=False)
