@@ -76,7 +76,7 @@ def test_annotation_writes_every_documented_field(annotated, trained, tmp_path):
     np.testing.assert_array_equal(
         annotated.obs[constants.CONFIDENCE], annotated.obsm[constants.PROBABILITIES].max(axis=1)
     )
-    assert list(annotated.obs[constants.PREDICTION].cat.categories) == classes
+    assert list(annotated.obs[constants.PREDICTION].cat.categories) == [*classes, "Unknown"]  # Unknown is always a category
     # The final label: given where the reference is labelled, else the prediction (query cells too).
     split = annotated.obs[constants.SPLIT].astype(str)
     given = split.isin(["train", "validation"])
