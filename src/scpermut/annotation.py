@@ -225,47 +225,61 @@ def annotate(
         batches = adata.obs[keys.batch_key] if keys.batch_key in adata.obs else np.full(adata.n_obs, source)
     outputs = model.transform(aligned, batch_size, batches=None if batches is None else np.asarray(batches, dtype=str))
     adata.obsm[constants.LATENT] = outputs["latent"]
-    unknown_label = keys.unlabeled_category
     if "class_probabilities" in outputs:
-        probabilities = outputs["class_probabilities"]
-        confidence = probabilities.max(axis=1)
-        labels = np.asarray(record.classes, dtype=object)[probabilities.argmax(axis=1)]
-        categories = [*record.classes, unknown_label]
-        if unknown_threshold > 0:
-            labels[confidence < unknown_threshold] = unknown_label
-        novelty = model.novelty(outputs["latent"])
-        if novelty is not None:
-            novelty = neighbourhood_median(outputs["latent"], novelty, int(record.training["seed"]))
-            labels[novel_cells(adata, novelty, novelty_threshold, keys.batch_key)] = unknown_label
-            adata.obs[constants.NOVELTY] = novelty
-        adata.obs[constants.PREDICTION] = pd.Categorical(labels, categories=categories)
-        adata.obs[constants.LABEL] = final_labels(adata, keys.class_key)
-        adata.obs[constants.CONFIDENCE] = confidence.astype(np.float32)
-        adata.obsm[constants.PROBABILITIES] = probabilities
+        write_predictions(adata, model, outputs, keys, unknown_threshold, novelty_threshold)
     else:
         log.warning(
             "the model was trained without a classifier: only the latent space (and UMAP) are written"
         )
-    seed = int(record.training["seed"])
     if umap:
-        compute_umap(adata, seed)
-    adata.uns[constants.UNS] = plain(
+        compute_umap(adata, int(record.training["seed"]))
+    prediction = {
+        "unknown_threshold": unknown_threshold,
+        "novelty_threshold": novelty_threshold,
+        "max_missing_genes": max_missing_genes,
+        "adapt": adapt,
+        "umap": umap,
+        "source": source,
+    }
+    adata.uns[constants.UNS] = provenance(record, keys, prediction, n_missing, outputs.get("adaptation", {}))
+    return adata if copy else None
+
+
+def write_predictions(adata, model, outputs: dict, keys: Keys, unknown_threshold: float, novelty_threshold: float) -> None:
+    """The label, confidence, probabilities and novelty fields from the model's class probabilities:
+    a cell is ``Unknown`` when its confidence is below ``unknown_threshold`` or its novelty above
+    ``novelty_threshold`` (:func:`novel_cells`)."""
+    record = model.record
+    unknown_label = keys.unlabeled_category
+    probabilities = outputs["class_probabilities"]
+    confidence = probabilities.max(axis=1)
+    labels = np.asarray(record.classes, dtype=object)[probabilities.argmax(axis=1)]
+    if unknown_threshold > 0:
+        labels[confidence < unknown_threshold] = unknown_label
+    novelty = model.novelty(outputs["latent"])
+    if novelty is not None:
+        novelty = neighbourhood_median(outputs["latent"], novelty, int(record.training["seed"]))
+        labels[novel_cells(adata, novelty, novelty_threshold, keys.batch_key)] = unknown_label
+        adata.obs[constants.NOVELTY] = novelty
+    adata.obs[constants.PREDICTION] = pd.Categorical(labels, categories=[*record.classes, unknown_label])
+    adata.obs[constants.LABEL] = final_labels(adata, keys.class_key)
+    adata.obs[constants.CONFIDENCE] = confidence.astype(np.float32)
+    adata.obsm[constants.PROBABILITIES] = probabilities
+
+
+def provenance(record, keys: Keys, prediction: dict, n_missing: int, adaptation: dict) -> dict:
+    """What ``uns["scpermut"]`` records of an annotation: the model's classes, keys, training
+    parameters and versions, the prediction's own parameters and the adaptation per batch."""
+    return plain(
         {
             "classes": list(record.classes),
-            "unknown_label": unknown_label,
+            "unknown_label": keys.unlabeled_category,
             "keys": keys.to_dict(),
             "genes_used": len(record.genes),
             "genes_missing": n_missing,
-            "adaptation": outputs.get("adaptation", {}),
-            "prediction": {
-                "unknown_threshold": unknown_threshold,
-                "novelty_threshold": novelty_threshold,
-                "max_missing_genes": max_missing_genes,
-                "adapt": adapt,
-                "umap": umap,
-                "source": source,
-            },
-            "seed": seed,
+            "adaptation": adaptation,
+            "prediction": prediction,
+            "seed": int(record.training["seed"]),
             "parameters": record.run.get(
                 "parameters", {"network": record.network, "training": record.training}
             ),
@@ -279,7 +293,6 @@ def annotate(
         arrays=False,
         none="",
     )
-    return adata if copy else None
 
 
 def novel_cells(adata, novelty: np.ndarray, threshold: float, batch_key: str) -> np.ndarray:

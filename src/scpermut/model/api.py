@@ -154,7 +154,29 @@ class Model:
         self.network = run.network
         fingerprint = data.fingerprint()
         data = run.data  # validation cells may have joined training (too few to stop early on)
-        run_record = {
+        run_record = self._run_record(run, data, source, fingerprint, started)
+        novelty = {}
+        if run.config.use_classifier:
+            scores, novelty = self._calibrate(data)
+            run_record.update(scores)
+        self.record = persistence.ModelRecord(
+            network=run.config.to_dict(),
+            training=self.settings.to_dict(),
+            genes=data.genes,
+            classes=data.classes,
+            batches=data.batches,
+            preprocess=data.preprocess,
+            run=run_record,
+            history=pd.DataFrame(run.history),
+            novelty=novelty,
+            reference=adapt.reference_sample(self.network, data, self.settings.seed, self.settings.batch_size * 4),
+        )
+        return self
+
+    def _run_record(self, run, data: TrainingData, source: str, fingerprint: str, started: float) -> dict:
+        """What ``run.json`` records of a training run: seed, versions, parameters, device, the
+        input's fingerprint, the cells, the phases and loss terms, epochs planned and run, timing."""
+        return {
             "seed": self.settings.seed,
             "versions": software_versions(),
             "parameters": {"network": run.config.to_dict(), "training": self.settings.to_dict()},
@@ -176,23 +198,6 @@ class Model:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "duration_seconds": round(time.time() - started, 2),
         }
-        novelty = {}
-        if run.config.use_classifier:
-            scores, novelty = self._calibrate(data)
-            run_record.update(scores)
-        self.record = persistence.ModelRecord(
-            network=run.config.to_dict(),
-            training=self.settings.to_dict(),
-            genes=data.genes,
-            classes=data.classes,
-            batches=data.batches,
-            preprocess=data.preprocess,
-            run=run_record,
-            history=pd.DataFrame(run.history),
-            novelty=novelty,
-            reference=adapt.reference_sample(self.network, data, self.settings.seed, self.settings.batch_size * 4),
-        )
-        return self
 
     def _calibrate(self, data: TrainingData) -> tuple[dict, dict]:
         """Validation scores, the temperature and the novelty model, for the run record and the folder.

@@ -150,23 +150,7 @@ def class_batch_kernel_alignment(latent, memberships, batch_one_hot):
     class_counts = ops.sum(counts, axis=1)
     group_weights = ops.einsum("ic,ib->icb", memberships, batch_one_hot) / ops.maximum(counts, 1.0)
     class_weights = memberships / ops.maximum(class_counts, 1.0)
-    class_means = ops.einsum("ic,id->cd", class_weights, latent)
-    # Each type's own scale: two of its cells lie on average 2 x its variance apart.
-    within = ops.einsum(
-        "ic,ic->c",
-        class_weights,
-        ops.sum(ops.square(latent[:, None, :] - class_means[None, :, :]), axis=-1),
-    )
-    bandwidths = ops.stop_gradient(ops.maximum(2.0 * within, _EPSILON))
-    squared_norms = ops.sum(ops.square(latent), axis=-1)
-    distances = ops.maximum(
-        squared_norms[:, None] + squared_norms[None, :] - 2.0 * ops.matmul(latent, ops.transpose(latent)),
-        0.0,
-    )
-    kernels = sum(
-        ops.exp(-distances[None, :, :] / (bandwidths[:, None, None] * scale))
-        for scale in (0.5, 1.0, 2.0)
-    ) / 3.0
+    kernels = _type_kernels(latent, latent, _type_bandwidths(latent, class_weights))
     group_group = ops.einsum("icb,cij,jcb->cb", group_weights, kernels, group_weights)
     group_class = ops.einsum("icb,cij,jc->cb", group_weights, kernels, class_weights)
     class_class = ops.einsum("ic,cij,jc->c", class_weights, kernels, class_weights)
@@ -188,25 +172,10 @@ def class_kernel_mmd(source, source_memberships, target, target_memberships):
     target_counts = ops.sum(target_memberships, axis=0)
     source_weights = source_memberships / ops.maximum(source_counts, 1.0)
     target_weights = target_memberships / ops.maximum(target_counts, 1.0)
-    target_means = ops.einsum("ic,id->cd", target_weights, target)
-    within = ops.einsum(
-        "ic,ic->c",
-        target_weights,
-        ops.sum(ops.square(target[:, None, :] - target_means[None, :, :]), axis=-1),
-    )
-    bandwidths = ops.stop_gradient(ops.maximum(2.0 * within, _EPSILON))
+    bandwidths = _type_bandwidths(target, target_weights)
 
     def kernel_mean(left, left_weights, right, right_weights):
-        distances = ops.maximum(
-            ops.sum(ops.square(left), axis=-1)[:, None]
-            + ops.sum(ops.square(right), axis=-1)[None, :]
-            - 2.0 * ops.matmul(left, ops.transpose(right)),
-            0.0,
-        )
-        kernels = sum(
-            ops.exp(-distances[None, :, :] / (bandwidths[:, None, None] * scale))
-            for scale in (0.5, 1.0, 2.0)
-        ) / 3.0
+        kernels = _type_kernels(left, right, bandwidths)
         return ops.einsum("ic,cij,jc->c", left_weights, kernels, right_weights)
 
     discrepancies = (
@@ -265,10 +234,43 @@ def memory_kernel_alignment(latent, types, batches, conditions, memory):
     other = ops.cast(comparable & (slot_batches != batches[:, None]), "float32")
     distances = ops.sum(ops.square(latent[:, None, :] - remembered), axis=-1)
     scale = ops.take(bandwidths, rows, axis=0)[:, None]
-    kernels = sum(ops.exp(-distances / (scale * factor)) for factor in (0.5, 1.0, 2.0)) / 3.0
+    kernels = _multiscale_kernel(distances, scale)
     n_own, n_other = ops.sum(own, axis=1), ops.sum(other, axis=1)
     witness = ops.sum(kernels * own, axis=1) / ops.maximum(n_own, 1.0) - ops.sum(
         kernels * other, axis=1
     ) / ops.maximum(n_other, 1.0)
     counted = ops.cast(aligned & (n_own > 0) & (n_other > 0), "float32")
     return ops.sum(witness * counted) / ops.maximum(ops.sum(counted), 1.0)
+
+
+# The Gaussian kernels' bandwidths, as multiples of a type's own squared spread.
+_KERNEL_SCALES = (0.5, 1.0, 2.0)
+
+
+def _multiscale_kernel(distances, bandwidths):
+    """The Gaussian kernel of squared ``distances`` averaged over :data:`_KERNEL_SCALES` x
+    ``bandwidths`` (broadcast against each other)."""
+    return sum(ops.exp(-distances / (bandwidths * scale)) for scale in _KERNEL_SCALES) / float(len(_KERNEL_SCALES))
+
+
+def _type_bandwidths(latent, weights):
+    """Each type's squared bandwidth, held constant: two of its cells lie on average 2 x its
+    variance apart. ``weights`` are ``(cells, types)``, each type's column summing to 1 (or 0)."""
+    means = ops.einsum("ic,id->cd", weights, latent)
+    within = ops.einsum(
+        "ic,ic->c",
+        weights,
+        ops.sum(ops.square(latent[:, None, :] - means[None, :, :]), axis=-1),
+    )
+    return ops.stop_gradient(ops.maximum(2.0 * within, _EPSILON))
+
+
+def _type_kernels(left, right, bandwidths):
+    """``(types, left cells, right cells)``: the kernel between every pair at each type's bandwidth."""
+    left_norms = ops.sum(ops.square(left), axis=-1)
+    right_norms = left_norms if right is left else ops.sum(ops.square(right), axis=-1)
+    distances = ops.maximum(
+        left_norms[:, None] + right_norms[None, :] - 2.0 * ops.matmul(left, ops.transpose(right)),
+        0.0,
+    )
+    return _multiscale_kernel(distances[None, :, :], bandwidths[:, None, None])

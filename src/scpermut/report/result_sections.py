@@ -34,28 +34,35 @@ def embedding_section(adata, keys, result, seed: int) -> html.Section:
             )
         )
     coordinates = np.asarray(adata.obsm[constants.UMAP])[index]
-    obs = adata.obs.iloc[index]
     colours = _class_colours(adata, keys)
-    figures = []
+    figures = [
+        html.image(plots.embedding(coordinates, values, title, colours if by_type else None), caption, name)
+        for values, title, caption, name, by_type in _embedding_panels(adata.obs.iloc[index], keys)
+    ]
+    return section.add(html.grid(figures))
+
+
+def _embedding_panels(obs, keys) -> list[tuple]:
+    """The UMAP panels the annotated cells allow: (values, title, caption, figure name, coloured
+    by cell type) for batch, origin, known label, prediction and confidence."""
+    panels = []
     if keys.batch_key in obs:
-        figures.append(
-            html.image(
-                plots.embedding(
-                    coordinates, obs[keys.batch_key], f"batch ({keys.batch_key})"
-                ),
-                "Cells coloured by batch: mixed colours mean batches are aligned.",
-                "umap_batch",
-            )
-        )
+        panels.append((
+            obs[keys.batch_key],
+            f"batch ({keys.batch_key})",
+            "Cells coloured by batch: mixed colours mean batches are aligned.",
+            "umap_batch",
+            False,
+        ))
     if constants.SPLIT in obs:
-        figures.append(
-            html.image(
-                plots.embedding(coordinates, _origin(obs[constants.SPLIT]), "reference or query"),
-                "Labelled reference cells, unlabelled reference cells and query cells: query cells far from "
-                "every reference cell are of a kind the reference may not hold.",
-                "umap_origin",
-            )
-        )
+        panels.append((
+            _origin(obs[constants.SPLIT]),
+            "reference or query",
+            "Labelled reference cells, unlabelled reference cells and query cells: query cells far from "
+            "every reference cell are of a kind the reference may not hold.",
+            "umap_origin",
+            False,
+        ))
     if keys.class_key in obs:
         truth = obs[keys.class_key].astype(str)
         caption = "Known labels" + (
@@ -63,36 +70,18 @@ def embedding_section(adata, keys, result, seed: int) -> html.Section:
             if (truth == keys.unlabeled_category).any()
             else "."
         )
-        figures.append(
-            html.image(
-                plots.embedding(coordinates, truth, f"true label ({keys.class_key})", colours),
-                caption,
-                "umap_truth",
-            )
-        )
+        panels.append((truth, f"true label ({keys.class_key})", caption, "umap_truth", True))
     if constants.PREDICTION in obs:
-        figures.append(
-            html.image(
-                plots.embedding(
-                    coordinates, obs[constants.PREDICTION].astype(str), "prediction", colours
-                ),
-                "Predicted cell types.",
-                "umap_prediction",
-            )
-        )
+        panels.append((obs[constants.PREDICTION].astype(str), "prediction", "Predicted cell types.", "umap_prediction", True))
     if constants.CONFIDENCE in obs:
-        figures.append(
-            html.image(
-                plots.embedding(
-                    coordinates,
-                    obs[constants.CONFIDENCE].astype(float).rename("confidence"),
-                    "confidence",
-                ),
-                "Probability of the predicted class.",
-                "umap_confidence",
-            )
-        )
-    return section.add(html.grid(figures))
+        panels.append((
+            obs[constants.CONFIDENCE].astype(float).rename("confidence"),
+            "confidence",
+            "Probability of the predicted class.",
+            "umap_confidence",
+            False,
+        ))
+    return panels
 
 def confusion_section(adata, keys, result) -> html.Section:
     section = html.Section("confusion", "Confusion matrix")

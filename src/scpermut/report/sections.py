@@ -126,7 +126,28 @@ def _annotated_section(keys, result) -> html.Section:
 
 def _summary_section(adata, model, keys, result) -> html.Section:
     section = html.Section("summary", "Run summary")
-    headline = metrics.headline(result)
+    _add_headline(section, metrics.headline(result))
+    uns = adata.uns.get(constants.UNS, {}) or {}
+    classes = list(np.asarray(uns.get("classes", []))) if "classes" in uns else None
+    if classes is not None:
+        section.add(
+            html.text("Cell types known to the model: " + ", ".join(map(str, classes)) + ".")
+        )
+    blocks = [html.block(html.heading("Data"), html.key_values(_data_sizes(adata, model, keys, classes), "data"))]
+    run_record = model.run
+    if run_record:
+        blocks.append(
+            html.block(html.heading("Training run"), html.key_values(_run_facts(run_record), "run"))
+        )
+    section.add(html.grid(blocks))
+    full = _full_records(model, uns)
+    if full:
+        section.add(html.details("All parameters, versions and records", html.grid(full)))
+    return section
+
+
+def _add_headline(section: html.Section, headline: dict) -> None:
+    """What the label transfer was scored on, and the headline scores as cards."""
     scored = f" ({headline['evaluation_set']} cells)"
     shown = {
         "balanced_accuracy": "balanced accuracy" + scored,
@@ -158,8 +179,9 @@ def _summary_section(adata, model, keys, result) -> html.Section:
         )
     )
 
-    uns = adata.uns.get(constants.UNS, {}) or {}
-    classes = list(np.asarray(uns.get("classes", []))) if "classes" in uns else None
+
+def _data_sizes(adata, model, keys, classes) -> dict:
+    """The data's sizes and keys, and its cells per split, role and sample."""
     sizes = {
         "cells": adata.n_obs,
         "genes in the file": adata.n_vars,
@@ -180,38 +202,29 @@ def _summary_section(adata, model, keys, result) -> html.Section:
         if column in adata.obs:
             for value, count in adata.obs[column].astype(str).value_counts().sort_index().items():
                 sizes[f"{label} {value}"] = int(count)
-    if classes is not None:
-        section.add(
-            html.text("Cell types known to the model: " + ", ".join(map(str, classes)) + ".")
-        )
-    blocks = [html.block(html.heading("Data"), html.key_values(sizes, "data"))]
-    run_record = model.run
-    if run_record:
-        blocks.append(
-            html.block(html.heading("Training run"), html.key_values(_run_facts(run_record), "run"))
-        )
-    section.add(html.grid(blocks))
-    # Parameters and versions appear in several records: show each once.
+    return sizes
+
+
+def _full_records(model, uns: dict) -> list:
+    """Every record of the run as key-value blocks; parameters and versions, which appear in
+    several records, shown once."""
     prediction_record = {
         k: v for k, v in uns.items() if k not in ("classes", "parameters", "training", "versions")
     }
     records = (
         (
             "Run record (run.json)",
-            {k: v for k, v in run_record.items() if k != "parameters"},
+            {k: v for k, v in model.run.items() if k != "parameters"},
             "run_record",
         ),
         ("Model parameters (config.json)", {"network": model.network, "training": model.training} if model.network else None, "config"),
         ("Prediction record (uns['scpermut'])", prediction_record, "prediction"),
     )
-    full = [
+    return [
         html.block(html.heading(title), html.key_values(flatten(record), name))
         for title, record, name in records
         if record
     ]
-    if full:
-        section.add(html.details("All parameters, versions and records", html.grid(full)))
-    return section
 
 def _run_facts(run: dict) -> dict:
     """The lines of run.json a reader looks for first."""

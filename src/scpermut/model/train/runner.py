@@ -213,37 +213,8 @@ class TrainingRun:
             phase.epochs,
             ", ".join(phase.terms) + (", permutation" if phase.permute else ""),
         )
-        cells = (
-            np.flatnonzero(self.data.train_codes != NOT_LABELLED) if phase.labelled_only else None
-        )
-        dataset = CellBatches(
-            self.data,
-            batch_size=self.settings.batch_size,
-            seed=self.settings.seed,
-            phase=index,
-            cells=cells,
-            permute=phase.permute,
-            across_batches=self.settings.permute_across_batches,
-            labelled_share=self.settings.labelled_share if phase.trains(CLASSIFIER) else 0.0,
-            pseudo_labels=self._pseudo_labeller(phase),
-            pseudo_permute=self.settings.pseudo_permutation and phase.permute,
-            epoch_cells=self.settings.epoch_cells,
-        )
-        trainer = PhaseTrainer(self.network, phase, self.settings, self.class_weights)
-        adversary_optimizer = None
-        if phase.trains(ADVERSARY):
-            adversary_optimizer = keras.optimizers.Adam(
-                self.settings.learning_rate * self.settings.adversary_lr_factor
-            )
-            if keras.mixed_precision.global_policy().name == "mixed_float16":
-                adversary_optimizer = keras.optimizers.LossScaleOptimizer(adversary_optimizer)
-            adversary_optimizer.build(self.network.adversary.trainable_variables)
-        trainer.compile(
-            optimizer=keras.optimizers.Adam(self.settings.learning_rate),
-            adversary_optimizer=adversary_optimizer,
-            jit_compile=False,
-        )
-        trainer.optimizer.build(trainer.phase_variables())
+        dataset = self._phase_batches(index, phase)
+        trainer, adversary_optimizer = self._compiled_trainer(phase)
         callbacks: list[keras.callbacks.Callback] = [EpochData(dataset)]
         if phase.trains(ADVERSARY):
             callbacks.append(
@@ -251,34 +222,12 @@ class TrainingRun:
                     self.network, adversarial_before, adversarial_total, self.settings.grl_ramp
                 )
             )
-        stopper = None
-        if phase.trains(CLASSIFIER) and self.has_validation:
-            scorer = ValidationScores(self.network, self.data, self.settings.batch_size)
-            early_state = (
-                dict(saved[0]["early_stopping"]) if saved and saved[0]["early_stopping"] else None
-            )
-            stopper = EarlyStopping(
-                self.network,
-                scorer,
-                self.settings.early_stopping_metric,
-                self.settings.patience,
-                early_state,
-                saved[1].get("best") if saved else None,
-                phase.min_epochs,
-            )
-            callbacks += [scorer, stopper]
-        elif phase.trains(CLASSIFIER):
-            log.warning("no validation cells: no early stopping, the last epoch's weights are kept")
+        stopper = self._early_stopping(phase, saved)
+        if stopper is not None:
+            callbacks += [stopper.scorer, stopper]
         callbacks.append(Checkpoint(self, index, stopper))
-        for name, optimizer in (
-            ("optimizer", trainer.optimizer),
-            ("adversary_optimizer", adversary_optimizer),
-        ):
-            if saved is not None and name in saved[1]:
-                for variable, value in zip(optimizer.variables, saved[1][name], strict=True):
-                    variable.assign(value)
-        if saved is not None and trainer.memory is not None and "alignment_memory" in saved[1]:
-            trainer.memory.restore(saved[1]["alignment_memory"])
+        if saved is not None:
+            self._restore_trainer_state(trainer, adversary_optimizer, saved)
         if phase.freeze_encoder:
             self.network.encoder.trainable = False
         try:
@@ -300,6 +249,77 @@ class TrainingRun:
             if stopper.state is None:
                 stopper.on_train_begin()
             stopper.restore_best()
+
+    def _phase_batches(self, index: int, phase: Phase) -> CellBatches:
+        """The phase's mini-batches: its cells (the labelled ones only when the phase says so),
+        partners when it permutes, the labelled share when it trains the classifier."""
+        cells = (
+            np.flatnonzero(self.data.train_codes != NOT_LABELLED) if phase.labelled_only else None
+        )
+        return CellBatches(
+            self.data,
+            batch_size=self.settings.batch_size,
+            seed=self.settings.seed,
+            phase=index,
+            cells=cells,
+            permute=phase.permute,
+            across_batches=self.settings.permute_across_batches,
+            labelled_share=self.settings.labelled_share if phase.trains(CLASSIFIER) else 0.0,
+            pseudo_labels=self._pseudo_labeller(phase),
+            pseudo_permute=self.settings.pseudo_permutation and phase.permute,
+            epoch_cells=self.settings.epoch_cells,
+        )
+
+    def _compiled_trainer(self, phase: Phase):
+        """The phase's trainer, compiled, with its optimizers built (the adversary's only when the
+        phase trains the batch head)."""
+        trainer = PhaseTrainer(self.network, phase, self.settings, self.class_weights)
+        adversary_optimizer = None
+        if phase.trains(ADVERSARY):
+            adversary_optimizer = keras.optimizers.Adam(
+                self.settings.learning_rate * self.settings.adversary_lr_factor
+            )
+            if keras.mixed_precision.global_policy().name == "mixed_float16":
+                adversary_optimizer = keras.optimizers.LossScaleOptimizer(adversary_optimizer)
+            adversary_optimizer.build(self.network.adversary.trainable_variables)
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(self.settings.learning_rate),
+            adversary_optimizer=adversary_optimizer,
+            jit_compile=False,
+        )
+        trainer.optimizer.build(trainer.phase_variables())
+        return trainer, adversary_optimizer
+
+    def _early_stopping(self, phase: Phase, saved) -> EarlyStopping | None:
+        """Early stopping on the validation cells for a phase that trains the classifier, resumed
+        from ``saved``; None without validation cells (the last epoch's weights are kept)."""
+        if not phase.trains(CLASSIFIER):
+            return None
+        if not self.has_validation:
+            log.warning("no validation cells: no early stopping, the last epoch's weights are kept")
+            return None
+        early_state = dict(saved[0]["early_stopping"]) if saved and saved[0]["early_stopping"] else None
+        return EarlyStopping(
+            self.network,
+            ValidationScores(self.network, self.data, self.settings.batch_size),
+            self.settings.early_stopping_metric,
+            self.settings.patience,
+            early_state,
+            saved[1].get("best") if saved else None,
+            phase.min_epochs,
+        )
+
+    def _restore_trainer_state(self, trainer, adversary_optimizer, saved) -> None:
+        """The optimizers' and the alignment memory's state from a checkpoint."""
+        for name, optimizer in (
+            ("optimizer", trainer.optimizer),
+            ("adversary_optimizer", adversary_optimizer),
+        ):
+            if name in saved[1]:
+                for variable, value in zip(optimizer.variables, saved[1][name], strict=True):
+                    variable.assign(value)
+        if trainer.memory is not None and "alignment_memory" in saved[1]:
+            trainer.memory.restore(saved[1]["alignment_memory"])
 
     def _pseudo_labeller(self, phase: Phase):
         """What gives the cells without labels their type for the alignment and the permutation
