@@ -390,9 +390,12 @@ def tune_select(scores, out):
     log.info("tune-select: best score %.4f (trial %d) of %d -> %s", best["score"], best["number"], len(scores), out / TUNE_BEST_PARAMS)
 
 def run_options(umap: Option):
-    """Options `run` and `label` add to the step options: output folder, a ready model, prediction, overwriting, resuming, tracking."""
+    """What `run` and `label` take: every step's options, and their own: output folder, a ready
+    model, prediction, overwriting, resuming, tracking; their faults reported as one sentence."""
 
     def decorate(func):
+        for step_options in (reports_errors, training_options, params_option, seed_option, prepare_options, qc_options, key_options):
+            func = step_options(func)
         func = declared_options(options.RESUME, options.MLFLOW_URI, options.QUERY_H5AD)(func)
         func = option("overwrite", is_flag=True, help="Replace the results of an earlier run in --outdir (kept until the new run succeeds).")(func)
         func = declared_options(options.PREDICTION, umap)(func)
@@ -422,13 +425,6 @@ Examples:
 @main.command(epilog=RUN_EXAMPLE)
 @option("input", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Samplesheet CSV: sample,h5ad[,role,batch_col,label_col,unknown_label,condition,layer].")
 @run_options(options.UMAP)
-@key_options
-@qc_options
-@prepare_options
-@seed_option
-@params_option
-@training_options
-@reports_errors
 def run(outdir, model, layer, **flags):
     """Run qc -> prepare -> train -> predict -> report on a samplesheet, in one process.
 
@@ -452,13 +448,6 @@ def run(outdir, model, layer, **flags):
 @click.argument("atlas", metavar="ATLAS.h5ad", type=click.Path(dir_okay=False, path_type=Path))
 @option("query", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Annotate this file instead of the atlas's unlabelled cells (its labels, if any, only score the result).")
 @run_options(options.LABEL_UMAP)
-@key_options
-@qc_options
-@prepare_options
-@seed_option
-@params_option
-@training_options
-@reports_errors
 def label(atlas, query, outdir, model, layer, **flags):
     """Annotate the unlabelled cells of ATLAS.h5ad (or of --query) and write the annotated h5ad and a report.
 
