@@ -22,7 +22,7 @@ from scpermut.steps.report import write_report
 CLASSES = ["B cells", "Monocytes", "NK cells", "T cells", "pDC"]
 CLASS_SIZES = [300, 500, 150, 1030, 20]  # pDC is rare: 20 of 2000 cells = 1 %
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["annotated", "composition", "summary", "qc", "training", "umap", "confusion", "markers", "per_class", "metrics", "unknown"]
+SECTIONS = ["annotated", "composition", "summary", "qc", "training", "umap", "mapping", "confusion", "markers", "per_class", "metrics", "unknown"]
 FIGURES = [
     "training_curves",
     "composition_scpermut_sample",
@@ -365,3 +365,45 @@ def test_the_unknown_cells_are_explained_by_rule_and_nearest_known_type(rendered
     text = (rendered / "report.html").read_text()
     assert "(novelty above 0.9 or confidence below 0.3)" in text
     assert "Their nearest known types" in text
+
+
+def test_a_report_of_one_sample_names_its_multiqc_rows_by_the_sample(tmp_path):
+    """Samples mapped in tasks of their own make distinct rows of one MultiQC table."""
+    adata = synthetic_annotated()
+    query = adata[adata.obs[constants.SAMPLE].astype(str) == "query1"].copy()
+    write_report(query, synthetic_model_dir(tmp_path / "model"), tmp_path / "out")
+    for name in ("scpermut_metrics_mqc.tsv", "scpermut_per_class_mqc.tsv", "scpermut_annotated_mqc.tsv"):
+        table = pd.read_csv(tmp_path / "out" / name, sep="\t", comment="#")
+        rows = table.iloc[:, 0].astype(str)
+        assert rows.str.startswith("query1: ").all(), (name, list(rows))
+
+
+def test_a_query_mapped_onto_a_saved_reference_is_drawn_on_the_reference_sample(tmp_path):
+    """The cells of a batch the model never trained on share one UMAP with the folder's reference
+    sample; a model folder without the sample (older versions) says so instead."""
+    adata = synthetic_annotated()
+    older = synthetic_model_dir(tmp_path / "older")
+    write_report(adata, older, tmp_path / "without")
+    parser = _Collector()
+    parser.feed((tmp_path / "without" / "report.html").read_text())
+    assert "mapping_origin" not in parser.figures
+
+    model = synthetic_model_dir(tmp_path / "model")
+    (model / constants.MODEL_BATCHES).write_text(json.dumps(["ref1", "ref2"]))
+    (model / constants.MODEL_CLASSES).write_text(json.dumps(list(CLASSES)))
+    reference = adata.obs[constants.ROLE].astype(str).to_numpy() == "reference"
+    truth = adata.obs["cell_type"].astype(str).to_numpy()
+    labelled = np.flatnonzero(reference & (truth != "Unknown"))
+    np.savez(
+        model / constants.MODEL_REFERENCE_SAMPLE,
+        latent=adata.obsm[constants.LATENT][labelled],
+        classes=np.array([list(CLASSES).index(name) for name in truth[labelled]], dtype=np.int32),
+        batches=np.zeros(labelled.size, dtype=np.int32),
+    )
+    write_report(adata, model, tmp_path / "out")
+    parser = _Collector()
+    text = (tmp_path / "out" / "report.html").read_text()
+    parser.feed(text)
+    assert {"mapping_origin", "mapping_label"} <= set(parser.figures)
+    n_query = int((~reference).sum())
+    assert f"{labelled.size:,} reference cells" in text and f"{n_query:,} cells of new batches" in text

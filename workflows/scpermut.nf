@@ -30,24 +30,32 @@ workflow SCPERMUT {
     // One QC task per sample, all in parallel.
     SCPERMUT_QC(ch_samples)
 
-    // Merge in samplesheet order, whatever order the QC tasks finish in: the merged
-    // file, and so -resume and the results, must not depend on task timing.
-    ch_sample_rank = ch_samples
-        .map { meta, _h5ad -> meta.id }
-        .toList()
-        .flatMap { ids -> ids.withIndex().collect { id, rank -> [id, rank] } }
-    ch_qc_h5ads = SCPERMUT_QC.out.h5ad
-        .map { meta, h5ad -> [meta.id, h5ad] }
-        .join(ch_sample_rank)
-        .toSortedList { a, b -> a[2] <=> b[2] }
-        .map { rows -> [[id: 'merged'], rows.collect { row -> row[1] }] }
+    if (model_dir) {
+        // Mapping onto a saved model: the reference is frozen and every new batch gets an
+        // adapter of its own, so each sample is prepared, mapped and reported in its own
+        // tasks, in parallel (published under <step>/<sample>/).
+        ch_qc_h5ads = SCPERMUT_QC.out.h5ad
+            .map { meta, h5ad -> [meta + [single_sample: true], [h5ad]] }
+    } else {
+        // Merge in samplesheet order, whatever order the QC tasks finish in: the merged
+        // file, and so -resume and the results, must not depend on task timing.
+        ch_sample_rank = ch_samples
+            .map { meta, _h5ad -> meta.id }
+            .toList()
+            .flatMap { ids -> ids.withIndex().collect { id, rank -> [id, rank] } }
+        // One merged dataset and one model per run: a value channel (one sorted list), so
+        // PREPARE's and TRAIN's outputs are value channels too and every later step reads
+        // them however many tasks it runs, with no `.first()` (which would warn).
+        ch_qc_h5ads = SCPERMUT_QC.out.h5ad
+            .map { meta, h5ad -> [meta.id, h5ad] }
+            .join(ch_sample_rank)
+            .toSortedList { a, b -> a[2] <=> b[2] }
+            .map { rows -> [[id: 'merged'], rows.collect { row -> row[1] }] }
+    }
     SCPERMUT_PREPARE(ch_qc_h5ads)
-    // One merged dataset and one model per run. ch_qc_h5ads is a value channel (one
-    // sorted list), so PREPARE's and TRAIN's outputs are value channels too: every later
-    // step reads them however many tasks it runs, with no `.first()` (which would warn).
     ch_prepared = SCPERMUT_PREPARE.out.h5ad
 
-    // Map onto a given model without retraining, or train one on the prepared cells.
+    // Map onto a given model without retraining, or train one on the merged cells.
     ch_model = model_dir ? channel.value(model_dir) : channel.empty()
     ch_tune_multiqc = channel.empty()
     if (!model_dir) {

@@ -247,14 +247,20 @@ def test_given_model_skips_training_and_adapts_new_batches(pipeline, test_run):
     assert result.returncode == 0, explain(result, launch)
     processes = [process_of(row) for row in trace_rows(model_out, "model")]
     assert "SCPERMUT_TRAIN" not in processes
-    assert "SCPERMUT_PREDICT" in processes
-    (annotated,) = (model_out / "annotated").glob("*.h5ad")
-    adaptation = ad.read_h5ad(annotated).uns["scpermut"]["adaptation"]
-    assert sorted(adaptation["batches"]) == ["stim101_new", "stim107_new"]
+    # Each sample is prepared, mapped and reported in tasks of its own.
+    assert {name: processes.count(name) for name in ("SCPERMUT_PREPARE", "SCPERMUT_PREDICT", "SCPERMUT_REPORT")} == {
+        "SCPERMUT_PREPARE": 2, "SCPERMUT_PREDICT": 2, "SCPERMUT_REPORT": 2,
+    }
+    for sample in ("stim101_new", "stim107_new"):
+        annotated = ad.read_h5ad(model_out / "annotated" / sample / "annotated.h5ad")
+        assert sorted(annotated.uns["scpermut"]["adaptation"]["batches"]) == [sample]
+        assert (model_out / "report" / sample / "report.html").is_file()
     assert not (model_out / "model").exists()
     # MultiQC prefixes the report's name with the title.
     (report_file,) = (model_out / "multiqc").glob("*multiqc_report.html")
     report = report_file.read_text()
+    # One row per sample in the scores table (the reports' rows are named by their sample).
+    assert "stim101_new: " in report and "stim107_new: " in report
     assert re.search(r"Anna(&#x27;|&#39;|')s (&quot;|\")atlas(&quot;|\")", report), "title lost"
 
 

@@ -65,13 +65,22 @@ def report_texts(
         "scpermut_version": __version__,
         "created": now(),
     }
+    sample = only_sample(adata)
     texts = {
         "metrics_json": json.dumps(record, indent=2, sort_keys=True, default=json_default) + "\n",
         "metrics_tsv": metrics_long_table(result).to_csv(sep="\t", index=False, float_format="%.6g"),
-        "mqc_metrics": multiqc.metrics_table(result),
-        "mqc_per_class": multiqc.per_class_table(result),
+        "mqc_metrics": multiqc.metrics_table(result, sample),
+        "mqc_per_class": multiqc.per_class_table(result, sample),
         "mqc_qc": multiqc.qc_table(qc_summaries(adata)),
-        "mqc_annotated": multiqc.annotated_table(result),
+        "mqc_annotated": multiqc.annotated_table(result, sample),
         "html": render(adata, model, keys, result, source, settings.seed, list(warnings)),
     }
     return texts, headline
+
+
+def only_sample(adata: ad.AnnData) -> str | None:
+    """The sample all the cells come from (``obs["scpermut_sample"]``), or None for several or none."""
+    if constants.SAMPLE not in adata.obs:
+        return None
+    samples = adata.obs[constants.SAMPLE].astype(str).unique()
+    return str(samples[0]) if len(samples) == 1 else None

@@ -85,9 +85,15 @@ COLUMN_FORMATS = {
 
 
 def custom_content(
-    frame: pd.DataFrame, section_id: str, name: str, description: str, first_column: str
+    frame: pd.DataFrame, section_id: str, name: str, description: str, first_column: str, sample: str | None = None
 ) -> str:
-    """The text of one ``*_mqc.tsv`` table section: YAML header comments, a header row, the rows."""
+    """The text of one ``*_mqc.tsv`` table section: YAML header comments, a header row, the rows.
+
+    With ``sample`` (a report of one sample's cells) each row is named ``SAMPLE: row``, so the
+    reports of samples mapped in tasks of their own make distinct rows of one MultiQC table.
+    """
+    if sample is not None:
+        frame = frame.set_axis([f"{sample}: {row}" for row in frame.index], axis=0)
     config = {
         "id": section_id,
         "section_name": f"scpermut: {name}",
@@ -110,7 +116,7 @@ def custom_content(
     return header + body
 
 
-def metrics_table(metric_result: dict) -> str:
+def metrics_table(metric_result: dict, sample: str | None = None) -> str:
     """Headline label-transfer scores per evaluation set, with the integration scores alongside."""
     headline = metrics.headline(metric_result)
     integration = {
@@ -129,11 +135,11 @@ def metrics_table(metric_result: dict) -> str:
         "(query: the cells to annotate; validation: held-out reference cells), and batch mixing of the latent space."
     )
     return custom_content(
-        frame, "scpermut_metrics", "Label transfer and integration", description, "Evaluated cells"
+        frame, "scpermut_metrics", "Label transfer and integration", description, "Evaluated cells", sample
     )
 
 
-def per_class_table(metric_result: dict) -> str | None:
+def per_class_table(metric_result: dict, sample: str | None = None) -> str | None:
     """Per-class precision, recall and F1 of the headline evaluation set (None when nothing was scored)."""
     name = metric_result["evaluation_set"]
     if name is None:
@@ -142,7 +148,7 @@ def per_class_table(metric_result: dict) -> str | None:
         ["n_cells", "precision", "recall", "f1"]
     ]
     description = f"Scores of each cell type on the {name} cells."
-    return custom_content(frame, "scpermut_per_class", "Per cell type", description, "Cell type")
+    return custom_content(frame, "scpermut_per_class", "Per cell type", description, "Cell type", sample)
 
 
 def qc_table(qc_summaries: dict) -> str | None:
@@ -173,7 +179,7 @@ def qc_table(qc_summaries: dict) -> str | None:
     )
 
 
-def annotated_table(metric_result: dict) -> str | None:
+def annotated_table(metric_result: dict, sample: str | None = None) -> str | None:
     """The annotated cells per batch: cells, cells failing QC, accuracy where truth is known (None when none)."""
     annotated = metric_result.get("annotated")
     if not annotated or not annotated["n_cells"]:
@@ -189,4 +195,4 @@ def annotated_table(metric_result: dict) -> str | None:
         "The cells to annotate (query and unlabelled reference cells): cells per batch and, where "
         "their true label is known, accuracy; composition and median confidence over all of them."
     )
-    return custom_content(frame, "scpermut_annotated", "Annotated cells", description, "Batch")
+    return custom_content(frame, "scpermut_annotated", "Annotated cells", description, "Batch", sample)

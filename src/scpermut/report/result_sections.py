@@ -34,7 +34,7 @@ def embedding_section(adata, keys, result, seed: int) -> html.Section:
             )
         )
     coordinates = np.asarray(adata.obsm[constants.UMAP])[index]
-    colours = _class_colours(adata, keys)
+    colours = class_colours(adata, keys)
     figures = [
         html.image(plots.embedding(coordinates, values, title, colours if by_type else None), caption, name)
         for values, title, caption, name, by_type in _embedding_panels(adata.obs.iloc[index], keys)
@@ -299,13 +299,20 @@ def unknown_section(adata, keys, result) -> html.Section:
 
 def _origin(split: pd.Series) -> pd.Series:
     """Each cell's origin for the UMAP: ``reference`` (labelled), ``reference, unlabelled`` or ``query``."""
-    names = {constants.SPLIT_TRAIN: "reference", constants.SPLIT_VALIDATION: "reference", constants.SPLIT_UNLABELLED: "reference, unlabelled"}
+    names = {
+        constants.SPLIT_TRAIN: "reference",
+        constants.SPLIT_VALIDATION: "reference",
+        constants.SPLIT_CALIBRATION: "reference",
+        constants.SPLIT_UNLABELLED: "reference, unlabelled",
+    }
     return split.astype(str).map(lambda value: names.get(value, "query")).rename("origin")
 
 
-def _class_colours(adata, keys) -> dict[str, str]:
-    """One colour per cell type shared by the true-label and prediction panels; unknown in grey."""
+def class_colours(adata, keys, extra=()) -> dict[str, str]:
+    """One colour per cell type (of the annotated file, and the ``extra`` names) shared by the
+    true-label and prediction panels; unknown in grey."""
     names = set(adata.obs[constants.PREDICTION].astype(str)) if constants.PREDICTION in adata.obs else set()
+    names |= {str(name) for name in extra}
     uns = adata.uns.get(constants.UNS, {}) or {}
     if "classes" in uns:
         names |= {str(c) for c in np.asarray(uns["classes"])}

@@ -14,6 +14,7 @@ from scpermut.keys import Keys
 from scpermut.model.persistence import ModelRecord
 from scpermut.report import html, plots
 from scpermut.report.composition import composition_section
+from scpermut.report.mapping import mapping_section
 from scpermut.report.result_sections import (
     confusion_section,
     embedding_section,
@@ -56,6 +57,7 @@ def render(
         _qc_section(adata),
         _training_section(model.history),
         embedding_section(adata, keys, result, seed),
+        mapping_section(adata, model, keys, seed),
         confusion_section(adata, keys, result),
         marker_section(adata, keys, seed),
         per_class_section(result),
