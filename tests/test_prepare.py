@@ -221,3 +221,28 @@ def test_a_type_scarce_outside_the_calibration_batch_stays_in_training():
     obs = pd.concat([_obs({"a": 30, "b": 60, "c": 90}), pd.DataFrame([{"cell_type": "rare", "batch": "b"}] * 12)], ignore_index=True)
     held_out = calibration_cells(obs, np.ones(len(obs), bool), Keys(), 1)
     assert held_out.sum() == 60 and not held_out[obs["cell_type"].to_numpy() == "rare"].any()
+
+
+def test_keep_genes_hvg_writes_the_model_genes_only_with_the_same_values():
+    """--keep_genes hvg: the same cells, splits and values on the highly variable genes, the
+    library sizes still summed over every shared gene, and a model trains on it as on the full file."""
+    from scpermut.data.preprocess import prepare_anndata
+    from scpermut.model.training_data import TrainingData
+
+    adata = ad.concat([make_counts(n_cells=60, prefix="a", batch="b1"), make_counts(n_cells=60, prefix="b", batch="b2", seed=1)])
+    settings = {"min_shared_genes": 10, "n_top_genes": 20}
+    full = prepare_anndata(adata, settings=PrepareSettings(**settings))
+    small = prepare_anndata(adata, settings=PrepareSettings(**settings, keep_genes="hvg"))
+    hvgs = full.var_names[full.var["highly_variable"].to_numpy()]
+    assert list(small.var_names) == list(hvgs) and small.var["highly_variable"].all()
+    assert small.n_vars == 20 < full.n_vars
+    np.testing.assert_array_equal(small.X.toarray(), full[:, hvgs].X.toarray())
+    np.testing.assert_array_equal(small.layers["counts"].toarray(), full[:, hvgs].layers["counts"].toarray())
+    assert list(small.obs["scpermut_split"]) == list(full.obs["scpermut_split"])
+    np.testing.assert_array_equal(
+        small.uns["scpermut_prepare"]["normalisation_genes"], full.uns["scpermut_prepare"]["normalisation_genes"]
+    )
+    assert small.uns["scpermut_prepare"]["keep_genes"] == "hvg"
+    np.testing.assert_array_equal(
+        TrainingData.from_anndata(small).expression.toarray(), TrainingData.from_anndata(full).expression.toarray()
+    )

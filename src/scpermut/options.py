@@ -165,6 +165,8 @@ QC_SECTION = Section("qc_options", "Quality control", "Per-sample cell and gene 
     Option("min_cells", 3, "Drop reference genes detected in fewer cells (query genes are never dropped).", int, limits=AT_LEAST_0),
 ))
 
+KEPT_GENES = ("all", "hvg")
+
 PREPARE_SECTION = Section(
     "prepare_options", "Merging and normalisation",
     "Gene alignment, normalisation, highly variable genes and the validation split.", "fas fa-layer-group", (
@@ -178,6 +180,12 @@ PREPARE_SECTION = Section(
             details="Held out only when at least 3 batches are labelled; the batches of median size are taken, and a type keeps 10 labelled cells "
             "for training. Their cells still train unlabelled, as a query's do: a held-out batch shows how sure and how novel-looking the model "
             "finds cells of a batch whose labels it never saw.",
+        ),
+        Option(
+            "keep_genes", "all", "Genes the prepared file keeps: all shared genes, or hvg: only the highly variable genes the model trains on (a far smaller file for a large atlas).",
+            KEPT_GENES, advanced=True,
+            details="With hvg, prediction and the report see only those genes (the report's marker genes are chosen among them). Library sizes "
+            "are still summed over every shared gene, as a raw query's are.",
         ),
     ),
 )

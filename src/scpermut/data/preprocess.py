@@ -32,6 +32,7 @@ class PrepareSettings:
     min_shared_genes: int = default("min_shared_genes")
     validation_fraction: float = default("validation_fraction")
     calibration_batches: int = default("calibration_batches")
+    keep_genes: str = default("keep_genes")
     seed: int = default("seed")
 
     def __post_init__(self):
@@ -163,7 +164,8 @@ def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSet
     -------
     The prepared AnnData and a summary. Sets the following fields:
     ``X`` (CSR float32, log1p of library-size-normalised counts), ``layers["counts"]``,
-    ``var["highly_variable"]``, ``obs["scpermut_split"]`` (train/validation/unlabelled/query)
+    ``var["highly_variable"]`` (on every shared gene, or on the highly variable ones only with
+    ``settings.keep_genes == "hvg"``), ``obs["scpermut_split"]`` (train/validation/unlabelled/query)
     and ``uns["scpermut_prepare"]`` (the keys and settings); ``uns["scpermut_qc"]`` (the
     samples' QC summaries) when the samples carry one.
     """
@@ -188,6 +190,10 @@ def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSet
     sc.pp.log1p(merged)
     merged.uns.pop("log1p", None)
     select_hvgs(merged, settings.n_top_genes, batch_key)
+    # Library sizes were summed over these genes: a raw query is normalised over the same ones.
+    normalisation_genes = np.asarray(merged.var_names, dtype=str)
+    if settings.keep_genes == "hvg":
+        merged = merged[:, merged.var["highly_variable"].to_numpy()].copy()
 
     summary = {
         "n_cells": int(merged.n_obs),
@@ -204,8 +210,7 @@ def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSet
         **asdict(settings),
         "scpermut_version": __version__,
         "genes_lost_per_sample": lost,
-        # Library sizes were summed over these genes: a raw query is normalised over the same ones.
-        "normalisation_genes": np.asarray(merged.var_names, dtype=str),
+        "normalisation_genes": normalisation_genes,
     }
     if qc:
         merged.uns[constants.QC_UNS] = qc
