@@ -371,11 +371,24 @@ def test_a_report_of_one_sample_names_its_multiqc_rows_by_the_sample(tmp_path):
     """Samples mapped in tasks of their own make distinct rows of one MultiQC table."""
     adata = synthetic_annotated()
     query = adata[adata.obs[constants.SAMPLE].astype(str) == "query1"].copy()
-    write_report(query, synthetic_model_dir(tmp_path / "model"), tmp_path / "out")
+    model = synthetic_model_dir(tmp_path / "model")
+    (model / constants.MODEL_CLASSES).write_text(json.dumps([*CLASSES, "never called"]))
+    write_report(query, model, tmp_path / "out")
     for name in ("scpermut_metrics_mqc.tsv", "scpermut_per_class_mqc.tsv", "scpermut_annotated_mqc.tsv"):
         table = pd.read_csv(tmp_path / "out" / name, sep="\t", comment="#")
         rows = table.iloc[:, 0].astype(str)
         assert rows.str.startswith("query1: ").all(), (name, list(rows))
+    # MultiQC keeps the columns of the file it reads last: every sample's file names them all,
+    # a type no cell of this sample was called included.
+    unlabelled = query.copy()
+    unlabelled.obs["cell_type"] = "Unknown"
+    write_report(unlabelled, tmp_path / "model", tmp_path / "unlabelled")
+    for name in ("scpermut_metrics_mqc.tsv", "scpermut_annotated_mqc.tsv", "scpermut_qc_mqc.tsv"):
+        labelled_table = pd.read_csv(tmp_path / "out" / name, sep="\t", comment="#")
+        unlabelled_table = pd.read_csv(tmp_path / "unlabelled" / name, sep="\t", comment="#")
+        assert list(unlabelled_table.columns) == list(labelled_table.columns), name
+    annotated = pd.read_csv(tmp_path / "unlabelled" / "scpermut_annotated_mqc.tsv", sep="\t", comment="#")
+    assert annotated["predicted never called"].dropna().tolist() == [0]
 
 
 def test_a_query_mapped_onto_a_saved_reference_is_drawn_on_the_reference_sample(tmp_path):

@@ -104,11 +104,13 @@ workflow SCPERMUT {
             newLine: true,
         )
 
+    // Sorted by path (each file's task folder is named by its inputs' hash), not by the order
+    // tasks finish in: MULTIQC stages them in that order, and -resume must find the same task.
     ch_multiqc_files = SCPERMUT_REPORT.out.multiqc_files.flatten()
         .mix(ch_tune_multiqc)
         .mix(ch_versions)
         .mix(workflow_summary.collectFile(name: 'workflow_summary_mqc.yaml'))
-        .collect()
+        .collect(sort: true)
 
     MULTIQC(ch_multiqc_files, multiqc_config, extra_multiqc_config)
 

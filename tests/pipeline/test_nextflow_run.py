@@ -261,6 +261,16 @@ def test_given_model_skips_training_and_adapts_new_batches(pipeline, test_run):
     report = report_file.read_text()
     # One row per sample in the scores table (the reports' rows are named by their sample).
     assert "stim101_new: " in report and "stim107_new: " in report
+    # The per-sample tasks finish in any order; MULTIQC's inputs are sorted, so -resume reruns nothing.
+    resumed = nextflow(
+        [
+            "run", str(pipeline), "-profile", "test", "--outdir", str(model_out), "--input", str(sheet),
+            "--model", str(outdir / "model"), "--trace_report_suffix", "model_resume", "--multiqc_title", TITLE, "-resume",
+        ],
+        launch,
+    )
+    assert resumed.returncode == 0, explain(resumed, launch)
+    assert [row["name"] for row in trace_rows(model_out, "model_resume") if row["status"] != "CACHED"] == []
     assert re.search(r"Anna(&#x27;|&#39;|')s (&quot;|\")atlas(&quot;|\")", report), "title lost"
 
 

@@ -71,8 +71,8 @@ def report_texts(
         "metrics_tsv": metrics_long_table(result).to_csv(sep="\t", index=False, float_format="%.6g"),
         "mqc_metrics": multiqc.metrics_table(result, sample),
         "mqc_per_class": multiqc.per_class_table(result, sample),
-        "mqc_qc": multiqc.qc_table(qc_summaries(adata)),
-        "mqc_annotated": multiqc.annotated_table(result, sample),
+        "mqc_qc": multiqc.qc_table(qc_summaries(adata), every_column=sample is not None),
+        "mqc_annotated": multiqc.annotated_table(result, sample, [*model.classes, keys.unlabeled_category]),
         "html": render(adata, model, keys, result, source, settings.seed, list(warnings)),
     }
     return texts, headline

@@ -85,15 +85,25 @@ COLUMN_FORMATS = {
 
 
 def custom_content(
-    frame: pd.DataFrame, section_id: str, name: str, description: str, first_column: str, sample: str | None = None
+    frame: pd.DataFrame,
+    section_id: str,
+    name: str,
+    description: str,
+    first_column: str,
+    sample: str | None = None,
+    columns: list[str] | None = None,
 ) -> str:
     """The text of one ``*_mqc.tsv`` table section: YAML header comments, a header row, the rows.
 
-    With ``sample`` (a report of one sample's cells) each row is named ``SAMPLE: row``, so the
-    reports of samples mapped in tasks of their own make distinct rows of one MultiQC table.
+    With ``sample`` (a report of one sample's cells) each row is named ``SAMPLE: row`` and the
+    table has exactly ``columns`` (empty where the sample has no value), so the reports of
+    samples mapped in tasks of their own make distinct rows of one MultiQC table: MultiQC keeps
+    the column list of the file it reads last, which then names every column of every sample.
     """
     if sample is not None:
         frame = frame.set_axis([f"{sample}: {row}" for row in frame.index], axis=0)
+        if columns is not None:
+            frame = frame.reindex(columns=columns)
     config = {
         "id": section_id,
         "section_name": f"scpermut: {name}",
@@ -135,7 +145,8 @@ def metrics_table(metric_result: dict, sample: str | None = None) -> str:
         "(query: the cells to annotate; validation: held-out reference cells), and batch mixing of the latent space."
     )
     return custom_content(
-        frame, "scpermut_metrics", "Label transfer and integration", description, "Evaluated cells", sample
+        frame, "scpermut_metrics", "Label transfer and integration", description, "Evaluated cells", sample,
+        [*columns, *integration],
     )
 
 
@@ -151,8 +162,9 @@ def per_class_table(metric_result: dict, sample: str | None = None) -> str | Non
     return custom_content(frame, "scpermut_per_class", "Per cell type", description, "Cell type", sample)
 
 
-def qc_table(qc_summaries: dict) -> str | None:
-    """Per-sample QC counts and medians from ``uns["scpermut_qc"]`` (None without QC records)."""
+def qc_table(qc_summaries: dict, every_column: bool = False) -> str | None:
+    """Per-sample QC counts and medians from ``uns["scpermut_qc"]`` (None without QC records);
+    columns no sample has a value for are left out unless ``every_column``."""
     if not qc_summaries:
         return None
     columns = [
@@ -169,7 +181,8 @@ def qc_table(qc_summaries: dict) -> str | None:
         {sample: {c: summary.get(c) for c in columns} for sample, summary in qc_summaries.items()},
         orient="index",
     )
-    frame = frame.dropna(axis=1, how="all")
+    if not every_column:
+        frame = frame.dropna(axis=1, how="all")
     return custom_content(
         frame,
         "scpermut_qc",
@@ -179,8 +192,11 @@ def qc_table(qc_summaries: dict) -> str | None:
     )
 
 
-def annotated_table(metric_result: dict, sample: str | None = None) -> str | None:
-    """The annotated cells per batch: cells, cells failing QC, accuracy where truth is known (None when none)."""
+def annotated_table(metric_result: dict, sample: str | None = None, classes: list[str] = ()) -> str | None:
+    """The annotated cells per batch: cells, cells failing QC, accuracy where truth is known (None when none).
+
+    With ``sample``, a column per name of ``classes`` (the model's types and its unknown label),
+    0 for a type no cell of the sample was called."""
     annotated = metric_result.get("annotated")
     if not annotated or not annotated["n_cells"]:
         return None
@@ -195,4 +211,9 @@ def annotated_table(metric_result: dict, sample: str | None = None) -> str | Non
         "The cells to annotate (query and unlabelled reference cells): cells per batch and, where "
         "their true label is known, accuracy; composition and median confidence over all of them."
     )
-    return custom_content(frame, "scpermut_annotated", "Annotated cells", description, "Batch", sample)
+    columns = None
+    if sample is not None:
+        predicted = [f"predicted {name}" for name in dict.fromkeys([*classes, *annotated["composition"]])]
+        frame.loc["all annotated cells", [column for column in predicted if column not in frame]] = 0
+        columns = ["n_cells", "n_labelled", "accuracy", "balanced_accuracy", "median_confidence", *predicted]
+    return custom_content(frame, "scpermut_annotated", "Annotated cells", description, "Batch", sample, columns)
