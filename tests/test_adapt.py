@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from scpermut import constants
 from scpermut.annotation import annotate
 from scpermut.cli import main
+from scpermut.model import adapt
 from scpermut.model.api import Model
 from scpermut.model.losses import class_kernel_mmd
 
@@ -28,6 +29,8 @@ SETTINGS = {
     "min_epochs": 0,
 }
 QUERY_BATCHES = ("stim101", "stim107")
+# Removed from the reference of `novel_model`, kept in the query: a type the reference never saw.
+NOVEL_TYPE = "B cells"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,16 @@ def reference_model(tmp_path_factory, prepared_path):
     reference = prepared[prepared.obs[constants.ROLE] == "reference"].copy()
     model_dir = tmp_path_factory.mktemp("adapt") / "model"
     Model(seed=0, **SETTINGS).fit(reference).save(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def novel_model(tmp_path_factory, prepared_path):
+    """A model trained on the control samples without their B cells, and its folder."""
+    prepared = ad.read_h5ad(prepared_path)
+    keep = (prepared.obs[constants.ROLE] == "reference").to_numpy() & (prepared.obs["cell_type"] != NOVEL_TYPE).to_numpy()
+    model_dir = tmp_path_factory.mktemp("adapt_novel") / "model"
+    Model(seed=0, **SETTINGS).fit(prepared[keep].copy()).save(model_dir)
     return model_dir
 
 
@@ -119,6 +132,79 @@ def test_an_older_model_folder_maps_frozen_and_says_why(reference_model, query, 
         mapped = annotate(query, model, umap=False, copy=True)
     assert "needs a model trained by this version" in caplog.text
     np.testing.assert_array_equal(mapped.obsm[constants.LATENT], model.transform(query[:, model.genes].X)["latent"])
+
+
+def _adapted_without_gate(model_dir):
+    model = Model.load(model_dir)
+    model.record.training["pseudo_label_novelty"] = 1.0  # the option's "no gate"
+    return model
+
+
+def test_the_novelty_gate_keeps_an_unseen_type_off_the_known_ones(novel_model, query):
+    novel = (query.obs["cell_type"] == NOVEL_TYPE).to_numpy()
+    model = Model.load(novel_model)
+    assert model.record.novelty and model.settings.pseudo_label_novelty < 1
+    frozen = annotate(query, model, adapt=False, umap=False, copy=True)
+    gated = annotate(query, model, umap=False, copy=True)
+    ungated = annotate(query, _adapted_without_gate(novel_model), umap=False, copy=True)
+
+    gated_report = gated.uns[constants.UNS]["adaptation"]
+    assert gated_report["novelty_gate"] == model.settings.pseudo_label_novelty
+    assert ungated.uns[constants.UNS]["adaptation"]["novelty_gate"] == ""  # None, as written to uns
+    for name, batch in gated_report["batches"].items():
+        assert batch["n_novelty_gated"] > 0, name
+        assert batch["n_pseudo_labelled"] < ungated.uns[constants.UNS]["adaptation"]["batches"][name]["n_pseudo_labelled"]
+    # The unseen cells start novel; without the gate adaptation pulls them onto known types (their
+    # novelty falls), with it they stay clearly more novel.
+    def unseen_novelty(mapped):
+        return float(model.novelty(mapped.obsm[constants.LATENT])[novel].mean())
+
+    assert unseen_novelty(frozen) > 0.85
+    assert unseen_novelty(gated) > unseen_novelty(ungated) + 0.1
+    assert float(gated.obs[constants.NOVELTY].to_numpy()[novel].mean()) > float(ungated.obs[constants.NOVELTY].to_numpy()[novel].mean()) + 0.1
+
+
+def test_pulled_cells_gate_novel_cells_but_not_a_batch_novel_as_a_whole():
+    probabilities = np.array([[0.9, 0.1], [0.95, 0.05], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
+    in_reference = np.array([True, True])
+    cells, gated = adapt.pulled_cells(probabilities, 0.7, in_reference)
+    assert cells.tolist() == [0, 1, 2] and gated == 0
+    # Cell 1 is novel: it pulls on nothing (cell 3 is unsure anyway and not counted as gated).
+    cells, gated = adapt.pulled_cells(probabilities, 0.7, in_reference, np.array([0.1, 0.9, 0.5, 0.95]), 0.8)
+    assert cells.tolist() == [0, 2] and gated == 1
+    # Median novelty above the gate: the batch looks novel as a whole, nothing is gated.
+    cells, gated = adapt.pulled_cells(probabilities, 0.7, in_reference, np.array([0.85, 0.9, 0.5, 0.95]), 0.8)
+    assert cells.tolist() == [0, 1, 2] and gated == 0
+    # A class missing from the reference sample never pulls.
+    cells, _ = adapt.pulled_cells(probabilities, 0.7, np.array([True, False]))
+    assert cells.tolist() == [0, 1]
+
+
+def test_a_model_folder_without_novelty_adapts_without_the_gate(novel_model, query, tmp_path):
+    old = tmp_path / "no_novelty"
+    shutil.copytree(novel_model, old)
+    (old / constants.MODEL_NOVELTY).unlink()
+    model = Model.load(old)
+    assert not model.record.novelty
+    mapped = annotate(query, model, umap=False, copy=True)
+    report = mapped.uns[constants.UNS]["adaptation"]
+    assert report["novelty_gate"] == ""
+    assert sorted(report["batches"]) == list(QUERY_BATCHES)
+    for batch in report["batches"].values():
+        assert batch["steps"] > 0 and batch["n_novelty_gated"] == 0
+    assert constants.NOVELTY not in mapped.obs
+    # Without a novelty model the adaptation is exactly the one with the gate off.
+    ungated = annotate(query, _adapted_without_gate(novel_model), umap=False, copy=True)
+    np.testing.assert_array_equal(mapped.obsm[constants.LATENT], ungated.obsm[constants.LATENT])
+
+
+def test_gated_adaptation_is_deterministic(novel_model, query):
+    first = annotate(query, Model.load(novel_model), umap=False, copy=True)
+    again = annotate(query, Model.load(novel_model), umap=False, copy=True)
+    assert first.uns[constants.UNS]["adaptation"]["novelty_gate"] != ""
+    np.testing.assert_array_equal(first.obsm[constants.LATENT], again.obsm[constants.LATENT])
+    np.testing.assert_array_equal(first.obsm[constants.PROBABILITIES], again.obsm[constants.PROBABILITIES])
+    np.testing.assert_array_equal(first.obs[constants.NOVELTY], again.obs[constants.NOVELTY])
 
 
 def test_predict_command_takes_no_adapt(reference_model, query, tmp_path):

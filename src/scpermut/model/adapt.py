@@ -14,8 +14,15 @@ reference latent the folder keeps (:data:`scpermut.constants.MODEL_REFERENCE_SAM
 
 Pseudo-labels are redrawn from the adapted latent every ``relabel_every`` steps. A cell the
 classifier is not sure of (below the model's ``pseudo_label_threshold``) moves with its batch's
-adapter but pulls on nothing, so a type the reference lacks is not dragged onto a known one.
-The encoder runs once: adaptation works on the latent, so it costs seconds, not a retraining.
+adapter but pulls on nothing. Nor does a cell the **novelty gate** stops, as in training
+(:func:`scpermut.model.train.scores.pseudo_label_codes`): its novelty under the model's saved
+:class:`~scpermut.model.novelty.NoveltyModel` (``novelty.npz``), recomputed on the adapted latent
+at every relabelling, is above the model's ``pseudo_label_novelty``; so a type the reference
+lacks is not dragged onto a known one. A batch whose median novelty is above the gate looks
+novel as a whole (its batch effect, not a new type) and is not gated
+(:func:`~scpermut.model.novelty.shifted_batches`). A model folder without ``novelty.npz`` (an
+earlier version) adapts without the gate. The encoder runs once: adaptation works on the
+latent, so it costs seconds, not a retraining.
 
 Each batch is adapted alone, from a generator seeded by the model's seed and the batch name:
 a batch maps the same whether it comes alone or with others, and a run is bit-identical for a
@@ -32,7 +39,9 @@ import numpy as np
 
 from scpermut import constants
 from scpermut.model.minibatches import infer
+from scpermut.model.novelty import NoveltyModel, shifted_batches
 from scpermut.model.training_data import NOT_LABELLED, TrainingData
+from scpermut.options import default
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,13 @@ class AdaptSettings:
     cells_per_step: int = 256  # query cells, and as many reference cells, per step
     relabel_every: int = 50
     confidence_weight: float = 1.0
+    # Stop at a relabelling once the last ``relabel_every`` steps moved the batch's cells by less
+    # than this (root mean square, relative to their spread around their mean); 0: every step.
+    # Off by default: measured on Kang's four held-out batches, two seeds (benchmarks/map.py,
+    # docs/benchmarks_map.md), 0.05 stopped after 100-200 steps at 53 % of the CPU time, balanced
+    # accuracy unchanged, but iLISI 0.009 lower on average than 300 steps (-0.017 to +0.004 per
+    # batch): a window's movement settles at 0.03-0.04 of the spread while mixing still improves.
+    tolerance: float = 0.0
 
 
 def reference_sample(network, data: TrainingData, seed: int, batch_size: int) -> dict[str, np.ndarray]:
@@ -80,7 +96,10 @@ def reference_sample(network, data: TrainingData, seed: int, batch_size: int) ->
     }
 
 
-def adapt_new_batches(network, latent: np.ndarray, batches: np.ndarray, record, settings: AdaptSettings = AdaptSettings()):
+DEFAULT_SETTINGS = AdaptSettings()
+
+
+def adapt_new_batches(network, latent: np.ndarray, batches: np.ndarray, record, settings: AdaptSettings | None = None):
     """Adapt the rows of ``latent`` whose batch the model never trained on.
 
     Parameters
@@ -93,12 +112,15 @@ def adapt_new_batches(network, latent: np.ndarray, batches: np.ndarray, record, 
         Each row's batch name; rows of the model's training batches are left as they are.
     record
         The model's :class:`~scpermut.model.persistence.ModelRecord` (batches, reference sample, seed).
+    settings
+        How the adapters train (default :data:`DEFAULT_SETTINGS`).
 
     Returns
     -------
     ``(latent, class_probabilities, report)`` with every row's (uncalibrated) probabilities,
     or None when no row belongs to a new batch or the model cannot adapt (a warning says why).
     """
+    settings = settings or DEFAULT_SETTINGS
     names = np.asarray(batches).astype(str)
     new = sorted(set(names) - set(record.batches))
     if not new:
@@ -115,16 +137,47 @@ def adapt_new_batches(network, latent: np.ndarray, batches: np.ndarray, record, 
         return None
     threshold = float(record.training["pseudo_label_threshold"])
     seed = int(record.training["seed"])
+    novelty, gate = novelty_gate(record)
     adapted = np.array(latent, dtype=np.float32, copy=True)
-    report = {"settings": asdict(settings), "confidence_threshold": threshold, "batches": {}}
+    report = {"settings": asdict(settings), "confidence_threshold": threshold, "novelty_gate": gate, "batches": {}}
     for name in new:
         rows = np.flatnonzero(names == name)
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         adapted[rows], report["batches"][name] = _adapt_batch(
-            network.classifier, adapted[rows], record.reference, threshold, rng, settings
+            network.classifier, adapted[rows], record.reference, threshold, rng, settings, novelty, gate
         )
         log.info("adapted query batch %s (%d cells): %s", name, rows.size, report["batches"][name])
     return adapted, _classify(network.classifier, adapted), report
+
+
+def novelty_gate(record) -> tuple[NoveltyModel | None, float | None]:
+    """The model's novelty model and the gate training used (``pseudo_label_novelty`` as recorded,
+    its declared default for a folder that predates the option); ``(None, None)`` without a
+    novelty model (a folder from before it) or with the gate off (1)."""
+    if not record.novelty:
+        log.info("the model folder has no %s: query adaptation runs without the novelty gate", constants.MODEL_NOVELTY)
+        return None, None
+    gate = float(record.training.get("pseudo_label_novelty", default("pseudo_label_novelty")))
+    if gate >= 1:
+        return None, None
+    return NoveltyModel.from_arrays(record.novelty), gate
+
+
+def pulled_cells(probabilities: np.ndarray, threshold: float, in_reference: np.ndarray, novelty=None, gate=None):
+    """The cells that pull on the reference (their indices) and how many the novelty gate stopped.
+
+    A cell pulls when its top class probability reaches ``threshold``, its class is in the
+    reference sample and, with a gate, its ``novelty`` is at most ``gate`` — unless the batch's
+    median novelty is above the gate (the batch looks novel as a whole: nothing is gated).
+    """
+    labels = probabilities.argmax(axis=1)
+    pulled = (probabilities.max(axis=1) >= threshold) & in_reference[labels]
+    gated = 0
+    if gate is not None and novelty is not None and not shifted_batches(novelty, np.zeros(len(novelty), np.int8), gate).size:
+        novel = novelty > gate
+        gated = int((pulled & novel).sum())
+        pulled &= ~novel
+    return np.flatnonzero(pulled), gated
 
 
 def _classify(classifier, latent: np.ndarray) -> np.ndarray:
@@ -133,8 +186,10 @@ def _classify(classifier, latent: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
-def _adapt_batch(classifier, latent, reference, threshold, rng, settings: AdaptSettings):
-    """Train one batch's adapter; return its adapted latent and a summary of the fit."""
+def _adapt_batch(classifier, latent, reference, threshold, rng, settings: AdaptSettings, novelty_model=None, gate=None):
+    """Train one batch's adapter; return its adapted latent and a summary of the fit.
+
+    With a ``novelty_model`` and a ``gate``, the cells :func:`pulled_cells` stops pull on nothing."""
     import keras
     import tensorflow as tf
 
@@ -167,12 +222,25 @@ def _adapt_batch(classifier, latent, reference, threshold, rng, settings: AdaptS
         optimizer.apply_gradients(zip(tape.gradient(loss, [weights, shift]), [weights, shift]))
         return alignment
 
-    alignments, eligible = [], np.zeros(0, dtype=np.int64)
+    alignments, eligible, gated, batch_novelty = [], np.zeros(0, dtype=np.int64), 0, None
+    spread = max(float(np.sqrt(np.mean(np.sum((latent - latent.mean(axis=0)) ** 2, axis=1)))), 1e-12)
+    movements, previous = [], latent
     for number in range(settings.steps):
         if number % settings.relabel_every == 0:
-            probabilities = _classify(classifier, moved(latent).numpy())
+            current = moved(latent).numpy()
+            if number:
+                movements.append(float(np.sqrt(np.mean(np.sum((current - previous) ** 2, axis=1)))) / spread)
+                previous = current
+                if movements[-1] < settings.tolerance:
+                    break
+            probabilities = _classify(classifier, current)
             labels = probabilities.argmax(axis=1)
-            eligible = np.flatnonzero((probabilities.max(axis=1) >= threshold) & in_reference[labels])
+            if novelty_model is not None:
+                novelty = novelty_model.novelty(current)
+                batch_novelty = float(np.median(novelty))
+            else:
+                novelty = None
+            eligible, gated = pulled_cells(probabilities, threshold, in_reference, novelty, gate)
             if eligible.size == 0:
                 break
         query = rng.choice(eligible, size=min(settings.cells_per_step, eligible.size), replace=False)
@@ -187,9 +255,18 @@ def _adapt_batch(classifier, latent, reference, threshold, rng, settings: AdaptS
     summary = {
         "n_cells": int(latent.shape[0]),
         "n_pseudo_labelled": int(eligible.size),
+        "n_novelty_gated": gated,
+        "median_novelty": None if batch_novelty is None else round(batch_novelty, 4),
         "steps": len(alignments),
         "alignment_first": round(float(np.mean(alignments[:10])), 5) if alignments else None,
         "alignment_last": round(float(np.mean(alignments[-10:])), 5) if alignments else None,
+        # Mean alignment loss over each stretch of `relabel_every` steps.
+        "alignment_windows": [
+            round(float(np.mean(alignments[start : start + settings.relabel_every])), 5)
+            for start in range(0, len(alignments), settings.relabel_every)
+        ],
+        # How far each stretch of `relabel_every` steps moved the cells (relative to their spread).
+        "movement_windows": [round(value, 5) for value in movements],
         "shift_norm": round(float(tf.norm(shift)), 4),
     }
     return moved(latent).numpy(), summary
