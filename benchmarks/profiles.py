@@ -140,4 +140,17 @@ QUICK = {
     },
 }
 
-PROFILES = {"full": FULL, "standard": STANDARD, "quick": QUICK}
+# The SYNTHETIC many-batch atlas task alone (issue 21): every method at the full profile's
+# defaults on one draw of held-out batches of the 10,000-cell atlas. No Benchmarker (its kBET
+# per type takes tens of minutes on 40 types): iLISI, batch entropy and silhouettes only.
+ATLAS = {
+    **FULL,
+    "name": "atlas",
+    "datasets": ["synthetic_atlas_10k"],
+    "tasks": [],
+    "atlas_draws": [0],
+    "scib_tasks": [],
+    "tuned_datasets": [],
+}
+
+PROFILES = {"full": FULL, "standard": STANDARD, "quick": QUICK, "atlas": ATLAS}

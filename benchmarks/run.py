@@ -205,9 +205,12 @@ def main(argv=None) -> None:
     parser.add_argument("--fresh", action="store_true", help="Delete every stored result first: all runs are computed by this invocation.")
     parser.add_argument("--allow_dirty", "--allow-dirty", action="store_true", help="Write the page into the repository's docs/ even when the tree has uncommitted changes.")
     parser.add_argument("--plan", action="store_true", help="Print the runs each method would make, and stop.")
+    parser.add_argument("--seeds", default=None, help="Comma-separated seeds replacing the profile's (e.g. one seed per work folder).")
     args = parser.parse_args(argv)
 
     profile = {**profiles.PROFILES["quick" if args.quick else args.profile], "threads": args.threads}
+    if args.seeds is not None:
+        profile["seeds"] = [int(seed) for seed in args.seeds.split(",")]
     outdir = args.outdir or HERE / "results" / profile["name"]
     docs = args.docs or (outdir if profile["name"] == "quick" else HERE.parent / "docs")
     only = None if args.only is None else [name.strip() for name in args.only.split(",") if name.strip()]

@@ -4,7 +4,9 @@
 
 ``lobo`` holds out the dataset's first batch (sorted), as the standard profile does, and
 ``lobo:BATCH`` that batch; ``partial5`` / ``partial10`` label that share of each type (the seed
-draws the labelled cells); ``novel:TYPE`` removes that type from the reference (novel-type task).
+draws the labelled cells); ``novel:TYPE`` removes that type from the reference (novel-type task);
+``batches`` holds out the atlas task's split (10 % of the batches, draw 0, as ``run.py`` does on the
+SYNTHETIC atlas) and ``batches:SHARE:DRAW`` another share (%) and draw.
 Prints one JSON line per seed (balanced accuracy, iLISI, label silhouette, epochs run) and
 their mean. Nothing is cached or written: the page still comes from ``run.py`` alone.
 """
@@ -25,7 +27,7 @@ import scoring  # noqa: E402
 import tasks  # noqa: E402
 from common import BATCH, method_view  # noqa: E402
 
-SHOWN = ("balanced_accuracy", "ilisi", "label_silhouette", "fraction_unknown")
+SHOWN = ("balanced_accuracy", "ilisi", "batch_entropy", "label_silhouette", "fraction_unknown")
 # Shown on the novel-type task.
 NOVEL = ("novel_recall", "false_rejection", "novelty_auroc")
 
@@ -37,15 +39,18 @@ def split_for(adata, split: str, seed: int):
         return tasks.leave_one_batch_out(adata, split.removeprefix("lobo:"))
     if split.startswith("novel:"):
         return tasks.novel_type(adata, split.removeprefix("novel:"))
+    if split == "batches" or split.startswith("batches:"):
+        share, draw = (split.split(":")[1:] if ":" in split else ("10", "0"))
+        return tasks.leave_batches_out(adata, tasks.drawn_batches(adata, float(share) / 100, int(draw)))
     if split.startswith("partial"):
         return tasks.partial_atlas(adata, float(split.removeprefix("partial")) / 100, seed)
-    raise SystemExit(f"unknown split {split!r}: lobo, lobo:BATCH, partial5, partial10, novel:TYPE, ...")
+    raise SystemExit(f"unknown split {split!r}: lobo, lobo:BATCH, partial5, partial10, novel:TYPE, batches, batches:SHARE:DRAW, ...")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(tasks.DATASETS))
-    parser.add_argument("split", help="lobo, or partialN (N %% of each type labelled)")
+    parser.add_argument("split", help="lobo, lobo:BATCH, partialN (N %% of each type labelled), novel:TYPE, batches (the atlas task's split), batches:SHARE:DRAW")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--options", default="{}", help="scpermut options as JSON, e.g. '{\"min_epochs\": 30}'")
     args = parser.parse_args(argv)

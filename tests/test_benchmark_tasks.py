@@ -542,3 +542,31 @@ def test_map_task_puts_reference_and_query_rows_back_in_split_order_and_pages_ea
     ]
     page = map_task.page(rows, "python benchmarks/map.py")
     assert "| b1 | scpermut adapted | 0.900 ± 0.000 |" in page and "| b2 | scANVI surgery | 0.800 ± 0.000 |" in page
+
+
+def test_the_atlas_profile_runs_every_peer_on_one_draw_of_the_mid_sized_atlas_and_seeds_can_be_set(monkeypatch, capsys):
+    import profiles
+    import run
+
+    params = tasks.DATASETS["synthetic_atlas_10k"].params
+    assert (params.n_cells, params.n_types, params.n_batches) == (10_000, 40, 50)
+    assert replace(params, n_cells=30_000) == tasks.DATASETS["synthetic_atlas"].params  # only the size differs
+    monkeypatch.setattr(tasks.SyntheticDataset, "load", lambda self: atlas.generate(SMALL_ATLAS))
+    (split,) = tasks.plan({**profiles.ATLAS, "seeds": [1]})
+    assert (split.task, split.dataset, split.name, split.run_seeds) == ("batches", "synthetic_atlas_10k", "10pct_draw0", (1,))
+    assert run.entries_for(split, profiles.ATLAS) == list(profiles.PEERS) and profiles.ATLAS["scib_tasks"] == []
+    run.main(["--profile", "atlas", "--seeds", "2,3", "--plan"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(profiles.PEERS) and all("synthetic_atlas_10k" in line and line.endswith("  2 runs") for line in lines)
+
+
+def test_try_options_holds_out_the_atlas_task_split():
+    import try_options
+
+    adata = atlas.generate(SMALL_ATLAS)
+    adata.obs = adata.obs.rename(columns={"cell_type": TRUTH})
+    split = try_options.split_for(adata, "batches", seed=5)
+    expected = tasks.build(tasks.Split("batches", "small", "10pct_draw0", 0, ""), adata)
+    assert np.array_equal(split.obs[ROLE].to_numpy(), expected.obs[ROLE].to_numpy())
+    other = try_options.split_for(adata, "batches:20:1", seed=0)
+    assert sorted(other.obs[BATCH][other.obs[ROLE] == "query"].unique()) == tasks.drawn_batches(adata, 0.2, 1)
