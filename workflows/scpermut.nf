@@ -33,9 +33,10 @@ workflow SCPERMUT {
     if (model_dir) {
         // Mapping onto a saved model: the reference is frozen and every new batch gets an
         // adapter of its own, so each sample is prepared, mapped and reported in its own
-        // tasks, in parallel (published under <step>/<sample>/).
+        // tasks, in parallel; meta.folder makes the modules write (and so publish) their
+        // outputs under <step>/<sample>/.
         ch_qc_h5ads = SCPERMUT_QC.out.h5ad
-            .map { meta, h5ad -> [meta + [single_sample: true], [h5ad]] }
+            .map { meta, h5ad -> [meta + [folder: "${meta.id}/"], [h5ad]] }
     } else {
         // Merge in samplesheet order, whatever order the QC tasks finish in: the merged
         // file, and so -resume and the results, must not depend on task timing.

@@ -10,8 +10,8 @@ process SCPERMUT_PREDICT {
     path model
 
     output:
-    tuple val(meta), path('annotated.h5ad'), emit: h5ad
-    tuple val(meta), path('labels.tsv'), emit: labels, optional: true
+    tuple val(meta), path("${meta.folder ?: ''}annotated.h5ad"), emit: h5ad
+    tuple val(meta), path("${meta.folder ?: ''}labels.tsv"), emit: labels, optional: true
     tuple val("${task.process}"), val('scpermut'), eval('scpermut --version | sed "s/^scpermut, version //"'), emit: versions_scpermut, topic: versions
 
     when:
@@ -19,17 +19,21 @@ process SCPERMUT_PREDICT {
 
     script:
     def args = task.ext.args ?: ''
+    def folder = meta.folder ?: ''
     """
     export TF_NUM_INTRAOP_THREADS=${task.cpus} TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=${task.cpus}
+    mkdir -p ./${folder}
     scpermut predict \\
         ${h5ad} \\
         --model ${model} \\
-        --out annotated.h5ad \\
+        --out ./${folder}annotated.h5ad \\
         ${args}
     """
 
     stub:
+    def folder = meta.folder ?: ''
     """
-    touch annotated.h5ad labels.tsv
+    mkdir -p ./${folder}
+    touch ${folder}annotated.h5ad ${folder}labels.tsv
     """
 }

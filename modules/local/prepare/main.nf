@@ -9,8 +9,8 @@ process SCPERMUT_PREPARE {
     tuple val(meta), path(qc_h5ads, stageAs: 'qc/*')
 
     output:
-    tuple val(meta), path('prepared.h5ad')       , emit: h5ad
-    tuple val(meta), path('prepare_summary.json'), emit: summary
+    tuple val(meta), path("${meta.folder ?: ''}prepared.h5ad")       , emit: h5ad
+    tuple val(meta), path("${meta.folder ?: ''}prepare_summary.json"), emit: summary
     tuple val("${task.process}"), val('scpermut'), eval('scpermut --version | sed "s/^scpermut, version //"'), emit: versions_scpermut, topic: versions
     tuple val("${task.process}"), val('scanpy'), eval("python3 -c 'from importlib.metadata import version; print(version(\"scanpy\"))'"), emit: versions_scanpy, topic: versions
     tuple val("${task.process}"), val('anndata'), eval("python3 -c 'from importlib.metadata import version; print(version(\"anndata\"))'"), emit: versions_anndata, topic: versions
@@ -21,16 +21,19 @@ process SCPERMUT_PREPARE {
 
     script:
     def args = task.ext.args ?: ''
+    def folder = meta.folder ?: ''
     """
     scpermut prepare \\
         ${qc_h5ads} \\
-        --outdir . \\
+        --outdir ./${folder} \\
         ${args}
     """
 
     stub:
+    def folder = meta.folder ?: ''
     """
-    touch prepared.h5ad
-    touch prepare_summary.json
+    mkdir -p ./${folder}
+    touch ${folder}prepared.h5ad
+    touch ${folder}prepare_summary.json
     """
 }

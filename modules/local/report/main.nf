@@ -10,10 +10,10 @@ process SCPERMUT_REPORT {
     path model
 
     output:
-    tuple val(meta), path('report.html') , emit: html
-    tuple val(meta), path('metrics.json'), emit: json
-    tuple val(meta), path('metrics.tsv') , emit: tsv
-    path '*_mqc.tsv'                     , emit: multiqc_files
+    tuple val(meta), path("${meta.folder ?: ''}report.html") , emit: html
+    tuple val(meta), path("${meta.folder ?: ''}metrics.json"), emit: json
+    tuple val(meta), path("${meta.folder ?: ''}metrics.tsv") , emit: tsv
+    path "${meta.folder ?: ''}*_mqc.tsv"  , emit: multiqc_files
     tuple val("${task.process}"), val('scpermut'), eval('scpermut --version | sed "s/^scpermut, version //"'), emit: versions_scpermut, topic: versions
 
     when:
@@ -21,19 +21,22 @@ process SCPERMUT_REPORT {
 
     script:
     def args = task.ext.args ?: ''
+    def folder = meta.folder ?: ''
     """
     scpermut report \\
         ${annotated} \\
         --model ${model} \\
-        --outdir . \\
+        --outdir ./${folder} \\
         ${args}
     """
 
     stub:
+    def folder = meta.folder ?: ''
     """
-    touch report.html
-    touch metrics.json
-    touch metrics.tsv
-    touch scpermut_metrics_mqc.tsv
+    mkdir -p ./${folder}
+    touch ${folder}report.html
+    touch ${folder}metrics.json
+    touch ${folder}metrics.tsv
+    touch ${folder}scpermut_metrics_mqc.tsv
     """
 }
