@@ -268,6 +268,8 @@ def _type_bandwidths(latent, weights):
 def _type_kernels(left, right, bandwidths):
     """``(types, left cells, right cells)``: the kernel between every pair at each type's bandwidth."""
     left_norms = ops.sum(ops.square(left), axis=-1)
+    # One norm node when both sides are the same cells: two would split the gradient into two
+    # contributions summed in another order, changing training in its last bits.
     right_norms = left_norms if right is left else ops.sum(ops.square(right), axis=-1)
     distances = ops.maximum(
         left_norms[:, None] + right_norms[None, :] - 2.0 * ops.matmul(left, ops.transpose(right)),
