@@ -2,6 +2,8 @@
 
     python benchmarks/scaling.py write 100000 /tmp/scaling     # prepared_100000.h5ad, atlas_100000.h5ad
     python benchmarks/scaling.py train /tmp/scaling/prepared_100000.h5ad --epochs 2
+    python benchmarks/scaling.py tile /tmp/scaling/prepared_1000000.h5ad 10 /tmp/scaling/tiled_10000000.h5ad
+    python benchmarks/scaling.py train /tmp/scaling/tiled_10000000.h5ad --epochs 1 --options '{"data_access": "disk"}'
     /usr/bin/time -v scpermut label /tmp/scaling/atlas_100000.h5ad --outdir /tmp/scaling/label_100000
 
 The cells are SYNTHETIC (``synthetic.py``: real cells resampled with count noise, 2,000 genes,
@@ -12,7 +14,10 @@ the split), and ``atlas_<n>.h5ad`` with raw counts and 20 % of the labels hidden
 label``. ``train`` runs ``scpermut train``'s own code (``steps.train.train_file``: the file read,
 the model folder written) on the full phase at the defaults and prints one JSON record: peak
 resident memory (``ru_maxrss``), seconds per epoch (validation and pseudo-labels included),
-cells x epochs per second.
+cells x epochs per second. ``tile`` writes a file of a prepared file's cells repeated: its ``X``
+values and column indices are HDF5 virtual datasets over the source's (only the row pointers
+and the tables are written), so a 10M-cell file takes a few hundred MB of disk beside the 1M one;
+its reads are the source's, which the page cache may hold.
 """
 
 from __future__ import annotations
@@ -90,6 +95,40 @@ def write(n_cells: int, folder: Path, seed: int = 0) -> None:
         handle.close()
 
 
+def tile(prepared: Path, times: int, out: Path) -> None:
+    """Write ``out``: the cells of ``prepared`` ``times`` over (``X`` only, no counts layer), its
+    values and column indices virtual datasets mapping onto ``prepared``'s."""
+    import h5py
+    import pandas as pd
+    from anndata.io import read_elem, write_elem
+
+    source_path = str(prepared.resolve())
+    with h5py.File(prepared, "r") as source, h5py.File(out, "w") as target:
+        matrix = source["X"]
+        n_rows, n_genes = (int(size) for size in matrix.attrs["shape"])
+        n_values = matrix["data"].shape[0]
+        group = target.create_group("X")
+        group.attrs.update(dict(matrix.attrs))
+        group.attrs["shape"] = (n_rows * times, n_genes)
+        for name in ("data", "indices"):
+            layout = h5py.VirtualLayout(shape=(n_values * times,), dtype=matrix[name].dtype)
+            stored = h5py.VirtualSource(source_path, f"X/{name}", shape=(n_values,))
+            for copy in range(times):
+                layout[copy * n_values : (copy + 1) * n_values] = stored
+            group.create_virtual_dataset(name, layout)
+        indptr = matrix["indptr"][:].astype(np.int64)
+        pointers = [indptr[:-1] + copy * n_values for copy in range(times)] + [np.array([n_values * times])]
+        group.create_dataset("indptr", data=np.concatenate(pointers))
+        obs = read_elem(source["obs"])
+        tiled = pd.concat([obs] * times)
+        tiled.index = pd.Index([f"{name}_{copy}" for copy in range(times) for name in obs.index])
+        write_elem(target, "obs", tiled)
+        write_elem(target, "var", read_elem(source["var"]))
+        write_elem(target, "uns", read_elem(source["uns"]))
+        write_elem(target, "layers", {})
+        target.attrs.update(dict(source.attrs))
+
+
 def _timer():
     import keras
 
@@ -164,9 +203,15 @@ def main(argv=None) -> None:
     trainer.add_argument("prepared", type=Path)
     trainer.add_argument("--epochs", type=int, default=2)
     trainer.add_argument("--options", default="{}", help="scpermut options as JSON, e.g. '{\"epoch_cells\": 0}'")
+    tiler = commands.add_parser("tile", help="write a file of a prepared file's cells repeated, its matrix virtual")
+    tiler.add_argument("prepared", type=Path)
+    tiler.add_argument("times", type=int)
+    tiler.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     if args.command == "write":
         write(args.n_cells, args.folder)
+    elif args.command == "tile":
+        tile(args.prepared, args.times, args.out)
     else:
         print(json.dumps(train(args.prepared, args.epochs, json.loads(args.options)), indent=2))
 

@@ -546,3 +546,20 @@ def test_an_epoch_budget_feeds_that_many_cells_per_epoch_and_is_recorded():
     assert set(steps) == {2}  # 50 cells in mini-batches of 32, in every phase
     whole = Model(**TINY_NETWORK, **TINY_TRAINING).fit(adata).record.run["epochs_planned"]
     assert whole["warmup"]["cells_per_epoch"] == 120 and whole["finetune"]["cells_per_epoch"] == 72
+
+
+def test_early_stopping_scores_a_type_stratified_sample_of_an_atlas_validation_cells(monkeypatch):
+    from scpermut.model.train import callbacks
+
+    codes = np.full(10_000, -1)
+    codes[:6000] = 0
+    codes[6000:6300] = 1  # a rare type
+    codes[9000:] = 2
+    assert callbacks.scored_validation_cells(codes, seed=0).size == 7300  # under the cap: all of them
+    monkeypatch.setattr(callbacks, "MAX_SCORED_VALIDATION_CELLS", 730)
+    monkeypatch.setattr(callbacks, "MIN_SCORED_PER_TYPE", 50)
+    scored = callbacks.scored_validation_cells(codes, seed=0)
+    assert (np.diff(scored) > 0).all() and (codes[scored] >= 0).all()
+    np.testing.assert_array_equal(np.bincount(codes[scored]), [600, 50, 100])
+    np.testing.assert_array_equal(scored, callbacks.scored_validation_cells(codes, seed=0))
+    assert not np.array_equal(scored, callbacks.scored_validation_cells(codes, seed=1))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEVICES = ("auto", "cpu", "gpu")
+DATA_ACCESS = ("auto", "memory", "disk")
 EARLY_STOPPING_METRICS = ("balanced_accuracy", "mcc")
 RECONSTRUCTIONS = ("mse", "nb")
 ADVERSARY_OBJECTIVES = ("reversal", "confusion")
@@ -241,6 +242,13 @@ TRAINING_SECTION = Section("training_options", "Training", "How the model is tra
     SEED,
     Option("device", "auto", "Where to train: auto uses a GPU when TensorFlow sees one.", DEVICES, param=False),
     Option("mixed_precision", False, "float16 mixed precision on a GPU (ignored on the CPU).", bool),
+    Option(
+        "data_access", "auto", "Hold the model genes' matrix in memory, or read it from prepared.h5ad as training goes (disk: an atlas larger than memory); auto reads from disk when it would fill more than half the free memory.",
+        DATA_ACCESS,
+        details="From disk, each pass takes the cells in blocks of 1,024 consecutive cells of the file in a shuffled order, and cells are "
+        "shuffled (and permutation partners drawn) within buffers of 65,536 cells, so training holds a few buffers and the validation "
+        "cells. The same seed gives the same model, but not the model the in-memory order gives. --labelled_share needs memory.",
+    ),
     Option("batch_size", 128, "Cells per mini-batch.", int, limits={"minimum": 2}),
     Option("learning_rate", 1e-3, "Adam learning rate.", float, limits=POSITIVE),
     Option("epochs_warmup", 10, "Epochs of autoencoder warm-up on all cells (every cell reconstructs itself).", int, limits=AT_LEAST_0),

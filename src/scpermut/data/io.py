@@ -160,29 +160,68 @@ def read_training_cells(path: str | Path, with_counts: bool = False) -> ad.AnnDa
     Every fault is an ``InputError`` naming the file.
     """
     import h5py
-    from anndata.io import read_elem
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found.")
     try:
-        with h5py.File(path, "r") as handle:
-            obs, var = read_elem(handle["obs"]), read_elem(handle["var"])
-            uns = read_elem(handle["uns"]) if "uns" in handle else {}
-            # Without the HVG flags every gene is read; training then says what is missing.
-            genes = var["highly_variable"].to_numpy(bool) if "highly_variable" in var else np.ones(len(var), bool)
-            passed = obs[constants.QC_PASS].to_numpy(bool) if constants.QC_PASS in obs else np.ones(len(obs), bool)
-            if not passed.all():
-                log.info("%s: training leaves out %d cells that failed QC", path, int((~passed).sum()))
+        with h5py.File(_existing(path), "r") as handle:
+            obs, var, uns, passed, genes = _training_tables(handle, path)
             layers = {}
             if with_counts and COUNTS_LAYER in handle.get("layers", {}):
                 layers[COUNTS_LAYER] = read_rows_and_columns(handle["layers"][COUNTS_LAYER], passed, genes)
             matrix = read_rows_and_columns(handle["X"], passed, genes)
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"{path}: cannot be read as .h5ad ({error}).") from error
+    _check_prepared(uns, path)
+    return ad.AnnData(X=matrix, obs=obs[passed], var=var[genes], uns=uns, layers=layers)
+
+
+def open_training_cells(path: str | Path, with_counts: bool = False):
+    """What :func:`read_training_cells` reads, with the matrices left on disk.
+
+    Returns ``(obs, var, uns, X, counts)``: the tables of the cells that passed QC and of the
+    model's genes, and :class:`~scpermut.data.stored.StoredRows` over ``X`` and (when asked and
+    stored) the counts layer, which read rows from the file as training asks for them.
+    """
+    import h5py
+
+    from scpermut.data.stored import StoredRows
+
+    path = Path(path)
+    try:
+        with h5py.File(_existing(path), "r") as handle:
+            obs, var, uns, passed, genes = _training_tables(handle, path)
+            has_counts = COUNTS_LAYER in handle.get("layers", {})
+        _check_prepared(uns, path)
+        expression = StoredRows(path, "X", passed, genes)
+        counts = StoredRows(path, f"layers/{COUNTS_LAYER}", passed, genes) if with_counts and has_counts else None
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"{path}: cannot be read as .h5ad ({error}).") from error
+    return obs[passed], var[genes], uns, expression, counts
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found.")
+    return path
+
+
+def _training_tables(handle, path: Path):
+    """``obs``, ``var``, ``uns`` of an open prepared h5ad, the cells that passed QC and the model's genes."""
+    from anndata.io import read_elem
+
+    obs, var = read_elem(handle["obs"]), read_elem(handle["var"])
+    uns = read_elem(handle["uns"]) if "uns" in handle else {}
+    # Without the HVG flags every gene is read; training then says what is missing.
+    genes = var["highly_variable"].to_numpy(bool) if "highly_variable" in var else np.ones(len(var), bool)
+    passed = obs[constants.QC_PASS].to_numpy(bool) if constants.QC_PASS in obs else np.ones(len(obs), bool)
+    if not passed.all():
+        log.info("%s: training leaves out %d cells that failed QC", path, int((~passed).sum()))
+    return obs, var, uns, passed, genes
+
+
+def _check_prepared(uns: dict, path: Path) -> None:
     if constants.PREPARE_UNS not in uns:
         raise InputError(f"{path}: no uns['{constants.PREPARE_UNS}'] record; run `scpermut prepare` first.")
-    return ad.AnnData(X=matrix, obs=obs[passed], var=var[genes], uns=uns, layers=layers)
 
 
 def read_rows_and_columns(element, rows: np.ndarray, columns: np.ndarray) -> sp.csr_matrix:

@@ -111,7 +111,9 @@ class Model:
         ----------
         adata
             Prepared AnnData (log-normalised ``X``, ``var["highly_variable"]``,
-            ``obs["scpermut_split"]``, ``uns["scpermut_prepare"]``).
+            ``obs["scpermut_split"]``, ``uns["scpermut_prepare"]``), or the
+            :class:`~scpermut.model.training_data.TrainingData` of one, e.g.
+            ``TrainingData.from_file("prepared.h5ad")`` to train with the matrix left on disk.
         checkpoint_dir
             Folder for per-epoch checkpoints; None for none.
         resume
@@ -127,7 +129,11 @@ class Model:
         """
         started = time.time()
         nb = self.network_options.get("reconstruction", "mse") == "nb"
-        data = TrainingData.from_anndata(adata, source=source, with_counts=nb)
+        data = adata if isinstance(adata, TrainingData) else TrainingData.from_anndata(adata, source=source, with_counts=nb)
+        if data.stored and self.settings.labelled_share > 0:
+            raise InputError(f"{source}: --labelled_share needs the data in memory (--data_access memory).")
+        if nb and data.counts is None:
+            raise InputError(f"{source}: the negative-binomial loss needs the raw counts (TrainingData.from_file(path, with_counts=True)).")
         config = NetworkConfig(
             n_genes=len(data.genes),
             n_classes=len(data.classes),

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
+from scpermut.data.stored import StoredRows
 from scpermut.model.permutation import epoch_rng, permutation_targets, pseudo_label_targets
 from scpermut.model.training_data import TrainingData
 
@@ -86,7 +87,7 @@ class CellBatches(keras.utils.PyDataset):
             self.labelled_slots = min(int(np.ceil(labelled_share * batch_size)), batch_size - 1)
         self.reconstruct_counts = data.counts is not None
         if self.reconstruct_counts:
-            self.library_size = np.asarray(data.counts.sum(axis=1), dtype=np.float32)
+            self.library_size = data.counts.row_sums() if data.stored else np.asarray(data.counts.sum(axis=1), np.float32)
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -115,15 +116,16 @@ class CellBatches(keras.utils.PyDataset):
             self.targets = np.arange(self.data.n_cells)
 
     def _window(self, epoch: int) -> np.ndarray:
-        """Epoch ``epoch``'s ``epoch_size`` cells: its window of the stream of passes, pass ``p``
-        being the cells shuffled by ``(seed, phase, p, PASS_STREAM)``."""
+        """Epoch ``epoch``'s ``epoch_size`` cells: its window of the stream of passes (:meth:`_pass`)."""
         start = epoch * self.epoch_size
         first, last = start // self.cells.size, (start + self.epoch_size - 1) // self.cells.size
-        stream = np.concatenate(
-            [epoch_rng(self.seed, self.phase, p, PASS_STREAM).permutation(self.cells) for p in range(first, last + 1)]
-        )
+        stream = np.concatenate([self._pass(p) for p in range(first, last + 1)])
         offset = start - first * self.cells.size
         return stream[offset : offset + self.epoch_size]
+
+    def _pass(self, number: int) -> np.ndarray:
+        """Pass ``number`` over the cells: all of them, shuffled by ``(seed, phase, number, PASS_STREAM)``."""
+        return epoch_rng(self.seed, self.phase, number, PASS_STREAM).permutation(self.cells)
 
     def _with_labelled_share(self, rng: np.random.Generator) -> np.ndarray:
         """The epoch's cells once, in mini-batches whose first ``labelled_slots`` places hold labelled
@@ -156,8 +158,14 @@ class CellBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> dict:
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         targets = self.targets[rows]
+        target_matrix = self.data.counts if self.reconstruct_counts else self.data.expression
+        return self._batch(rows, targets, self.data.expression[rows].toarray(), target_matrix[targets].toarray())
+
+    def _batch(self, rows: np.ndarray, targets: np.ndarray, x: np.ndarray, target: np.ndarray) -> dict:
+        """The mini-batch of cells ``rows`` reconstructing cells ``targets``, given their densified rows."""
         batch = {
-            "x": self.data.expression[rows].toarray(),
+            "x": x,
+            "target": target,
             "classes": _one_hot(self.data.train_codes[rows], len(self.data.classes)),
             "batches": _one_hot(self.data.batch_codes[rows], len(self.data.batches)),
             "target_batches": _one_hot(self.data.batch_codes[targets], len(self.data.batches)),
@@ -167,10 +175,7 @@ class CellBatches(keras.utils.PyDataset):
             "conditions": _one_hot(self.data.condition_codes[rows], self.n_conditions),
         }
         if self.reconstruct_counts:
-            batch["target"] = self.data.counts[targets].toarray()
             batch["library_size"] = self.library_size[targets]
-        else:
-            batch["target"] = self.data.expression[targets].toarray()
         return batch
 
 
@@ -192,11 +197,13 @@ def infer(network, expression, batch_size: int, rows=None, names=None) -> dict[s
     sparse matrix, ``batch_size`` rows at a time; the decoder never runs.
 
     The one inference path: :meth:`scpermut.Model.transform`, the validation scores and the
-    pseudo-labels of training all go through it. ``rows`` picks rows of ``expression`` (default:
+    pseudo-labels of training all go through it. ``expression`` is a sparse matrix or
+    :class:`~scpermut.data.stored.StoredRows` (read chunk by chunk). ``rows`` picks rows of it (default:
     all, in order) without copying the matrix; ``names`` the outputs to keep (default: all).
     The outputs are allocated once; the next chunk is densified while the current one runs.
     """
-    expression = sp.csr_matrix(expression, dtype=np.float32)  # no copy of a float32 CSR
+    if not isinstance(expression, StoredRows):
+        expression = sp.csr_matrix(expression, dtype=np.float32)  # no copy of a float32 CSR
     n_rows = expression.shape[0] if rows is None else len(rows)
     widths = network.encoded_widths()
     names = list(widths) if names is None else list(names)

@@ -10,6 +10,8 @@ import scipy.sparse as sp
 
 from scpermut import constants
 from scpermut._plain import plain
+from scpermut.data.io import open_training_cells
+from scpermut.data.stored import StoredRows
 from scpermut.errors import InputError
 from scpermut.keys import Keys
 
@@ -25,6 +27,34 @@ def _model_columns(matrix, genes_mask: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(matrix, dtype=np.float32)
 
 
+def _checked_genes(obs, var, uns, source: str) -> np.ndarray:
+    """The model genes' mask (``var["highly_variable"]``), after checking that ``prepare`` wrote
+    every field training reads.
+
+    Raises
+    ------
+    InputError
+        Naming the first missing field.
+    """
+    if constants.PREPARE_UNS not in uns:
+        raise InputError(
+            f"{source}: uns['{constants.PREPARE_UNS}'] is missing; run `scpermut prepare` on the QC'd samples first."
+        )
+    keys = Keys.from_record({key: plain(value) for key, value in dict(uns[constants.PREPARE_UNS]).items()})
+    for column in (keys.class_key, keys.batch_key, constants.SPLIT):
+        if column not in obs:
+            raise InputError(f"{source}: obs column '{column}' is missing; run `scpermut prepare` first.")
+    if "highly_variable" not in var or not var["highly_variable"].any():
+        raise InputError(
+            f"{source}: var['highly_variable'] is missing or selects no gene; run `scpermut prepare` first."
+        )
+    return var["highly_variable"].to_numpy(bool)
+
+
+def _no_counts(source: str) -> str:
+    return f"{source}: layers['{constants.COUNTS_LAYER}'] (raw counts) is missing; the negative-binomial loss needs it."
+
+
 @dataclass
 class TrainingData:
     """The arrays one training run needs, taken from a ``prepared.h5ad``.
@@ -32,9 +62,10 @@ class TrainingData:
     Attributes
     ----------
     expression
-        Log-normalised expression of the model genes (CSR, float32, cells x genes).
+        Log-normalised expression of the model genes (CSR, float32, cells x genes), or
+        :class:`~scpermut.data.stored.StoredRows` reading them from the file (:meth:`from_file`).
     counts
-        Raw counts of the model genes (CSR) when the negative-binomial loss needs them, else None.
+        Raw counts of the model genes (the same kind) when the negative-binomial loss needs them, else None.
     genes, classes, batches
         Names of the model genes, the cell types and the batches.
     train_codes
@@ -53,8 +84,8 @@ class TrainingData:
         The normalisation and key settings ``prepare`` used (``uns["scpermut_prepare"]``).
     """
 
-    expression: sp.csr_matrix
-    counts: sp.csr_matrix | None
+    expression: sp.csr_matrix | StoredRows
+    counts: sp.csr_matrix | StoredRows | None
     genes: list[str]
     classes: list[str]
     batches: list[str]
@@ -87,27 +118,30 @@ class TrainingData:
         InputError
             When a field ``prepare`` writes is missing.
         """
-        if constants.PREPARE_UNS not in adata.uns:
-            raise InputError(
-                f"{source}: uns['{constants.PREPARE_UNS}'] is missing; run `scpermut prepare` on the QC'd samples first."
-            )
-        preprocess = {
-            key: plain(value) for key, value in dict(adata.uns[constants.PREPARE_UNS]).items()
-        }
+        genes_mask = _checked_genes(adata.obs, adata.var, adata.uns, source)
+        counts = None
+        if with_counts:
+            if constants.COUNTS_LAYER not in adata.layers:
+                raise InputError(_no_counts(source))
+            counts = _model_columns(adata.layers[constants.COUNTS_LAYER], genes_mask)
+        return cls._from_tables(adata.obs, adata.var, adata.uns, genes_mask, _model_columns(adata.X, genes_mask), counts)
+
+    @classmethod
+    def from_file(cls, path, with_counts: bool = False) -> TrainingData:
+        """The training cells of a ``prepared.h5ad`` with the matrices left on disk: ``expression``
+        (and ``counts``) are :class:`~scpermut.data.stored.StoredRows`, read as training asks."""
+        obs, var, uns, expression, counts = open_training_cells(path, with_counts)
+        genes_mask = _checked_genes(obs, var, uns, str(path))
+        if with_counts and counts is None:
+            raise InputError(_no_counts(str(path)))
+        return cls._from_tables(obs, var, uns, genes_mask, expression, counts)
+
+    @classmethod
+    def _from_tables(cls, obs, var, uns, genes_mask, expression, counts) -> TrainingData:
+        preprocess = {key: plain(value) for key, value in dict(uns[constants.PREPARE_UNS]).items()}
         keys = Keys.from_record(preprocess)
-        class_key, batch_key = keys.class_key, keys.batch_key
-        for column in (class_key, batch_key, constants.SPLIT):
-            if column not in adata.obs:
-                raise InputError(
-                    f"{source}: obs column '{column}' is missing; run `scpermut prepare` first."
-                )
-        if "highly_variable" not in adata.var or not adata.var["highly_variable"].any():
-            raise InputError(
-                f"{source}: var['highly_variable'] is missing or selects no gene; run `scpermut prepare` first."
-            )
-        genes_mask = adata.var["highly_variable"].to_numpy(bool)
-        split = adata.obs[constants.SPLIT].astype(str).to_numpy()
-        labels = adata.obs[class_key].astype(str).to_numpy()
+        split = obs[constants.SPLIT].astype(str).to_numpy()
+        labels = obs[keys.class_key].astype(str).to_numpy()
         labelled = np.isin(split, constants.LABELLED_SPLITS)
         classes = sorted(set(labels[labelled]) - {keys.unlabeled_category})
         class_index = {name: code for code, name in enumerate(classes)}
@@ -116,23 +150,16 @@ class TrainingData:
         validation_codes = np.where(split == constants.SPLIT_VALIDATION, codes, NOT_LABELLED)
         calibration_codes = np.where(split == constants.SPLIT_CALIBRATION, codes, NOT_LABELLED)
         condition_codes = None
-        if keys.condition_key is not None and keys.condition_key in adata.obs:
-            conditions = adata.obs[keys.condition_key].astype(str).to_numpy()
+        if keys.condition_key is not None and keys.condition_key in obs:
+            conditions = obs[keys.condition_key].astype(str).to_numpy()
             condition_codes = np.unique(conditions, return_inverse=True)[1].astype(np.int64)
-        batch_values = adata.obs[batch_key].astype(str).to_numpy()
+        batch_values = obs[keys.batch_key].astype(str).to_numpy()
         batches = sorted(set(batch_values))
         batch_codes = np.searchsorted(batches, batch_values).astype(np.int64)
-        counts = None
-        if with_counts:
-            if constants.COUNTS_LAYER not in adata.layers:
-                raise InputError(
-                    f"{source}: layers['{constants.COUNTS_LAYER}'] (raw counts) is missing; the negative-binomial loss needs it."
-                )
-            counts = _model_columns(adata.layers[constants.COUNTS_LAYER], genes_mask)
         return cls(
-            expression=_model_columns(adata.X, genes_mask),
+            expression=expression,
             counts=counts,
-            genes=adata.var_names[genes_mask].astype(str).tolist(),
+            genes=var.index[genes_mask].astype(str).tolist(),
             classes=classes,
             batches=batches,
             train_codes=train_codes,
@@ -143,20 +170,29 @@ class TrainingData:
             calibration_codes=calibration_codes,
         )
 
+    @property
+    def stored(self) -> bool:
+        """The matrices are read from the file as needed (:meth:`from_file`)."""
+        return isinstance(self.expression, StoredRows)
+
     def fingerprint(self) -> str:
-        """SHA-256 of everything training reads: expression, genes, labels, batches."""
+        """SHA-256 of everything training reads: expression, genes, labels, batches.
+
+        Read from the file, the expression is hashed block by block (its own digest, one more
+        pass over the file): the same data held in memory gives another fingerprint."""
         digest = hashlib.sha256()
+        matrices = self.expression.blocks() if self.stored else (self.expression,)
+        for matrix in matrices:
+            for array in (matrix.data, matrix.indices, matrix.indptr):
+                digest.update(memoryview(np.ascontiguousarray(array)))  # no copy of a large matrix
         for array in (
-            self.expression.data,
-            self.expression.indices,
-            self.expression.indptr,
             self.train_codes,
             self.validation_codes,
             self.batch_codes,
             self.condition_codes,
             self.calibration_codes,
         ):
-            digest.update(memoryview(np.ascontiguousarray(array)))  # no copy of a large matrix
+            digest.update(memoryview(np.ascontiguousarray(array)))
         for names in (self.genes, self.classes, self.batches):
             digest.update("\n".join(names).encode())
         return digest.hexdigest()

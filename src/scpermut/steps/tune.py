@@ -105,13 +105,17 @@ def import_optuna():
     return optuna
 
 
-def read_tuning_data(prepared_path: Path, device: str, mixed_precision: bool, options: dict):
-    """The training cells of ``prepared_path`` and the recorded batch column, on the chosen device."""
+def read_tuning_data(prepared_path: Path, device: str, mixed_precision: bool, options: dict, data_access: str = "auto"):
+    """The training cells of ``prepared_path`` and the recorded batch column, on the chosen device.
+    Tuning trains many models on the same cells, so it holds them in memory (``data_access``
+    ``disk`` is refused)."""
     from scpermut.data.io import read_training_cells
     from scpermut.model.train import select_device
 
     if not prepared_path.is_file():
         raise InputError(f"{prepared_path}: file not found.")
+    if data_access == "disk":
+        raise InputError("scpermut tune holds the training cells in memory: --data_access disk is for scpermut train (tune on a subsample of a large atlas).")
     select_device(device, mixed_precision)
     adata = read_training_cells(prepared_path, with_counts=options.get("reconstruction", "mse") == "nb")
     batch_key = Keys.from_record(adata.uns[constants.PREPARE_UNS]).batch_key
@@ -130,6 +134,7 @@ def tune_file(
     fixed: tuple[str, ...] = (),
     device: str = "auto",
     mixed_precision: bool = False,
+    data_access: str = "auto",
     mlflow_uri: str | None = None,
     **options,
 ):
@@ -153,7 +158,7 @@ def tune_file(
     if trials < 1:
         raise InputError("`trials` must be at least 1.")
     prepared_path, out = Path(prepared_path), Path(out)
-    adata, batch_key = read_tuning_data(prepared_path, device, mixed_precision, options)
+    adata, batch_key = read_tuning_data(prepared_path, device, mixed_precision, options, data_access)
     space = {name: bounds for name, bounds in SEARCH_SPACE.items() if name not in fixed}
 
     out.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,7 @@ def run_trial(
     *,
     device: str = "auto",
     mixed_precision: bool = False,
+    data_access: str = "auto",
     mlflow_uri: str | None = None,
     **options,
 ) -> dict:
@@ -94,7 +95,7 @@ def run_trial(
     check({"mixing_weight": plan["mixing_weight"]}, TUNE)
     planned = {name: tuple(value) if isinstance(value, list) else value for name, value in plan["options"].items()}
     values = {**options, **planned, "seed": plan["seed"]}
-    adata, batch_key = read_tuning_data(Path(prepared_path), device, mixed_precision, values)
+    adata, batch_key = read_tuning_data(Path(prepared_path), device, mixed_precision, values, data_access)
     with tracked_run(mlflow_uri, f"tune trial {plan['number']}", values) as callbacks:
         model = Model(**values).fit(adata, callbacks=callbacks, source=str(prepared_path))
         scores = trial_score(model, adata, batch_key, plan["mixing_weight"])

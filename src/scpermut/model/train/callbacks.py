@@ -52,15 +52,40 @@ class ReversalRamp(keras.callbacks.Callback):
         self.network.gradient_reversal.strength.assign(strength)
 
 
-class ValidationScores(keras.callbacks.Callback):
-    """Adds ``val_balanced_accuracy`` and ``val_mcc`` of the validation cells to the epoch logs."""
+# Validation cells early stopping scores at each epoch's end, at most: beyond it a seeded sample
+# keeping each type's share (and at least MIN_SCORED_PER_TYPE of it). Scoring all of an atlas's
+# validation cells would cost more than the epoch of training before it.
+MAX_SCORED_VALIDATION_CELLS = 50_000
+MIN_SCORED_PER_TYPE = 200
 
-    def __init__(self, network: ScpermutNetwork, data: TrainingData, batch_size: int):
+
+def scored_validation_cells(validation_codes: np.ndarray, seed: int) -> np.ndarray:
+    """The validation cells early stopping scores, in index order (see ``MAX_SCORED_VALIDATION_CELLS``)."""
+    cells = np.flatnonzero(validation_codes != NOT_LABELLED)
+    if cells.size <= MAX_SCORED_VALIDATION_CELLS:
+        return cells
+    share = MAX_SCORED_VALIDATION_CELLS / cells.size
+    rng = np.random.default_rng([seed, 29])
+    chosen = []
+    for code in np.unique(validation_codes[cells]):
+        members = cells[validation_codes[cells] == code]
+        size = min(members.size, max(MIN_SCORED_PER_TYPE, int(round(members.size * share))))
+        chosen.append(rng.choice(members, size=size, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+class ValidationScores(keras.callbacks.Callback):
+    """Adds ``val_balanced_accuracy`` and ``val_mcc`` of the validation cells (at most
+    ``MAX_SCORED_VALIDATION_CELLS`` of them) to the epoch logs."""
+
+    def __init__(self, network: ScpermutNetwork, data: TrainingData, batch_size: int, seed: int):
         super().__init__()
         self.network = network
         self.expression = data.expression
-        self.cells = np.flatnonzero(data.validation_codes != NOT_LABELLED)
+        self.cells = scored_validation_cells(data.validation_codes, seed)
         self.codes = data.validation_codes[self.cells]
+        if data.stored:  # read once, not at every epoch's end
+            self.expression, self.cells = data.expression[self.cells], None
         self.batch_size = batch_size
 
     def scores(self) -> dict[str, float]:

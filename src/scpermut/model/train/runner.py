@@ -22,6 +22,7 @@ from scpermut.model.minibatches import CellBatches
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.persistence import read_checkpoint, write_checkpoint
 from scpermut.model.settings import NetworkConfig, TrainingSettings
+from scpermut.model.stored_batches import StoredCellBatches
 from scpermut.model.train.callbacks import (
     Checkpoint,
     EarlyStopping,
@@ -256,7 +257,8 @@ class TrainingRun:
         cells = (
             np.flatnonzero(self.data.train_codes != NOT_LABELLED) if phase.labelled_only else None
         )
-        return CellBatches(
+        batches_class = StoredCellBatches if self.data.stored else CellBatches
+        return batches_class(
             self.data,
             batch_size=self.settings.batch_size,
             seed=self.settings.seed,
@@ -301,7 +303,7 @@ class TrainingRun:
         early_state = dict(saved[0]["early_stopping"]) if saved and saved[0]["early_stopping"] else None
         return EarlyStopping(
             self.network,
-            ValidationScores(self.network, self.data, self.settings.batch_size),
+            ValidationScores(self.network, self.data, self.settings.batch_size, self.settings.seed),
             self.settings.early_stopping_metric,
             self.settings.patience,
             early_state,
