@@ -66,6 +66,16 @@ def test_stored_rows_read_what_the_matrix_holds_in_any_order(tmp_path):
     np.testing.assert_allclose(stored.row_sums(), np.asarray(held.sum(axis=1)), rtol=1e-6)
 
 
+def test_the_fingerprint_of_stored_data_follows_its_values(tmp_path):
+    path, adata = _prepared(tmp_path)
+    first = TrainingData.from_file(path).fingerprint()
+    assert TrainingData.from_file(path).fingerprint() == first
+    kept_value = np.flatnonzero(adata.X.indices % 2 == 0)[0]  # an even gene: a model gene
+    adata.X.data[kept_value] += 1.0
+    adata.write_h5ad(tmp_path / "changed.h5ad")
+    assert TrainingData.from_file(tmp_path / "changed.h5ad").fingerprint() != first
+
+
 def test_block_shuffled_batches_pair_cells_of_one_type_within_their_buffer(tmp_path):
     path, _ = _prepared(tmp_path)
     data = TrainingData.from_file(path)

@@ -3,6 +3,8 @@ instead of the matrix when the atlas does not fit in memory (``--data_access dis
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +82,15 @@ class StoredRows:
         """The kept rows in file order, ``ROWS_PER_READ`` kept rows at a time."""
         for start in range(0, self.shape[0], ROWS_PER_READ):
             yield self[start : start + ROWS_PER_READ]
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """SHA-256 of the kept rows' values, column indices and row pointers, block by block."""
+        digest = hashlib.sha256()
+        for block in self.blocks():
+            for array in (block.data, block.indices, block.indptr):
+                digest.update(memoryview(np.ascontiguousarray(array)))
+        return digest.hexdigest()
 
     def row_sums(self) -> np.ndarray:
         """Each kept row's sum over the kept columns, ``(rows, 1)`` float32, one pass over the file."""

@@ -178,12 +178,13 @@ class TrainingData:
     def fingerprint(self) -> str:
         """SHA-256 of everything training reads: expression, genes, labels, batches.
 
-        Read from the file, the expression is hashed block by block (its own digest, one more
-        pass over the file): the same data held in memory gives another fingerprint."""
+        Read from the file, the expression's digest is :attr:`StoredRows.digest` (one pass over
+        the file, once): the same data held in memory gives another fingerprint."""
         digest = hashlib.sha256()
-        matrices = self.expression.blocks() if self.stored else (self.expression,)
-        for matrix in matrices:
-            for array in (matrix.data, matrix.indices, matrix.indptr):
+        if self.stored:
+            digest.update(self.expression.digest.encode())
+        else:
+            for array in (self.expression.data, self.expression.indices, self.expression.indptr):
                 digest.update(memoryview(np.ascontiguousarray(array)))  # no copy of a large matrix
         for array in (
             self.train_codes,
