@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from scpermut.errors import InputError
+
+log = logging.getLogger(__name__)
 
 # Rows read with one contiguous read at most; a few million stored values.
 ROWS_PER_READ = 8192
@@ -86,6 +89,7 @@ class StoredRows:
     @functools.cached_property
     def digest(self) -> str:
         """SHA-256 of the kept rows' values, column indices and row pointers, block by block."""
+        log.info("%s: hashing the %d training cells' %s (one pass over the file)", self.path, self.shape[0], self.element)
         digest = hashlib.sha256()
         for block in self.blocks():
             for array in (block.data, block.indices, block.indptr):
