@@ -134,11 +134,13 @@ def test_duplicate_barcodes_across_samples_are_prefixed(tmp_path):
     assert merged.obs.loc["b_cell0", "scpermut_sample"] == "b"
 
 
-def test_no_labelled_reference_cell_is_an_error(tmp_path):
+def test_no_labelled_reference_cell_is_prepared_for_mapping_with_a_warning(tmp_path, caplog):
     adata = make_counts()
     adata.obs["cell_type"] = "Unknown"
-    with pytest.raises(InputError, match="no labelled cell: every reference cell has cell_type 'Unknown'"):
-        prepare([ad.read_h5ad(qc_sample(tmp_path, "a", adata))], Keys(), PrepareSettings(min_shared_genes=10))
+    with caplog.at_level("WARNING"):
+        merged, summary = prepare([ad.read_h5ad(qc_sample(tmp_path, "a", adata))], Keys(), PrepareSettings(min_shared_genes=10))
+    assert "no labelled cell: every reference cell has cell_type 'Unknown'" in caplog.text
+    assert summary["cells_per_split"]["unlabelled"] == merged.n_obs and summary["n_classes"] == 0
 
 
 def test_query_only_input_is_allowed_for_mapping(tmp_path):

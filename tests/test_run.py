@@ -211,6 +211,22 @@ def test_an_absent_label_column_removes_the_outputs_already_written(tmp_path, as
     assert not (tmp_path / "out").exists()  # ctrl101's QC had been written, then removed
 
 
+def test_an_unlabelled_reference_sample_maps_onto_a_saved_model(transfer_run, tmp_path, assets_dir):
+    """Nothing trains under --model, so a reference sample without labels is annotated (every cell)
+    instead of stopping at prepare; without --model it still stops before training."""
+    outdir, _ = transfer_run
+    cells = ad.read_h5ad(assets_dir / "test_data" / "kang_ctrl107.h5ad")
+    cells.obs["cell_type"] = "Unknown"
+    cells.write_h5ad(tmp_path / "unlabelled.h5ad")
+    sheet = write_samplesheet(tmp_path / "unlabelled.csv", [("ctrl107", tmp_path / "unlabelled.h5ad", "reference", "cell_type")])
+    result = invoke("run", "--input", sheet, "--outdir", tmp_path / "mapped", "--model", outdir / "model", "--min_genes", "100")
+    assert result.exit_code == 0, result.output
+    annotated = ad.read_h5ad(tmp_path / "mapped" / "annotated" / "annotated.h5ad")
+    assert annotated.obs[constants.PREDICTION].notna().all()
+    result = invoke("run", "--input", sheet, "--outdir", tmp_path / "trained", "--min_genes", "100", *FAST)
+    assert result.exit_code == 1 and "hold 0 cell type" in result.output
+
+
 def test_a_query_sharing_no_gene_with_the_model_fails_clearly(transfer_run, tmp_path, assets_dir):
     query = ad.read_h5ad(assets_dir / "test_data" / "kang_stim107.h5ad")
     query.var_names = [f"mouse_{name}" for name in query.var_names]

@@ -242,9 +242,11 @@ def _split(obs: pd.DataFrame, keys: Keys, settings: PrepareSettings) -> np.ndarr
     reference = (obs[constants.ROLE] == "reference").to_numpy()
     labelled = reference & (obs[keys.class_key] != keys.unlabeled_category).to_numpy()
     if reference.any() and not labelled.any():
-        raise InputError(
-            f"no labelled cell: every reference cell has {keys.class_key} '{keys.unlabeled_category}'; "
-            "check label_col in the samplesheet or `class_key`."
+        # Mapping onto a saved model needs no label; training stops on it (naming the same column).
+        log.warning(
+            "no labelled cell: every reference cell has %s '%s' (check label_col in the samplesheet or `class_key`); "
+            "these cells can be mapped onto a saved model (--model), not train one",
+            keys.class_key, keys.unlabeled_category,
         )
     labelled &= ~_single_cell_types(obs, labelled, keys)
     calibration = calibration_cells(obs, labelled, keys, settings.calibration_batches)

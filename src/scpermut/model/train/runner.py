@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from scpermut.errors import InputError
+from scpermut.keys import Keys
 from scpermut.model import losses
 from scpermut.model.minibatches import CellBatches
 from scpermut.model.network import ScpermutNetwork
@@ -78,8 +79,10 @@ class TrainingRun:
             config = dataclasses.replace(config, batch_head=False)
         has_labels = bool((data.train_codes != NOT_LABELLED).any())
         if config.use_classifier and not has_labels:
+            keys = Keys.from_record(data.preprocess)
             raise InputError(
-                "prepared data: no labelled training cell; label some reference cells or pass `use_classifier=False`."
+                f"prepared data: no labelled training cell (every reference cell has {keys.class_key} '{keys.unlabeled_category}'?); "
+                "check label_col in the samplesheet or `class_key`, or pass `use_classifier=False`."
             )
         if config.use_classifier and len(data.classes) < 2:
             raise InputError(
