@@ -15,6 +15,8 @@ query is the cells without a label, as a user knows which cells they map. Method
   (the per-batch latent adapter, :mod:`scpermut.model.adapt`); the model folder is checked
   byte-identical after mapping; ``scpermut adapted, no gate``: the same adaptation with the
   novelty gate off (the model's ``pseudo_label_novelty`` read as 1), to measure the gate;
+- ``scpermut frozen, latent novelty only`` / ``scpermut adapted, latent novelty only``: the same
+  with the model's reconstruction novelty ignored (the latent novelty alone, as before it);
 - ``scpermut retrained``: today's default, one model trained on reference + query (query unlabelled);
 - ``scANVI surgery``: scVI then scANVI on the reference at scvi-tools' defaults (as in
   ``methods.scanvi``), then ``SCANVI.prepare_query_anndata`` + ``SCANVI.load_query_data`` and
@@ -51,15 +53,22 @@ import tasks  # noqa: E402
 from common import BATCH, LABEL, UNKNOWN, method_view  # noqa: E402
 
 DATASETS = ("kang_pbmc", "cellbench_3cl", "mixology_5batch")
-METHODS = ("scpermut frozen", "scpermut adapted", "scpermut adapted, no gate", "scpermut adapted, 300 steps", "scpermut retrained", "scANVI surgery", "CellTypist")
+METHODS = (
+    "scpermut frozen", "scpermut adapted", "scpermut adapted, no gate", "scpermut adapted, 300 steps",
+    "scpermut frozen, latent novelty only", "scpermut adapted, latent novelty only",
+    "scpermut retrained", "scANVI surgery", "CellTypist",
+)
 # The methods mapped with one reference model: whether they adapt, the recorded training options
 # they read differently, and their adaptation settings (:class:`scpermut.model.adapt.AdaptSettings`)
-# changed from the package's.
+# changed from the package's. "latent novelty only": the model folder's reconstruction novelty
+# (reconstruction_novelty.npz) ignored, as a folder written before it maps.
 MAPPED = {
     "scpermut frozen": (False, {}, {}),
     "scpermut adapted": (True, {}, {}),
     "scpermut adapted, no gate": (True, {"pseudo_label_novelty": 1.0}, {}),
     "scpermut adapted, 300 steps": (True, {}, {"steps": 300, "tolerance": 0.0}),
+    "scpermut frozen, latent novelty only": (False, {}, {}),
+    "scpermut adapted, latent novelty only": (True, {}, {}),
 }
 # scvi-tools' reference-mapping tutorial trains the query model this way.
 SCANVI_QUERY_TRAINING = {"max_epochs": 100, "plan_kwargs": {"weight_decay": 0.0}}
@@ -113,6 +122,8 @@ def scpermut_mapped(view, seed: int, wanted, keep: Path | None = None) -> dict:
             adapt, recorded, adapt_settings = MAPPED[name]
             model = Model.load(Path(folder) / "model")
             model.record.training.update(recorded)
+            if name.endswith("latent novelty only"):
+                model.record.reconstruction = {}
             settings = dataclasses.replace(adaptation.DEFAULT_SETTINGS, **adapt_settings)
             with _Clock() as mapping, mock.patch.object(adaptation, "DEFAULT_SETTINGS", settings):
                 mapped = annotate(view[query].copy(), model, adapt=adapt, umap=False, copy=True)
@@ -236,6 +247,10 @@ def page(rows: list[dict], command: str) -> str:
     if "novel_recall" in table:
         columns = {"novel_recall": 3, "false_rejection": 3, "novelty_auroc": 3, **columns}
         headers = ["novel recall", "false rejection", "novelty AUROC", *headers]
+    elif "fraction_unknown" in table:
+        # Every query type is known: the cells called Unknown are all false rejections.
+        columns = {"fraction_unknown": 3, **columns}
+        headers = ["Unknown (false rejection)", *headers]
     for dataset, part in table.groupby("dataset", sort=False):
         seeds = sorted(int(seed) for seed in part["seed"].unique())
         lines += [f"## {dataset} (seeds {', '.join(map(str, seeds))})", ""]

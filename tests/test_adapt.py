@@ -17,6 +17,7 @@ from scpermut.cli import main
 from scpermut.model import adapt
 from scpermut.model.api import Model
 from scpermut.model.losses import class_kernel_mmd
+from scpermut.model.novelty import neighbourhood_median
 
 # Tiny and short: a reference of the two control samples, the stimulated ones are the query.
 SETTINGS = {
@@ -236,3 +237,49 @@ def test_class_kernel_mmd_is_zero_for_one_distribution_and_grows_with_a_shift():
     only_first = one_hot * np.array([1.0, 0.0], dtype=np.float32)
     partial, _ = class_kernel_mmd(cells + 1.0, only_first, cells, one_hot)
     assert float(np.asarray(partial)[1]) == 0.0
+
+
+
+def test_reconstruction_novelty_is_saved_deterministic_and_judges_a_shifted_batch_against_itself(novel_model, query, caplog):
+    """The stimulated query reconstructs worse than the control reference as a whole (a condition
+    the reference lacks): each batch is then judged against its own median, not all called Unknown."""
+    model = Model.load(novel_model)
+    assert (novel_model / constants.MODEL_RECONSTRUCTION_NOVELTY).is_file() and model.record.reconstruction
+    assert model.record.run["reconstruction_novelty"]["fitted_on"] == model.record.run["novelty"]["fitted_on"]
+    latent_only = Model.load(novel_model)
+    latent_only.record.reconstruction = {}
+    for adapt_query in (False, True):
+        with caplog.at_level(logging.WARNING):
+            first = annotate(query, Model.load(novel_model), adapt=adapt_query, umap=False, copy=True)
+        assert "reconstructs worse than the reference as a whole" in caplog.text
+        caplog.clear()
+        again = annotate(query, Model.load(novel_model), adapt=adapt_query, umap=False, copy=True)
+        np.testing.assert_array_equal(first.obs[constants.NOVELTY], again.obs[constants.NOVELTY])
+        np.testing.assert_array_equal(first.obs[constants.PREDICTION], again.obs[constants.PREDICTION])
+        before = annotate(query, latent_only, adapt=adapt_query, umap=False, copy=True)
+        # The latent and the probabilities are those of the latent novelty alone; novelty only rises.
+        np.testing.assert_array_equal(first.obsm[constants.LATENT], before.obsm[constants.LATENT])
+        np.testing.assert_array_equal(first.obsm[constants.PROBABILITIES], before.obsm[constants.PROBABILITIES])
+        assert (first.obs[constants.NOVELTY].to_numpy() >= before.obs[constants.NOVELTY].to_numpy()).all()
+        unknown = first.obs[constants.PREDICTION].astype(str).to_numpy() == "Unknown"
+        assert unknown.mean() < 0.5
+
+
+def test_a_model_folder_without_reconstruction_novelty_never_runs_the_decoder(novel_model, query, tmp_path, monkeypatch):
+    old = tmp_path / "no_reconstruction"
+    shutil.copytree(novel_model, old)
+    (old / constants.MODEL_RECONSTRUCTION_NOVELTY).unlink()
+    with_file = {adapt_query: annotate(query, Model.load(novel_model), adapt=adapt_query, umap=False, copy=True) for adapt_query in (False, True)}
+
+    def no_decoder(network):
+        raise AssertionError("the decoder ran")
+
+    monkeypatch.setattr("scpermut.model.minibatches._compiled_decoder", no_decoder)
+    for adapt_query in (False, True):
+        model = Model.load(old)
+        assert not model.record.reconstruction
+        mapped = annotate(query, model, adapt=adapt_query, umap=False, copy=True)
+        np.testing.assert_array_equal(mapped.obsm[constants.LATENT], with_file[adapt_query].obsm[constants.LATENT])
+        latent_only = mapped.obs[constants.NOVELTY].to_numpy()
+        expected = neighbourhood_median(mapped.obsm[constants.LATENT], model.novelty(mapped.obsm[constants.LATENT]), 0)
+        np.testing.assert_array_equal(latent_only, expected)

@@ -1,5 +1,6 @@
 """Novelty: known types score about uniformly, unseen ones near 1; neighbourhood averaging;
-a model that never saw a type calls it Unknown and keeps the known ones."""
+a model that never saw a type calls it Unknown and keeps the known ones; the reconstruction
+novelty, scored chunk by chunk."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from sklearn.metrics import roc_auc_score
 
 from scpermut import Model, constants, prepare_anndata
 from scpermut.data.preprocess import PrepareSettings
-from scpermut.model.novelty import NoveltyModel, neighbourhood_median, shifted_batches
+from scpermut.model.minibatches import infer
+from scpermut.model.network import ScpermutNetwork
+from scpermut.model.novelty import NoveltyModel, ReconstructionNovelty, neighbourhood_median, shifted_batches
+from scpermut.model.settings import NetworkConfig
 
 
 def _cells(rng, centres, n_per_type, spread=1.0):
@@ -96,3 +101,114 @@ def test_a_type_the_reference_never_saw_is_called_unknown_and_known_types_are_ke
     assert unknown[unseen].mean() >= 0.8
     assert unknown[~unseen].mean() <= 0.1
     assert query.uns[constants.UNS]["prediction"]["novelty_threshold"] == 0.9
+
+
+def test_reconstruction_novelty_ranks_a_few_badly_reconstructed_genes_above_diffuse_noise():
+    rng = np.random.default_rng(0)
+    n_genes = 200
+    scale = ReconstructionNovelty.gene_scale_from(np.full(n_genes, 100.0), 100)  # RMS residual 1
+    scorer = ReconstructionNovelty(scale, 10, np.zeros(0))
+    typical = rng.normal(size=(500, n_genes)).astype(np.float32)
+    reconstruction = np.zeros_like(typical)
+    scorer = scorer.calibrated(scorer.score(typical, reconstruction))
+    # Five markers off by 6 of their usual errors: the top-10 mean sees them, a mean over all genes would not.
+    marked = rng.normal(size=(50, n_genes)).astype(np.float32)
+    marked[:, :5] += 6.0
+    assert (scorer.novelty(scorer.score(marked, np.zeros_like(marked))) > 0.99).mean() > 0.95
+    fresh = rng.normal(size=(500, n_genes)).astype(np.float32)
+    novelty = scorer.novelty(scorer.score(fresh, np.zeros_like(fresh)))
+    assert 0.4 < novelty.mean() < 0.6 and (novelty > 0.99).mean() < 0.03
+    again = ReconstructionNovelty.from_arrays(scorer.to_arrays())
+    np.testing.assert_array_equal(again.score(marked, np.zeros_like(marked)), scorer.score(marked, np.zeros_like(marked)))
+    # More genes asked for than the model has: all of them.
+    assert ReconstructionNovelty(scale[:3], 50, np.zeros(0)).score(marked[:, :3], np.zeros((50, 3), np.float32)).shape == (50,)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_infer_scores_the_reconstruction_one_chunk_at_a_time(conditional):
+    config = NetworkConfig(n_genes=30, n_classes=3, n_batches=2, hidden_layers=(16,), latent_dim=4, conditional_decoder=conditional)
+    network = ScpermutNetwork(config).build_for_inputs()
+    expression = sp.random(50, 30, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    chunk_rows = []
+
+    def residuals(x, reconstruction):
+        chunk_rows.append(len(x))
+        return np.abs(reconstruction - x).sum(axis=1)
+
+    rows = np.arange(50)[::-1]
+    outputs = infer(network, expression, 8, rows=rows, residuals=residuals)
+    assert max(chunk_rows) == 8 and sum(chunk_rows) == 50  # never more than one chunk densified
+    x = expression[rows].toarray()
+    latent = network.encode(x)["latent"]
+    if conditional:
+        latent = np.concatenate([latent, np.zeros((50, 2), np.float32)], axis=1)
+    expected = np.abs(np.asarray(network.decoder(latent, training=False)) - x).sum(axis=1)
+    np.testing.assert_allclose(outputs["residual_score"], expected, rtol=1e-5, atol=1e-5)
+    # The encoder's outputs are those of inference without residuals, bit for bit.
+    plain = infer(network, expression, 8, rows=rows)
+    for name in plain:
+        np.testing.assert_array_equal(outputs[name], plain[name])
+
+
+def prepared_query(query, model):
+    """The query's log-normalised expression over the model's genes, as annotation computes it."""
+    from scpermut.annotation import align_genes, log_normalised_expression
+
+    expression = log_normalised_expression(query, model.record.preprocess)
+    return align_genes(expression, query.var_names, model.genes, max_missing_genes=0.0)[0]
+
+
+def _atlas_with_a_look_alike(seed=0, n_per_group=60):
+    """Raw counts: types A, B, C in three reference batches; the query batch also holds D, type A's
+    profile plus six markers that type C expresses at a quarter of D's level (so they vary in the
+    reference too)."""
+    rng = np.random.default_rng(seed)
+    n_genes = 60
+    profiles = {name: rng.gamma(1.0, 3.0, n_genes) for name in "ABC"}
+    markers = np.arange(6)
+    for name in "AB":
+        profiles[name][markers] = 0.05
+    profiles["C"][markers] = 3.0
+    profiles["D"] = profiles["A"].copy()
+    profiles["D"][markers] = 12.0
+    rows, obs = [], []
+    for batch, types in (("r1", "ABC"), ("r2", "ABC"), ("r3", "ABC"), ("q", "ABCD")):
+        shift = rng.gamma(20.0, 1 / 20.0, n_genes)
+        for name in types:
+            rows.append(rng.poisson(profiles[name] * shift, size=(n_per_group, n_genes)))
+            obs += [{"cell_type": name, "batch": batch}] * n_per_group
+    obs = pd.DataFrame(obs, index=[f"c{i}" for i in range(len(obs))])
+    return ad.AnnData(X=sp.csr_matrix(np.vstack(rows).astype(np.float32)), obs=obs, var=pd.DataFrame(index=[f"G{j}" for j in range(n_genes)]))
+
+
+@pytest.mark.slow
+def test_the_reconstruction_novelty_calls_an_unseen_type_unknown_in_a_new_batch(tmp_path, monkeypatch):
+    cells = _atlas_with_a_look_alike()
+    reference = cells[cells.obs["batch"] != "q"].copy()
+    prepared = prepare_anndata(reference, settings=PrepareSettings(n_top_genes=60, min_shared_genes=10, seed=0))
+    model = Model(hidden_layers=(32,), latent_dim=8, epochs_warmup=5, epochs_full=15, epochs_finetune=2, min_epochs=0, seed=0)
+    model.fit(prepared).save(tmp_path / "model")
+    assert (tmp_path / "model" / constants.MODEL_RECONSTRUCTION_NOVELTY).is_file()
+    query = cells[cells.obs["batch"] == "q"].copy()
+    unseen = query.obs["cell_type"].to_numpy() == "D"
+
+    def mapped(model, adapt):
+        out = model.predict(query, umap=False, adapt=adapt, copy=True)
+        return out, out.obs[constants.PREDICTION].astype(str).to_numpy() == "Unknown"
+
+    for adapt in (False, True):
+        out, unknown = mapped(Model.load(tmp_path / "model"), adapt)
+        assert unknown[unseen].mean() >= 0.8 and unknown[~unseen].mean() <= 0.1, adapt
+
+    # The two signals apart: the latent novelty made blind (every cell typical), then the
+    # reconstruction novelty alone must find D; without the folder's file nothing is Unknown.
+    monkeypatch.setattr(NoveltyModel, "novelty", lambda self, latent: np.zeros(len(latent), np.float32))
+    for adapt in (False, True):
+        _, unknown = mapped(Model.load(tmp_path / "model"), adapt)
+        assert unknown[unseen].mean() >= 0.8 and unknown[~unseen].mean() <= 0.1, adapt
+        latent_only = Model.load(tmp_path / "model")
+        latent_only.record.reconstruction = {}
+        _, unknown = mapped(latent_only, adapt)
+        assert not unknown.any(), adapt
+    scores = Model.load(tmp_path / "model").transform(sp.csr_matrix(prepared_query(query, model)), reconstruction=True)["reconstruction_score"]
+    assert roc_auc_score(unseen, scores) > 0.95

@@ -394,7 +394,7 @@ def test_model_folder_is_complete_refuses_overwrite_and_reloads(tmp_path):
     make_prepared().write_h5ad(prepared)
     model_dir = tmp_path / "model"
     train_file(prepared, model_dir, device="cpu", **TINY_NETWORK, **TINY_TRAINING)
-    assert sorted(path.name for path in model_dir.iterdir()) == sorted([*constants.MODEL_FILES, constants.MODEL_NOVELTY, constants.MODEL_REFERENCE_SAMPLE])
+    assert sorted(path.name for path in model_dir.iterdir()) == sorted([*constants.MODEL_FILES, constants.MODEL_NOVELTY, constants.MODEL_RECONSTRUCTION_NOVELTY, constants.MODEL_REFERENCE_SAMPLE])
     run = json.loads((model_dir / constants.MODEL_RUN).read_text())
     assert run["seed"] == 0 and run["device"] == "cpu" and len(run["input"]["sha256"]) == 64
     assert {"tensorflow", "keras", "scpermut"} <= set(run["versions"])
@@ -500,7 +500,7 @@ def test_train_command_resumes_a_killed_run(tmp_path):
         main, ["train", str(prepared), "--out", str(model_dir), "--resume", *flags]
     )
     assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in model_dir.iterdir()) == sorted([*constants.MODEL_FILES, constants.MODEL_NOVELTY, constants.MODEL_REFERENCE_SAMPLE])
+    assert sorted(path.name for path in model_dir.iterdir()) == sorted([*constants.MODEL_FILES, constants.MODEL_NOVELTY, constants.MODEL_RECONSTRUCTION_NOVELTY, constants.MODEL_REFERENCE_SAMPLE])
     assert json.loads((model_dir / constants.MODEL_RUN).read_text())["resumed_from"] == {
         "phase": "full",
         "epoch": 1,

@@ -220,13 +220,17 @@ def annotate(
         var=adata.var,
     )
     keys = Keys.from_record(record.preprocess)
-    batches = None
-    if adapt:
-        batches = adata.obs[keys.batch_key] if keys.batch_key in adata.obs else np.full(adata.n_obs, source)
-    outputs = model.transform(aligned, batch_size, batches=None if batches is None else np.asarray(batches, dtype=str))
+    batches = adata.obs[keys.batch_key] if keys.batch_key in adata.obs else np.full(adata.n_obs, source)
+    batches = np.asarray(batches, dtype=str)
+    # Cells of batches the model never trained on: adapted (with ``adapt``) and scored by the
+    # reconstruction novelty as well (a decoder it never fitted them with).
+    new_batch = ~np.isin(batches, np.asarray(record.batches, dtype=str))
+    outputs = model.transform(
+        aligned, batch_size, batches=batches if adapt else None, reconstruction=bool(new_batch.any())
+    )
     adata.obsm[constants.LATENT] = outputs["latent"]
     if "class_probabilities" in outputs:
-        write_predictions(adata, model, outputs, keys, unknown_threshold, novelty_threshold)
+        write_predictions(adata, model, outputs, keys, unknown_threshold, novelty_threshold, new_batch, batches)
     else:
         log.warning(
             "the model was trained without a classifier: only the latent space (and UMAP) are written"
@@ -245,10 +249,17 @@ def annotate(
     return adata if copy else None
 
 
-def write_predictions(adata, model, outputs: dict, keys: Keys, unknown_threshold: float, novelty_threshold: float) -> None:
+def write_predictions(
+    adata, model, outputs: dict, keys: Keys, unknown_threshold: float, novelty_threshold: float, new_batch=None, batches=None
+) -> None:
     """The label, confidence, probabilities and novelty fields from the model's class probabilities:
     a cell is ``Unknown`` when its confidence is below ``unknown_threshold`` or its novelty above
-    ``novelty_threshold`` (:func:`novel_cells`)."""
+    ``novelty_threshold`` (:func:`novel_cells`).
+
+    A cell of a batch the model never trained on (``new_batch``) with a reconstruction novelty
+    (``outputs["reconstruction_score"]``, ``batches`` each cell's batch name) has the larger of
+    its two neighbourhood novelties: latent and reconstruction. Cells of the training batches keep
+    the latent novelty alone."""
     record = model.record
     unknown_label = keys.unlabeled_category
     probabilities = outputs["class_probabilities"]
@@ -259,12 +270,29 @@ def write_predictions(adata, model, outputs: dict, keys: Keys, unknown_threshold
     novelty = model.novelty(outputs["latent"])
     if novelty is not None:
         novelty = neighbourhood_median(outputs["latent"], novelty, int(record.training["seed"]))
+        if "reconstruction_score" in outputs and new_batch is not None and new_batch.any():
+            novelty = _with_reconstruction_novelty(model, outputs, novelty, new_batch, batches, novelty_threshold)
         labels[novel_cells(adata, novelty, novelty_threshold, keys.batch_key)] = unknown_label
         adata.obs[constants.NOVELTY] = novelty
     adata.obs[constants.PREDICTION] = pd.Categorical(labels, categories=[*record.classes, unknown_label])
     adata.obs[constants.LABEL] = final_labels(adata, keys.class_key)
     adata.obs[constants.CONFIDENCE] = confidence.astype(np.float32)
     adata.obsm[constants.PROBABILITIES] = probabilities
+
+
+def _with_reconstruction_novelty(model, outputs, novelty, new_batch, batches, threshold):
+    """``novelty`` with the cells of new batches raised to their neighbourhood reconstruction novelty."""
+    names, codes = np.unique(batches, return_inverse=True)
+    reconstruction, rescaled = model.reconstruction_novelty(outputs["reconstruction_score"], codes, threshold)
+    for code in rescaled:
+        if new_batch[codes == code].any():
+            log.warning(
+                "batch %s reconstructs worse than the reference as a whole (median reconstruction novelty above "
+                "--novelty_threshold %g): its cells' reconstruction novelty is judged against the batch's own median",
+                names[code], threshold,
+            )
+    reconstruction = neighbourhood_median(outputs["latent"], reconstruction, int(model.record.training["seed"]))
+    return np.where(new_batch, np.maximum(novelty, reconstruction), novelty).astype(np.float32)
 
 
 def provenance(record, keys: Keys, prediction: dict, n_missing: int, adaptation: dict) -> dict:

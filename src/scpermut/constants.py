@@ -64,6 +64,9 @@ MODEL_HISTORY = "history.csv"
 MODEL_RUN = "run.json"
 # Optional (models before 0.1.0's novelty, or without a classifier, have none).
 MODEL_NOVELTY = "novelty.npz"
+# Optional (older folders, negative-binomial decoders and models without a classifier lack it):
+# the reconstruction novelty (scpermut.model.novelty.ReconstructionNovelty) of cells of new batches.
+MODEL_RECONSTRUCTION_NOVELTY = "reconstruction_novelty.npz"
 # Optional (older folders lack it): a sample of the reference's latent, labels and batches, what
 # query adaptation maps new batches onto (scpermut.model.adapt).
 MODEL_REFERENCE_SAMPLE = "reference_latent.npz"

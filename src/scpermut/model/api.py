@@ -20,12 +20,13 @@ from scpermut.model import adapt, calibration, persistence
 from scpermut.model.minibatches import infer
 from scpermut.model.network import ScpermutNetwork
 from scpermut.model.settings import NetworkConfig, TrainingSettings
-from scpermut.model.novelty import NoveltyModel
+from scpermut.model.novelty import NoveltyModel, ReconstructionNovelty
 from scpermut.model.train import (
     describe_device,
     novelty_model,
     platform_record,
     predict_classes,
+    reconstruction_novelty,
     train_network,
     validation_scores,
 )
@@ -161,9 +162,9 @@ class Model:
         fingerprint = data.fingerprint()
         data = run.data  # validation cells may have joined training (too few to stop early on)
         run_record = self._run_record(run, data, source, fingerprint, started)
-        novelty = {}
+        novelty, reconstruction = {}, {}
         if run.config.use_classifier:
-            scores, novelty = self._calibrate(data)
+            scores, novelty, reconstruction = self._calibrate(data)
             run_record.update(scores)
         self.record = persistence.ModelRecord(
             network=run.config.to_dict(),
@@ -175,6 +176,7 @@ class Model:
             run=run_record,
             history=pd.DataFrame(run.history),
             novelty=novelty,
+            reconstruction=reconstruction,
             reference=adapt.reference_sample(self.network, data, self.settings.seed, self.settings.batch_size * 4),
         )
         return self
@@ -205,8 +207,9 @@ class Model:
             "duration_seconds": round(time.time() - started, 2),
         }
 
-    def _calibrate(self, data: TrainingData) -> tuple[dict, dict]:
-        """Validation scores, the temperature and the novelty model, for the run record and the folder.
+    def _calibrate(self, data: TrainingData) -> tuple[dict, dict, dict]:
+        """Validation scores, the temperature and the novelty models (latent, reconstruction), for
+        the run record and the folder.
 
         Temperature and novelty are fitted on the cells of the held-out calibration batch when
         there is one (labels the model never trained on, in a batch it never saw labelled, as a
@@ -236,7 +239,10 @@ class Model:
         latent = outputs["latent"] if outputs is not None else np.zeros((0, self.network.network_config.latent_dim))
         novelty = novelty_model(self.network, data, latent, held_out, batch_size)
         record["novelty"] = {"fitted_on": source, "n_cells": int(held_out.size)}
-        return record, novelty.to_arrays()
+        reconstruction = reconstruction_novelty(self.network, data, held_out, batch_size)
+        if reconstruction is not None:
+            record["reconstruction_novelty"] = {"fitted_on": source, "n_cells": int(held_out.size), "top_genes": reconstruction.top}
+        return record, novelty.to_arrays(), {} if reconstruction is None else reconstruction.to_arrays()
 
     # -- inference --------------------------------------------------------------------------
 
@@ -260,20 +266,31 @@ class Model:
         return self.network.classifier is not None
 
     def transform(
-        self, expression: sp.spmatrix, batch_size: int | None = None, batches=None
+        self, expression: sp.spmatrix, batch_size: int | None = None, batches=None, reconstruction: bool = False
     ) -> dict:
         """Latent coordinates (and class probabilities) of log-normalised rows over :attr:`genes`.
 
         ``batches``: each row's batch name, to adapt the rows of batches the model never trained
         on (:mod:`scpermut.model.adapt`, the model unchanged); None maps every row frozen.
+        ``reconstruction``: also score every row's reconstruction novelty (the decoder runs, one
+        chunk at a time), when the model folder has one.
 
         Returns
         -------
         ``{"latent": (cells, latent_dim)}`` plus ``"class_probabilities"`` when the model has a
-        classifier, and ``"adaptation"`` (a summary per adapted batch) when rows were adapted.
+        classifier, ``"adaptation"`` (a summary per adapted batch) when rows were adapted, and
+        ``"reconstruction_score"`` (per row, of the frozen encoder's latent;
+        :meth:`reconstruction_novelty` makes it a novelty) when asked for and the model has it.
         """
         self._require_trained()
-        result = infer(self.network, expression, batch_size or self.settings.batch_size * 4)
+        scorer = None
+        if reconstruction and self.record.reconstruction:
+            scorer = ReconstructionNovelty.from_arrays(self.record.reconstruction)
+        result = infer(
+            self.network, expression, batch_size or self.settings.batch_size * 4, residuals=None if scorer is None else scorer.score
+        )
+        if scorer is not None:
+            result["reconstruction_score"] = result.pop("residual_score")
         adapted = None if batches is None else adapt.adapt_new_batches(self.network, result["latent"], batches, self.record)
         if adapted is not None:
             result["latent"], result["class_probabilities"], result["adaptation"] = adapted
@@ -297,6 +314,16 @@ class Model:
         if not self.record.novelty:
             return None
         return NoveltyModel.from_arrays(self.record.novelty).novelty(latent)
+
+    def reconstruction_novelty(self, scores: np.ndarray, batch_codes: np.ndarray, threshold: float):
+        """The novelty (0 to 1) of reconstruction scores (:meth:`transform`'s ``"reconstruction_score"``)
+        per batch, and the codes of the batches rescaled as novel as a whole
+        (:meth:`~scpermut.model.novelty.ReconstructionNovelty.batch_novelty`); None for a model
+        folder without a reconstruction novelty."""
+        self._require_trained()
+        if not self.record.reconstruction:
+            return None
+        return ReconstructionNovelty.from_arrays(self.record.reconstruction).batch_novelty(scores, batch_codes, threshold)
 
     def predict(self, adata, **options):
         """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate`."""

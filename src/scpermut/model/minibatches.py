@@ -192,23 +192,31 @@ def _compiled_encoder(network):
     return _ENCODERS[network]
 
 
-def infer(network, expression, batch_size: int, rows=None, names=None) -> dict[str, np.ndarray]:
-    """The encoder's outputs (``network.encode``: latent, class probabilities) for rows of a
-    sparse matrix, ``batch_size`` rows at a time; the decoder never runs.
+# One traced ``decoder`` per network (the reconstruction of a latent, for reconstruction novelty).
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    The one inference path: :meth:`scpermut.Model.transform`, the validation scores and the
-    pseudo-labels of training all go through it. ``expression`` is a sparse matrix or
-    :class:`~scpermut.data.stored.StoredRows` (read chunk by chunk). ``rows`` picks rows of it (default:
-    all, in order) without copying the matrix; ``names`` the outputs to keep (default: all).
-    The outputs are allocated once; the next chunk is densified while the current one runs.
-    """
-    if not isinstance(expression, StoredRows):
-        expression = sp.csr_matrix(expression, dtype=np.float32)  # no copy of a float32 CSR
+
+def _compiled_decoder(network):
+    """``network.decoder`` on a latent as one traced function for any number of rows; a
+    batch-conditional decoder is told no batch (zeros), as for a cell of a batch it never saw."""
+    if network not in _DECODERS:
+        config = network.network_config
+        spec = tf.TensorSpec((None, config.latent_dim), tf.float32)
+        held = weakref.ref(network)
+
+        def decode(latent):
+            if config.conditional_decoder:
+                latent = tf.concat([latent, tf.zeros((tf.shape(latent)[0], config.n_batches), latent.dtype)], axis=-1)
+            return held().decoder(latent, training=False)
+
+        _DECODERS[network] = tf.function(decode, input_signature=[spec])
+    return _DECODERS[network]
+
+
+def _dense_chunks(expression, batch_size: int, rows=None):
+    """``(start, dense rows)`` of ``expression`` (its ``rows``, default all), ``batch_size`` rows at a
+    time; the next chunk is densified while the caller works on the current one."""
     n_rows = expression.shape[0] if rows is None else len(rows)
-    widths = network.encoded_widths()
-    names = list(widths) if names is None else list(names)
-    outputs = {name: np.empty((n_rows, widths[name]), np.float32) for name in names}
-    encode = _compiled_encoder(network)
 
     def dense(start: int) -> np.ndarray:
         chunk = slice(start, start + batch_size) if rows is None else rows[start : start + batch_size]
@@ -220,7 +228,38 @@ def infer(network, expression, batch_size: int, rows=None, names=None) -> dict[s
             x = pending.result()
             if start + batch_size < n_rows:
                 pending = pool.submit(dense, start + batch_size)
-            encoded = encode(x)
-            for name in names:
-                outputs[name][start : start + x.shape[0]] = encoded[name].numpy()
+            yield start, x
+
+
+def infer(network, expression, batch_size: int, rows=None, names=None, residuals=None) -> dict[str, np.ndarray]:
+    """The encoder's outputs (``network.encode``: latent, class probabilities) for rows of a
+    sparse matrix, ``batch_size`` rows at a time; the decoder never runs, unless ``residuals``.
+
+    The one inference path: :meth:`scpermut.Model.transform`, the validation scores and the
+    pseudo-labels of training all go through it. ``expression`` is a sparse matrix or
+    :class:`~scpermut.data.stored.StoredRows` (read chunk by chunk). ``rows`` picks rows of it
+    (default: all, in order) without copying the matrix; ``names`` the outputs to keep (default: all).
+    The outputs are allocated once; the next chunk is densified while the current one runs.
+
+    ``residuals``: a function of a chunk's expression and its reconstruction (the decoder on the
+    chunk's latent, both ``(rows, genes)``) returning one value per row, kept as the output
+    ``"residual_score"``: the reconstruction exists one chunk at a time, never for all the cells.
+    """
+    if not isinstance(expression, StoredRows):
+        expression = sp.csr_matrix(expression, dtype=np.float32)  # no copy of a float32 CSR
+    n_rows = expression.shape[0] if rows is None else len(rows)
+    widths = network.encoded_widths()
+    names = list(widths) if names is None else list(names)
+    outputs = {name: np.empty((n_rows, widths[name]), np.float32) for name in names}
+    encode = _compiled_encoder(network)
+    if residuals is not None:
+        decode = _compiled_decoder(network)
+        outputs["residual_score"] = np.empty(n_rows, np.float32)
+    for start, x in _dense_chunks(expression, batch_size, rows):
+        encoded = encode(x)
+        for name in names:
+            outputs[name][start : start + x.shape[0]] = encoded[name].numpy()
+        if residuals is not None:
+            reconstruction = decode(encoded["latent"]).numpy()
+            outputs["residual_score"][start : start + x.shape[0]] = residuals(x, reconstruction)
     return outputs

@@ -120,3 +120,74 @@ def shifted_batches(novelty: np.ndarray, batch_codes: np.ndarray, threshold: flo
     whole, which says its batch effect is not removed, not that all its cells are unseen types."""
     shifted = [code for code in np.unique(batch_codes) if np.median(novelty[batch_codes == code]) > threshold]
     return np.asarray(shifted, dtype=batch_codes.dtype)
+
+
+# Reconstruction novelty: the genes whose standardised residuals a cell's score averages, and the
+# floor (log-normalised units) added to every gene's residual scale.
+RECONSTRUCTION_TOP_GENES = 50
+GENE_SCALE_FLOOR = 1e-2
+
+
+@dataclass
+class ReconstructionNovelty:
+    """Novelty from how badly the decoder reconstructs a cell from its own latent.
+
+    The decoder, trained to reconstruct another cell of the same type (the permutation), gives
+    back the expression typical of the type a latent sits in. A cell of a type the reference
+    never saw, encoded beside a known type (where the latent novelty cannot tell it apart), is
+    reconstructed as that type: its own markers come back missing. The cell's *score* is the
+    mean of its ``top`` largest squared residuals ``((reconstruction - x) / gene_scale)^2``
+    (``gene_scale``: each gene's root mean squared residual over labelled training cells, plus
+    :data:`GENE_SCALE_FLOOR`): a few markers off by many of their usual errors stand out, where
+    a mean over all genes drowns them. The *novelty* is the share of held-out reference cells
+    (the calibration batch, else the validation cells, as for :class:`NoveltyModel`) whose score
+    is lower. Scores are computed chunk by chunk inside :func:`scpermut.model.minibatches.infer`.
+    """
+
+    gene_scale: np.ndarray
+    top: int
+    reference_scores: np.ndarray
+
+    @staticmethod
+    def gene_scale_from(sum_of_squares: np.ndarray, n_cells: int) -> np.ndarray:
+        return (np.sqrt(np.asarray(sum_of_squares, np.float64) / max(n_cells, 1)) + GENE_SCALE_FLOOR).astype(np.float32)
+
+    def score(self, x: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+        """Each row's mean of its ``top`` largest squared standardised residuals."""
+        squared = np.square((reconstruction - x) / self.gene_scale)
+        top = min(int(self.top), squared.shape[1])
+        largest = np.sort(np.partition(squared, squared.shape[1] - top, axis=1)[:, -top:], axis=1)
+        return largest.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+    def calibrated(self, held_out_scores: np.ndarray) -> ReconstructionNovelty:
+        return ReconstructionNovelty(self.gene_scale, self.top, np.quantile(held_out_scores, np.linspace(0, 1, REFERENCE_QUANTILES)))
+
+    def novelty(self, scores: np.ndarray) -> np.ndarray:
+        """Share of the held-out reference cells whose score is below each cell's (0 to 1)."""
+        ranks = np.searchsorted(self.reference_scores, np.asarray(scores, np.float64), side="left")
+        return (ranks / self.reference_scores.size).astype(np.float32)
+
+    def batch_novelty(self, scores: np.ndarray, batch_codes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`novelty` per batch; a batch whose median novelty is above ``threshold`` (every
+        cell reconstructs worse than the reference's: a batch effect or a condition the reference
+        lacks, not only a new type) has its scores divided by its median over the held-out
+        cells' median first, so that its cells are judged against their own batch. Returns the
+        novelty and the codes of the batches so rescaled."""
+        scores = np.asarray(scores, np.float64)
+        novelty = self.novelty(scores)
+        rescaled = []
+        reference_median = float(np.median(self.reference_scores))
+        for code in np.unique(batch_codes):
+            members = batch_codes == code
+            if float(np.median(novelty[members])) > threshold:
+                ratio = reference_median / max(float(np.median(scores[members])), 1e-12)
+                novelty[members] = self.novelty(scores[members] * ratio)
+                rescaled.append(code)
+        return novelty, np.asarray(rescaled, dtype=batch_codes.dtype)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"gene_scale": self.gene_scale, "top": np.asarray(self.top), "reference_scores": self.reference_scores}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> ReconstructionNovelty:
+        return cls(np.asarray(arrays["gene_scale"], np.float32), int(np.asarray(arrays["top"])), np.asarray(arrays["reference_scores"]))

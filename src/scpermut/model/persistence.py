@@ -32,6 +32,9 @@ class ModelRecord:
     # The novelty model's arrays (:class:`scpermut.model.novelty.NoveltyModel`); empty for a
     # model without a classifier or from a version before novelty.
     novelty: dict = field(default_factory=dict)
+    # The reconstruction novelty's arrays (:class:`scpermut.model.novelty.ReconstructionNovelty`);
+    # empty in older folders: cells of new batches are then scored by the latent novelty alone.
+    reconstruction: dict = field(default_factory=dict)
     # The reference latent sample (``latent``, ``classes``, ``batches`` codes); empty in older folders.
     reference: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -78,6 +81,8 @@ def save_model(model_dir: Path, network, record: ModelRecord) -> None:
         record.history.to_csv(tmp / constants.MODEL_HISTORY, index=False)
         if record.novelty:
             np.savez(tmp / constants.MODEL_NOVELTY, **record.novelty)
+        if record.reconstruction:
+            np.savez(tmp / constants.MODEL_RECONSTRUCTION_NOVELTY, **record.reconstruction)
         if record.reference:
             np.savez(tmp / constants.MODEL_REFERENCE_SAMPLE, **record.reference)
 
@@ -112,6 +117,7 @@ def read_model_record(model_dir: str | Path, complete: bool = True) -> ModelReco
         run=read(constants.MODEL_RUN, lambda path: json.loads(path.read_text()), {}),
         history=read(constants.MODEL_HISTORY, pd.read_csv, pd.DataFrame()),
         novelty=read(constants.MODEL_NOVELTY, _read_arrays, {}),
+        reconstruction=read(constants.MODEL_RECONSTRUCTION_NOVELTY, _read_arrays, {}),
         reference=read(constants.MODEL_REFERENCE_SAMPLE, _read_arrays, {}),
     )
     if not complete:

@@ -15,7 +15,7 @@ from scpermut.model.train.runtime import (
     seed_everything,
     select_device,
 )
-from scpermut.model.train.scores import novelty_model, predict_classes, validation_scores
+from scpermut.model.train.scores import novelty_model, predict_classes, reconstruction_novelty, validation_scores
 
 __all__ = [
     "Phase",
@@ -23,6 +23,7 @@ __all__ = [
     "validation_scores",
     "describe_device",
     "novelty_model",
+    "reconstruction_novelty",
     "plan_phases",
     "platform_record",
     "predict_classes",

@@ -7,7 +7,7 @@ import numpy as np
 from scpermut.metrics import classification_scores
 from scpermut.model.minibatches import infer
 from scpermut.model.network import ScpermutNetwork
-from scpermut.model.novelty import NoveltyModel, shifted_batches
+from scpermut.model.novelty import RECONSTRUCTION_TOP_GENES, NoveltyModel, ReconstructionNovelty, shifted_batches
 from scpermut.model.training_data import NOT_LABELLED, NOVEL, TrainingData
 from scpermut.options import EARLY_STOPPING_METRICS
 
@@ -67,6 +67,36 @@ def novelty_model(
     if not held_out.any():
         held_out = data.validation_codes[cells] != NOT_LABELLED
     return NoveltyModel.fit(training_latent, data.train_codes[training], latent[held_out])
+
+
+def reconstruction_novelty(
+    network: ScpermutNetwork, data: TrainingData, held_out: np.ndarray, batch_size: int
+) -> ReconstructionNovelty | None:
+    """The reconstruction novelty of the network (:class:`~scpermut.model.novelty.ReconstructionNovelty`):
+    gene scales from the labelled training cells (an even stride of ``MAX_FIT_CELLS``), reference
+    scores from the ``held_out`` cells (the calibration batch, else the validation cells; the
+    training cells when there are none). Two streamed passes, one chunk of reconstruction at a time.
+    None for a negative-binomial decoder (it reconstructs counts, not the log-normalised input).
+    """
+    if network.network_config.reconstruction != "mse":
+        return None
+    training = np.flatnonzero(data.train_codes != NOT_LABELLED)
+    training = training[:: max(1, int(np.ceil(training.size / MAX_FIT_CELLS)))]
+    if training.size == 0:
+        return None
+    sum_of_squares = np.zeros(network.network_config.n_genes, np.float64)
+
+    def accumulate(x, reconstruction):
+        sum_of_squares[:] += np.square(reconstruction - x, dtype=np.float64).sum(axis=0)
+        return np.zeros(len(x), np.float32)
+
+    infer(network, data.expression, batch_size, rows=training, names=[], residuals=accumulate)
+    model = ReconstructionNovelty(
+        ReconstructionNovelty.gene_scale_from(sum_of_squares, training.size), RECONSTRUCTION_TOP_GENES, np.zeros(0)
+    )
+    cells = held_out if held_out.size else training
+    scores = infer(network, data.expression, batch_size, rows=cells, names=[], residuals=model.score)["residual_score"]
+    return model.calibrated(scores)
 
 
 def validation_scores(true_codes: np.ndarray, predicted_codes: np.ndarray) -> dict[str, float]:
