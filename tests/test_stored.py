@@ -127,3 +127,16 @@ def test_disk_access_refuses_what_needs_the_cells_in_memory(tmp_path):
         Model(labelled_share=0.2).fit(TrainingData.from_file(path))
     with pytest.raises(InputError, match="tune holds the training cells in memory"):
         read_tuning_data(path, "cpu", False, {}, "disk")
+
+
+def test_auto_access_reads_from_disk_when_the_matrix_would_fill_half_the_free_memory(tmp_path, monkeypatch):
+    from scpermut.steps import train
+
+    path, adata = _prepared(tmp_path)
+    assert train.available_memory() > 0
+    needed = adata.X.nnz * 8 * 60 / N_GENES  # 60 of the 120 genes are model genes
+    monkeypatch.setattr(train, "available_memory", lambda: 2.5 * needed)
+    assert train._automatic_access(path, with_counts=False) == "memory"
+    assert train._automatic_access(path, with_counts=True) == "disk"  # the counts double it
+    monkeypatch.setattr(train, "available_memory", lambda: 1.5 * needed)
+    assert train._automatic_access(path, with_counts=False) == "disk"
