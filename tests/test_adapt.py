@@ -249,7 +249,7 @@ def test_reconstruction_novelty_is_saved_deterministic_and_judges_a_shifted_batc
     latent_only = Model.load(novel_model)
     latent_only.record.reconstruction = {}
     for adapt_query in (False, True):
-        with caplog.at_level(logging.WARNING):
+        with caplog.at_level(logging.INFO):
             first = annotate(query, Model.load(novel_model), adapt=adapt_query, umap=False, copy=True)
         assert "reconstructs worse than the reference as a whole" in caplog.text
         caplog.clear()

@@ -271,7 +271,7 @@ def write_predictions(
     if novelty is not None:
         novelty = neighbourhood_median(outputs["latent"], novelty, int(record.training["seed"]))
         if "reconstruction_score" in outputs and new_batch is not None and new_batch.any():
-            novelty = _with_reconstruction_novelty(model, outputs, novelty, new_batch, batches, novelty_threshold)
+            novelty = _with_reconstruction_novelty(model, outputs, novelty, new_batch, batches)
         labels[novel_cells(adata, novelty, novelty_threshold, keys.batch_key)] = unknown_label
         adata.obs[constants.NOVELTY] = novelty
     adata.obs[constants.PREDICTION] = pd.Categorical(labels, categories=[*record.classes, unknown_label])
@@ -280,16 +280,16 @@ def write_predictions(
     adata.obsm[constants.PROBABILITIES] = probabilities
 
 
-def _with_reconstruction_novelty(model, outputs, novelty, new_batch, batches, threshold):
+def _with_reconstruction_novelty(model, outputs, novelty, new_batch, batches):
     """``novelty`` with the cells of new batches raised to their neighbourhood reconstruction novelty."""
     names, codes = np.unique(batches, return_inverse=True)
-    reconstruction, rescaled = model.reconstruction_novelty(outputs["reconstruction_score"], codes, threshold)
+    reconstruction, rescaled = model.reconstruction_novelty(outputs["reconstruction_score"], codes)
     for code in rescaled:
         if new_batch[codes == code].any():
-            log.warning(
-                "batch %s reconstructs worse than the reference as a whole (median reconstruction novelty above "
-                "--novelty_threshold %g): its cells' reconstruction novelty is judged against the batch's own median",
-                names[code], threshold,
+            log.info(
+                "batch %s reconstructs worse than the reference as a whole: its cells' reconstruction novelty is "
+                "judged against the batch's own median",
+                names[code],
             )
     reconstruction = neighbourhood_median(outputs["latent"], reconstruction, int(model.record.training["seed"]))
     return np.where(new_batch, np.maximum(novelty, reconstruction), novelty).astype(np.float32)

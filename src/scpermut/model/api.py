@@ -315,15 +315,15 @@ class Model:
             return None
         return NoveltyModel.from_arrays(self.record.novelty).novelty(latent)
 
-    def reconstruction_novelty(self, scores: np.ndarray, batch_codes: np.ndarray, threshold: float):
+    def reconstruction_novelty(self, scores: np.ndarray, batch_codes: np.ndarray):
         """The novelty (0 to 1) of reconstruction scores (:meth:`transform`'s ``"reconstruction_score"``)
-        per batch, and the codes of the batches rescaled as novel as a whole
+        per batch, and the codes of the batches judged against their own median
         (:meth:`~scpermut.model.novelty.ReconstructionNovelty.batch_novelty`); None for a model
         folder without a reconstruction novelty."""
         self._require_trained()
         if not self.record.reconstruction:
             return None
-        return ReconstructionNovelty.from_arrays(self.record.reconstruction).batch_novelty(scores, batch_codes, threshold)
+        return ReconstructionNovelty.from_arrays(self.record.reconstruction).batch_novelty(scores, batch_codes)
 
     def predict(self, adata, **options):
         """Annotate ``adata`` in place (or a copy with ``copy=True``); see :func:`scpermut.annotate`."""

@@ -167,19 +167,20 @@ class ReconstructionNovelty:
         ranks = np.searchsorted(self.reference_scores, np.asarray(scores, np.float64), side="left")
         return (ranks / self.reference_scores.size).astype(np.float32)
 
-    def batch_novelty(self, scores: np.ndarray, batch_codes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`novelty` per batch; a batch whose median novelty is above ``threshold`` (every
-        cell reconstructs worse than the reference's: a batch effect or a condition the reference
-        lacks, not only a new type) has its scores divided by its median over the held-out
-        cells' median first, so that its cells are judged against their own batch. Returns the
-        novelty and the codes of the batches so rescaled."""
+    def batch_novelty(self, scores: np.ndarray, batch_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`novelty` per batch; a batch whose median score is above the held-out reference
+        cells' median (its typical cell reconstructs worse than theirs: another technology, a batch
+        effect or a condition the reference lacks, not a new type) has its scores divided by its
+        median over the reference's first, so that its cells are judged against their own batch:
+        a new type stands out as cells reconstructing worse than the rest of their batch. Returns
+        the novelty and the codes of the batches so rescaled."""
         scores = np.asarray(scores, np.float64)
         novelty = self.novelty(scores)
         rescaled = []
         reference_median = float(np.median(self.reference_scores))
         for code in np.unique(batch_codes):
             members = batch_codes == code
-            if float(np.median(novelty[members])) > threshold:
+            if float(np.median(scores[members])) > reference_median:
                 ratio = reference_median / max(float(np.median(scores[members])), 1e-12)
                 novelty[members] = self.novelty(scores[members] * ratio)
                 rescaled.append(code)
