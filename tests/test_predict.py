@@ -262,3 +262,15 @@ def test_scaled_or_wrongly_normalised_queries_are_refused(trained, prepared):
     query.X = sp.csr_matrix(query.X.toarray() - 1.0)
     with pytest.raises(InputError, match="neither raw counts nor log-normalised"):
         log_normalised_expression(query, preprocess, "scaled.h5ad")
+
+
+def test_a_query_file_without_a_batch_column_writes_a_readable_file(trained, prepared, tmp_path):
+    """Its one batch is named after the file: the path's "/" made uns groups from the file's root."""
+    query = prepared[prepared.obs[constants.ROLE] == "query"][:80].copy()
+    del query.obs["batch"]
+    source = str(tmp_path / "folder" / "query.h5ad")
+    annotated = annotate(query, trained[0], umap=False, copy=True, source=source)
+    annotated.write_h5ad(tmp_path / "annotated.h5ad")
+    written = ad.read_h5ad(tmp_path / "annotated.h5ad")
+    assert list(written.uns[constants.UNS]["adaptation"]["batches"]) == ["query.h5ad"]
+

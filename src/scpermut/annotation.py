@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -222,7 +223,12 @@ def annotate(
     keys = Keys.from_record(record.preprocess)
     batches = None
     if adapt:
-        batches = adata.obs[keys.batch_key] if keys.batch_key in adata.obs else np.full(adata.n_obs, source)
+        # Without a batch column the data is one batch, named after its file: a path (its "/") would
+        # turn the batch's record in uns into nested h5ad groups, from the file's root when absolute.
+        if keys.batch_key in adata.obs:
+            batches = adata.obs[keys.batch_key]
+        else:
+            batches = np.full(adata.n_obs, PurePosixPath(source).name)
     outputs = model.transform(aligned, batch_size, batches=None if batches is None else np.asarray(batches, dtype=str))
     adata.obsm[constants.LATENT] = outputs["latent"]
     if "class_probabilities" in outputs:
