@@ -274,3 +274,13 @@ def test_a_query_file_without_a_batch_column_writes_a_readable_file(trained, pre
     written = ad.read_h5ad(tmp_path / "annotated.h5ad")
     assert list(written.uns[constants.UNS]["adaptation"]["batches"]) == ["query.h5ad"]
 
+
+def test_cells_without_any_count_on_the_model_genes_are_unknown(trained, prepared):
+    query = prepared[:40].copy()
+    counts = query.X.tolil()
+    counts[:5] = 0
+    query.X = counts.tocsr()
+    result = annotate(query, trained[0], umap=False, copy=True)
+    prediction = result.obs[constants.PREDICTION].astype(str).to_numpy()
+    assert (prediction[:5] == "Unknown").all()
+    assert (prediction[5:] != "Unknown").any()

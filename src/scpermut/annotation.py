@@ -232,7 +232,8 @@ def annotate(
     outputs = model.transform(aligned, batch_size, batches=None if batches is None else np.asarray(batches, dtype=str))
     adata.obsm[constants.LATENT] = outputs["latent"]
     if "class_probabilities" in outputs:
-        write_predictions(adata, model, outputs, keys, unknown_threshold, novelty_threshold)
+        empty = np.asarray(abs(aligned).sum(axis=1)).ravel() == 0
+        write_predictions(adata, model, outputs, keys, unknown_threshold, novelty_threshold, empty, source)
     else:
         log.warning(
             "the model was trained without a classifier: only the latent space (and UMAP) are written"
@@ -251,10 +252,13 @@ def annotate(
     return adata if copy else None
 
 
-def write_predictions(adata, model, outputs: dict, keys: Keys, unknown_threshold: float, novelty_threshold: float) -> None:
+def write_predictions(
+    adata, model, outputs: dict, keys: Keys, unknown_threshold: float, novelty_threshold: float, empty: np.ndarray, source: str
+) -> None:
     """The label, confidence, probabilities and novelty fields from the model's class probabilities:
-    a cell is ``Unknown`` when its confidence is below ``unknown_threshold`` or its novelty above
-    ``novelty_threshold`` (:func:`novel_cells`)."""
+    a cell is ``Unknown`` when its confidence is below ``unknown_threshold``, its novelty above
+    ``novelty_threshold`` (:func:`novel_cells`), or it is ``empty`` (no count on any model gene:
+    nothing to tell a type by, whatever the classifier makes of a zero input)."""
     record = model.record
     unknown_label = keys.unlabeled_category
     probabilities = outputs["class_probabilities"]
@@ -267,6 +271,12 @@ def write_predictions(adata, model, outputs: dict, keys: Keys, unknown_threshold
         novelty = neighbourhood_median(outputs["latent"], novelty, int(record.training["seed"]))
         labels[novel_cells(adata, novelty, novelty_threshold, keys.batch_key)] = unknown_label
         adata.obs[constants.NOVELTY] = novelty
+    if empty.any():
+        log.warning(
+            "%s: %d cells have no count on any of the model's genes: they are labelled '%s'",
+            source, int(empty.sum()), unknown_label,
+        )
+        labels[empty] = unknown_label
     adata.obs[constants.PREDICTION] = pd.Categorical(labels, categories=[*record.classes, unknown_label])
     adata.obs[constants.LABEL] = final_labels(adata, keys.class_key)
     adata.obs[constants.CONFIDENCE] = confidence.astype(np.float32)
