@@ -96,6 +96,22 @@ def test_the_model_genes_come_from_the_reference_and_a_query_is_zero_filled(tmp_
     assert "sample b lacks 5 of the reference's 30 genes" in caplog.text
 
 
+def test_a_query_sample_whose_every_cell_fails_qc_is_kept_and_the_genes_ranked_without_it(tmp_path):
+    """scanpy cannot rank the genes of a batch without a count: the failed cells sit out the HVGs."""
+    a = make_counts(n_genes=60, prefix="a")
+    b = make_counts(n_genes=60, prefix="b", seed=1)
+    b.X = sp.csr_matrix(b.shape, dtype=np.float32)
+    a.write_h5ad(tmp_path / "a.h5ad")
+    b.write_h5ad(tmp_path / "b.h5ad")
+    paths = []
+    for name, role in (("a", "reference"), ("b", "query")):
+        run_qc(SampleSpec(name, tmp_path / f"{name}.h5ad", role=role), tmp_path / "qc", QCThresholds(min_genes=5))
+        paths.append(tmp_path / "qc" / f"{name}.qc.h5ad")
+    summary = prepare_files(paths, tmp_path / "out", PrepareSettings(n_top_genes=20, min_shared_genes=10))
+    assert summary["cells_per_sample"] == {"a": 60, "b": 60}
+    assert summary["n_highly_variable"] == 20
+
+
 def test_reference_samples_sharing_too_few_genes_stop_clearly(tmp_path):
     a = make_counts(prefix="a")
     b = make_counts(prefix="b")

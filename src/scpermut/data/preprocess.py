@@ -135,16 +135,31 @@ def stratified_split(labels: pd.Series, eligible: np.ndarray, fraction: float, s
 
 
 def select_hvgs(adata: ad.AnnData, n_top_genes: int, batch_key: str) -> None:
-    """Flag batch-aware highly variable genes in ``var`` (all genes when there are fewer than asked)."""
+    """Flag batch-aware highly variable genes in ``var`` (all genes when there are fewer than asked).
+
+    They are ranked on the cells that passed QC and hold a count, in the batches that have such
+    cells: a cell to annotate that failed QC (an empty droplet, a dead cell) tells little of how
+    genes vary, and a batch without a count has no variance to rank (scanpy stops on it).
+    """
     import scanpy as sc
 
     if adata.n_vars <= n_top_genes:
         adata.var["highly_variable"] = True
         return
-    n_batches = adata.obs[batch_key].nunique()
+    ranked = np.asarray(adata.X.sum(axis=1)).ravel() > 0
+    if constants.QC_PASS in adata.obs:
+        ranked &= adata.obs[constants.QC_PASS].to_numpy(bool)
+    if not ranked.any():
+        raise InputError("no cell that passed QC has a count on the samples' shared genes.")
+    cells = adata
+    if not ranked.all():
+        batches = adata.obs[batch_key].to_numpy()[ranked]
+        cells = ad.AnnData(X=adata.X[ranked], obs=pd.DataFrame({batch_key: pd.Categorical(batches)}), var=adata.var)
+    n_batches = cells.obs[batch_key].nunique()
     sc.pp.highly_variable_genes(
-        adata, n_top_genes=n_top_genes, flavor="seurat", batch_key=batch_key if n_batches > 1 else None
+        cells, n_top_genes=n_top_genes, flavor="seurat", batch_key=batch_key if n_batches > 1 else None
     )
+    adata.var = cells.var
 
 
 def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSettings = PrepareSettings()) -> tuple[ad.AnnData, dict]:
