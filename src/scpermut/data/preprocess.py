@@ -153,8 +153,8 @@ def select_hvgs(adata: ad.AnnData, n_top_genes: int, batch_key: str) -> None:
         raise InputError("no cell that passed QC has a count on the samples' shared genes.")
     cells = adata
     if not ranked.all():
-        batches = adata.obs[batch_key].to_numpy()[ranked]
-        cells = ad.AnnData(X=adata.X[ranked], obs=pd.DataFrame({batch_key: pd.Categorical(batches)}), var=adata.var)
+        obs = pd.DataFrame({batch_key: pd.Categorical(adata.obs[batch_key].to_numpy()[ranked])}, index=adata.obs_names[ranked])
+        cells = ad.AnnData(X=adata.X[ranked], obs=obs, var=adata.var)
     n_batches = cells.obs[batch_key].nunique()
     sc.pp.highly_variable_genes(
         cells, n_top_genes=n_top_genes, flavor="seurat", batch_key=batch_key if n_batches > 1 else None
