@@ -132,6 +132,16 @@ def test_a_query_sharing_no_gene_with_the_reference_stops_clearly(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_query_named_by_ensembl_ids_is_told_the_var_column_holding_the_reference_names(tmp_path):
+    a = make_counts(prefix="a")
+    b = make_counts(prefix="b")
+    b.var["gene_symbols"] = b.var_names.to_numpy()
+    b.var_names = [f"ENSG{j:011d}" for j in range(b.n_vars)]
+    paths = [qc_sample(tmp_path, "a", a), qc_sample(tmp_path, "b", b, role="query")]
+    with pytest.raises(InputError, match=r"sample 'b' shares no gene .*var column 'gene_symbols' holds"):
+        prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
+
+
 def test_an_obs_column_of_different_types_across_samples_is_merged_as_text(tmp_path):
     a, b = make_counts(prefix="a"), make_counts(prefix="b", seed=2)
     a.obs["donor"] = 7

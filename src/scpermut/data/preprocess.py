@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from scpermut import constants
 from scpermut._version import __version__
+from scpermut.data.align import naming_hint
 from scpermut.errors import InputError
 from scpermut.keys import Keys
 from scpermut.options import check, default
@@ -72,7 +73,7 @@ def shared_genes(samples: list[ad.AnnData], names: list[str], min_shared: int) -
         if n_present == 0:
             raise InputError(
                 f"sample '{name}' shares no gene with the reference (its genes e.g. {', '.join(adata.var_names[:3])}; "
-                f"the reference's e.g. {', '.join(shared[:3])}); gene names must use the same identifiers."
+                f"the reference's e.g. {', '.join(shared[:3])}){naming_hint(shared, adata.var_names, adata.var)}."
             )
         lost[name] = int(adata.n_vars - n_present)
         if n_present < len(shared):
