@@ -241,11 +241,27 @@ def test_a_raw_query_file_is_normalised_exactly_as_prepare_did(trained, prepared
 
     record = trained[0].record
     raw = ad.read_h5ad(assets_dir / "test_data" / "kang_stim101.h5ad")
-    expression = log_normalised_expression(raw, record.preprocess, "kang_stim101.h5ad")
+    expression, _ = log_normalised_expression(raw, record.preprocess, "kang_stim101.h5ad")
     rows = prepared[prepared.obs["scpermut_sample"] == "stim101"]
     genes = list(rows.var_names)
     from_raw = expression[:, raw.var_names.get_indexer(genes)].toarray()
     np.testing.assert_allclose(from_raw, rows.X.toarray(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_query_keeping_its_counts_in_raw_is_normalised_from_them(trained, assets_dir):
+    """X normalised on a gene subset, every gene's counts in .raw (scanpy's habit): the counts are used."""
+    import scanpy as sc
+
+    counts = ad.read_h5ad(assets_dir / "test_data" / "kang_stim101.h5ad")
+    query = counts.copy()
+    query.raw = query.copy()
+    sc.pp.normalize_total(query)
+    sc.pp.log1p(query)
+    query = query[:, :600].copy()
+    from_raw = annotate(query, trained[0], adapt=False, umap=False, copy=True, source="raw.h5ad")
+    from_counts = annotate(counts, trained[0], adapt=False, umap=False, copy=True, source="counts.h5ad")
+    assert from_raw.uns[constants.UNS]["genes_missing"] == 0
+    np.testing.assert_array_equal(from_raw.obsm[constants.LATENT], from_counts.obsm[constants.LATENT])
 
 
 def test_scaled_or_wrongly_normalised_queries_are_refused(trained, prepared):

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from scpermut import constants
 from scpermut._plain import plain
 from scpermut.data.align import check_missing_genes
-from scpermut.data.io import count_problem
+from scpermut.data.io import detected_counts
 from scpermut.errors import InputError
 from scpermut.keys import Keys
 from scpermut.model.novelty import neighbourhood_median, shifted_batches
@@ -26,31 +26,25 @@ _MAX_LOG_NORMALISED = 30.0
 _TARGET_SUM_TOLERANCE = 0.1
 
 
-def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") -> sp.csr_matrix:
-    """Return the log-normalised expression of ``adata`` over its own genes, as the model expects it.
+def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") -> tuple[sp.csr_matrix, pd.DataFrame]:
+    """Return the log-normalised expression of ``adata`` as the model expects it, and its genes' ``var``.
 
     Taken as is from ``X`` when ``adata`` was written by ``scpermut prepare``; otherwise raw
-    counts (``X``, else ``layers["counts"]``) are normalised the way ``prepare`` did
-    (``log1p`` of counts scaled to ``preprocess["target_sum"]`` per cell); otherwise ``X`` is
-    taken to be log-normalised already.
+    counts (``X``, else ``layers["counts"]``, else ``.raw``: :func:`scpermut.data.io.detected_counts`,
+    the order the input files are read in) are normalised the way ``prepare`` did (``log1p`` of
+    counts scaled to ``preprocess["target_sum"]`` per cell), over the counts' own genes;
+    otherwise ``X`` is taken to be log-normalised already.
     """
     if constants.PREPARE_UNS in adata.uns:
-        return sp.csr_matrix(adata.X, dtype=np.float32)
-    counts = None
-    if count_problem(adata.X) is None:
-        counts = adata.X
-    elif (
-        constants.COUNTS_LAYER in adata.layers
-        and count_problem(adata.layers[constants.COUNTS_LAYER]) is None
-    ):
-        counts = adata.layers[constants.COUNTS_LAYER]
+        return sp.csr_matrix(adata.X, dtype=np.float32), adata.var
+    counts = detected_counts(adata, source)
     target_sum = float(preprocess["target_sum"])
     if counts is not None:
         log.info("%s: normalising raw counts (target_sum %g, log1p) as in training", source, target_sum)
         # Older model folders do not list the normalisation genes: then every gene counts.
         normalisation_genes = preprocess.get("normalisation_genes")
-        in_library = None if normalisation_genes is None else adata.var_names.isin(normalisation_genes)
-        return normalise_counts(counts, target_sum, in_library)
+        in_library = None if normalisation_genes is None else counts.var_names.isin(normalisation_genes)
+        return normalise_counts(counts.X, target_sum, in_library), counts.var
     matrix = sp.csr_matrix(adata.X, dtype=np.float32)
     if matrix.nnz and not np.isfinite(matrix.data).all():
         raise InputError(
@@ -77,7 +71,7 @@ def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") 
             source, typical_total, target_sum,
         )
     log.info("%s: X is not raw counts; using it as log-normalised expression", source)
-    return matrix
+    return matrix, adata.var
 
 
 def normalise_counts(counts, target_sum: float, in_library=None) -> sp.csr_matrix:
@@ -211,14 +205,9 @@ def annotate(
     """
     adata = adata.copy() if copy else adata
     record = model.record
-    expression = log_normalised_expression(adata, record.preprocess, source)
+    expression, var = log_normalised_expression(adata, record.preprocess, source)
     aligned, n_missing = align_genes(
-        expression,
-        adata.var_names,
-        record.genes,
-        max_missing_genes=max_missing_genes,
-        source=source,
-        var=adata.var,
+        expression, var.index, record.genes, max_missing_genes=max_missing_genes, source=source, var=var
     )
     keys = Keys.from_record(record.preprocess)
     batches = None
