@@ -241,11 +241,27 @@ def test_a_raw_query_file_is_normalised_exactly_as_prepare_did(trained, prepared
 
     record = trained[0].record
     raw = ad.read_h5ad(assets_dir / "test_data" / "kang_stim101.h5ad")
-    expression = log_normalised_expression(raw, record.preprocess, "kang_stim101.h5ad")
+    expression, _ = log_normalised_expression(raw, record.preprocess, "kang_stim101.h5ad")
     rows = prepared[prepared.obs["scpermut_sample"] == "stim101"]
     genes = list(rows.var_names)
     from_raw = expression[:, raw.var_names.get_indexer(genes)].toarray()
     np.testing.assert_allclose(from_raw, rows.X.toarray(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_query_keeping_its_counts_in_raw_is_normalised_from_them(trained, assets_dir):
+    """X normalised on a gene subset, every gene's counts in .raw (scanpy's habit): the counts are used."""
+    import scanpy as sc
+
+    counts = ad.read_h5ad(assets_dir / "test_data" / "kang_stim101.h5ad")
+    query = counts.copy()
+    query.raw = query.copy()
+    sc.pp.normalize_total(query)
+    sc.pp.log1p(query)
+    query = query[:, :600].copy()
+    from_raw = annotate(query, trained[0], adapt=False, umap=False, copy=True, source="raw.h5ad")
+    from_counts = annotate(counts, trained[0], adapt=False, umap=False, copy=True, source="counts.h5ad")
+    assert from_raw.uns[constants.UNS]["genes_missing"] == 0
+    np.testing.assert_array_equal(from_raw.obsm[constants.LATENT], from_counts.obsm[constants.LATENT])
 
 
 def test_scaled_or_wrongly_normalised_queries_are_refused(trained, prepared):
@@ -262,3 +278,25 @@ def test_scaled_or_wrongly_normalised_queries_are_refused(trained, prepared):
     query.X = sp.csr_matrix(query.X.toarray() - 1.0)
     with pytest.raises(InputError, match="neither raw counts nor log-normalised"):
         log_normalised_expression(query, preprocess, "scaled.h5ad")
+
+
+def test_a_query_file_without_a_batch_column_writes_a_readable_file(trained, prepared, tmp_path):
+    """Its one batch is named after the file: the path's "/" made uns groups from the file's root."""
+    query = prepared[prepared.obs[constants.ROLE] == "query"][:80].copy()
+    del query.obs["batch"]
+    source = str(tmp_path / "folder" / "query.h5ad")
+    annotated = annotate(query, trained[0], umap=False, copy=True, source=source)
+    annotated.write_h5ad(tmp_path / "annotated.h5ad")
+    written = ad.read_h5ad(tmp_path / "annotated.h5ad")
+    assert list(written.uns[constants.UNS]["adaptation"]["batches"]) == ["query.h5ad"]
+
+
+def test_cells_without_any_count_on_the_model_genes_are_unknown(trained, prepared):
+    query = prepared[:40].copy()
+    counts = query.X.tolil()
+    counts[:5] = 0
+    query.X = counts.tocsr()
+    result = annotate(query, trained[0], umap=False, copy=True)
+    prediction = result.obs[constants.PREDICTION].astype(str).to_numpy()
+    assert (prediction[:5] == "Unknown").all()
+    assert (prediction[5:] != "Unknown").any()

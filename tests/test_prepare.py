@@ -96,6 +96,22 @@ def test_the_model_genes_come_from_the_reference_and_a_query_is_zero_filled(tmp_
     assert "sample b lacks 5 of the reference's 30 genes" in caplog.text
 
 
+def test_a_query_sample_whose_every_cell_fails_qc_is_kept_and_the_genes_ranked_without_it(tmp_path):
+    """scanpy cannot rank the genes of a batch without a count: the failed cells sit out the HVGs."""
+    a = make_counts(n_genes=60, prefix="a")
+    b = make_counts(n_genes=60, prefix="b", seed=1)
+    b.X = sp.csr_matrix(b.shape, dtype=np.float32)
+    a.write_h5ad(tmp_path / "a.h5ad")
+    b.write_h5ad(tmp_path / "b.h5ad")
+    paths = []
+    for name, role in (("a", "reference"), ("b", "query")):
+        run_qc(SampleSpec(name, tmp_path / f"{name}.h5ad", role=role), tmp_path / "qc", QCThresholds(min_genes=5))
+        paths.append(tmp_path / "qc" / f"{name}.qc.h5ad")
+    summary = prepare_files(paths, tmp_path / "out", PrepareSettings(n_top_genes=20, min_shared_genes=10))
+    assert summary["cells_per_sample"] == {"a": 60, "b": 60}
+    assert summary["n_highly_variable"] == 20
+
+
 def test_reference_samples_sharing_too_few_genes_stop_clearly(tmp_path):
     a = make_counts(prefix="a")
     b = make_counts(prefix="b")
@@ -114,6 +130,16 @@ def test_a_query_sharing_no_gene_with_the_reference_stops_clearly(tmp_path):
     with pytest.raises(InputError, match="sample 'b' shares no gene with the reference"):
         prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_query_named_by_ensembl_ids_is_told_the_var_column_holding_the_reference_names(tmp_path):
+    a = make_counts(prefix="a")
+    b = make_counts(prefix="b")
+    b.var["gene_symbols"] = b.var_names.to_numpy()
+    b.var_names = [f"ENSG{j:011d}" for j in range(b.n_vars)]
+    paths = [qc_sample(tmp_path, "a", a), qc_sample(tmp_path, "b", b, role="query")]
+    with pytest.raises(InputError, match=r"sample 'b' shares no gene .*var column 'gene_symbols' holds"):
+        prepare_files(paths, tmp_path / "out", PrepareSettings(min_shared_genes=10))
 
 
 def test_an_obs_column_of_different_types_across_samples_is_merged_as_text(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import scipy.sparse as sp
 from scpermut import constants
 from scpermut._plain import plain
 from scpermut.data.align import check_missing_genes
-from scpermut.data.io import count_problem
+from scpermut.data.io import detected_counts
 from scpermut.errors import InputError
 from scpermut.keys import Keys
 from scpermut.model.novelty import neighbourhood_median, shifted_batches
@@ -25,31 +26,25 @@ _MAX_LOG_NORMALISED = 30.0
 _TARGET_SUM_TOLERANCE = 0.1
 
 
-def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") -> sp.csr_matrix:
-    """Return the log-normalised expression of ``adata`` over its own genes, as the model expects it.
+def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") -> tuple[sp.csr_matrix, pd.DataFrame]:
+    """Return the log-normalised expression of ``adata`` as the model expects it, and its genes' ``var``.
 
     Taken as is from ``X`` when ``adata`` was written by ``scpermut prepare``; otherwise raw
-    counts (``X``, else ``layers["counts"]``) are normalised the way ``prepare`` did
-    (``log1p`` of counts scaled to ``preprocess["target_sum"]`` per cell); otherwise ``X`` is
-    taken to be log-normalised already.
+    counts (``X``, else ``layers["counts"]``, else ``.raw``: :func:`scpermut.data.io.detected_counts`,
+    the order the input files are read in) are normalised the way ``prepare`` did (``log1p`` of
+    counts scaled to ``preprocess["target_sum"]`` per cell), over the counts' own genes;
+    otherwise ``X`` is taken to be log-normalised already.
     """
     if constants.PREPARE_UNS in adata.uns:
-        return sp.csr_matrix(adata.X, dtype=np.float32)
-    counts = None
-    if count_problem(adata.X) is None:
-        counts = adata.X
-    elif (
-        constants.COUNTS_LAYER in adata.layers
-        and count_problem(adata.layers[constants.COUNTS_LAYER]) is None
-    ):
-        counts = adata.layers[constants.COUNTS_LAYER]
+        return sp.csr_matrix(adata.X, dtype=np.float32), adata.var
+    counts = detected_counts(adata, source)
     target_sum = float(preprocess["target_sum"])
     if counts is not None:
         log.info("%s: normalising raw counts (target_sum %g, log1p) as in training", source, target_sum)
         # Older model folders do not list the normalisation genes: then every gene counts.
         normalisation_genes = preprocess.get("normalisation_genes")
-        in_library = None if normalisation_genes is None else adata.var_names.isin(normalisation_genes)
-        return normalise_counts(counts, target_sum, in_library)
+        in_library = None if normalisation_genes is None else counts.var_names.isin(normalisation_genes)
+        return normalise_counts(counts.X, target_sum, in_library), counts.var
     matrix = sp.csr_matrix(adata.X, dtype=np.float32)
     if matrix.nnz and not np.isfinite(matrix.data).all():
         raise InputError(
@@ -76,7 +71,7 @@ def log_normalised_expression(adata, preprocess: dict, source: str = "AnnData") 
             source, typical_total, target_sum,
         )
     log.info("%s: X is not raw counts; using it as log-normalised expression", source)
-    return matrix
+    return matrix, adata.var
 
 
 def normalise_counts(counts, target_sum: float, in_library=None) -> sp.csr_matrix:
@@ -210,18 +205,17 @@ def annotate(
     """
     adata = adata.copy() if copy else adata
     record = model.record
-    expression = log_normalised_expression(adata, record.preprocess, source)
+    expression, var = log_normalised_expression(adata, record.preprocess, source)
     aligned, n_missing = align_genes(
-        expression,
-        adata.var_names,
-        record.genes,
-        max_missing_genes=max_missing_genes,
-        source=source,
-        var=adata.var,
+        expression, var.index, record.genes, max_missing_genes=max_missing_genes, source=source, var=var
     )
     keys = Keys.from_record(record.preprocess)
-    batches = adata.obs[keys.batch_key] if keys.batch_key in adata.obs else np.full(adata.n_obs, source)
-    batches = np.asarray(batches, dtype=str)
+    # Without a batch column the data is one batch, named after its file: a path (its "/") would
+    # turn the batch's record in uns into nested h5ad groups, from the file's root when absolute.
+    if keys.batch_key in adata.obs:
+        batches = np.asarray(adata.obs[keys.batch_key], dtype=str)
+    else:
+        batches = np.full(adata.n_obs, PurePosixPath(source).name)
     # Cells of batches the model never trained on: adapted (with ``adapt``) and scored by the
     # reconstruction novelty as well (a decoder it never fitted them with).
     new_batch = ~np.isin(batches, np.asarray(record.batches, dtype=str))
@@ -230,7 +224,10 @@ def annotate(
     )
     adata.obsm[constants.LATENT] = outputs["latent"]
     if "class_probabilities" in outputs:
-        write_predictions(adata, model, outputs, keys, unknown_threshold, novelty_threshold, new_batch, batches)
+        empty = np.asarray(abs(aligned).sum(axis=1)).ravel() == 0
+        write_predictions(
+            adata, model, outputs, keys, unknown_threshold, novelty_threshold, empty, source, new_batch, batches
+        )
     else:
         log.warning(
             "the model was trained without a classifier: only the latent space (and UMAP) are written"
@@ -250,11 +247,22 @@ def annotate(
 
 
 def write_predictions(
-    adata, model, outputs: dict, keys: Keys, unknown_threshold: float, novelty_threshold: float, new_batch=None, batches=None
+    adata,
+    model,
+    outputs: dict,
+    keys: Keys,
+    unknown_threshold: float,
+    novelty_threshold: float,
+    empty: np.ndarray,
+    source: str,
+    new_batch: np.ndarray | None = None,
+    batches: np.ndarray | None = None,
 ) -> None:
     """The label, confidence, probabilities and novelty fields from the model's class probabilities:
-    a cell is ``Unknown`` when its confidence is below ``unknown_threshold`` or its novelty above
-    ``novelty_threshold`` (:func:`novel_cells`).
+    a cell is ``Unknown`` when its confidence is below ``unknown_threshold``, its novelty above
+    ``novelty_threshold`` (:func:`novel_cells`), or it is ``empty`` (no count on any model gene:
+    nothing to tell a type by, whatever the classifier makes of a zero input; ``source`` names
+    the data in the warning).
 
     A cell of a batch the model never trained on (``new_batch``) with a reconstruction novelty
     (``outputs["reconstruction_score"]``, ``batches`` each cell's batch name) has the larger of
@@ -274,6 +282,12 @@ def write_predictions(
             novelty = _with_reconstruction_novelty(model, outputs, novelty, new_batch, batches)
         labels[novel_cells(adata, novelty, novelty_threshold, keys.batch_key)] = unknown_label
         adata.obs[constants.NOVELTY] = novelty
+    if empty.any():
+        log.warning(
+            "%s: %d cells have no count on any of the model's genes: they are labelled '%s'",
+            source, int(empty.sum()), unknown_label,
+        )
+        labels[empty] = unknown_label
     adata.obs[constants.PREDICTION] = pd.Categorical(labels, categories=[*record.classes, unknown_label])
     adata.obs[constants.LABEL] = final_labels(adata, keys.class_key)
     adata.obs[constants.CONFIDENCE] = confidence.astype(np.float32)

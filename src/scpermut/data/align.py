@@ -40,17 +40,18 @@ def check_missing_genes(
     n_missing = int((~present).sum())
     examples = f"model genes e.g. {', '.join(genes[~present][:3])}; the data's genes e.g. {', '.join(data_genes[:3])}"
     if not present.any():
-        raise InputError(f"{source}: none of the model's {len(genes)} genes is in the data ({examples}){_hint(genes, data_genes, var)}.")
+        raise InputError(f"{source}: none of the model's {len(genes)} genes is in the data ({examples}){naming_hint(genes, data_genes, var)}.")
     if n_missing / len(genes) > max_missing_genes:
         raise InputError(
             f"{source}: {n_missing} of the model's {len(genes)} genes ({n_missing / len(genes):.0%}) are missing, more than "
-            f"`max_missing_genes` {max_missing_genes:.0%} ({examples}){_hint(genes, data_genes, var)}."
+            f"`max_missing_genes` {max_missing_genes:.0%} ({examples}){naming_hint(genes, data_genes, var)}."
         )
     return present
 
 
-def _hint(genes: pd.Index, data_genes: pd.Index, var: pd.DataFrame | None) -> str:
-    """Why the names may differ, and how to fix it."""
+def naming_hint(genes, data_genes, var: pd.DataFrame | None) -> str:
+    """``; ...``: why the data's gene names may differ from ``genes`` (the model's, the reference's), and how to fix it."""
+    genes, data_genes = pd.Index(np.asarray(genes, dtype=str)), pd.Index(np.asarray(data_genes, dtype=str))
     column = _column_with(genes, var)
     if column is not None:
         return f"; var column '{column}' holds the model's gene names: make it the gene names (adata.var_names = adata.var['{column}'])"

@@ -74,18 +74,10 @@ def _counts_from_h5ad(adata: ad.AnnData, path: Path, layer: str | None) -> ad.An
             raise InputError(f"{path}: layer '{layer}' does not exist (layers: {available}).")
         counts = ad.AnnData(X=adata.layers[layer], obs=adata.obs, var=adata.var)
     else:
-        problem = count_problem(adata.X)
-        if problem is None:
-            counts = ad.AnnData(X=adata.X, obs=adata.obs, var=adata.var)
-        elif COUNTS_LAYER in adata.layers and count_problem(adata.layers[COUNTS_LAYER]) is None:
-            log.info("%s: X has %s; using layers['%s'] as raw counts", path, problem, COUNTS_LAYER)
-            counts = ad.AnnData(X=adata.layers[COUNTS_LAYER], obs=adata.obs, var=adata.var)
-        elif adata.raw is not None and count_problem(adata.raw.X) is None:
-            log.info("%s: X has %s; using .raw as raw counts", path, problem)
-            counts = ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var)
-        else:
+        counts = detected_counts(adata, path)
+        if counts is None:
             raise InputError(
-                f"{path}: X holds {problem}, so it is not raw counts, and neither layers['{COUNTS_LAYER}'] "
+                f"{path}: X holds {count_problem(adata.X)}, so it is not raw counts, and neither layers['{COUNTS_LAYER}'] "
                 "nor .raw holds counts; point --layer at the raw counts (in a samplesheet: its column 'layer')."
             )
         layer = None
@@ -93,6 +85,21 @@ def _counts_from_h5ad(adata: ad.AnnData, path: Path, layer: str | None) -> ad.An
         raise InputError(f"{path}: layer '{layer}' holds {problem}, so it is not raw counts.")
     counts.X = _as_counts(counts.X)
     return counts
+
+
+def detected_counts(adata: ad.AnnData, source) -> ad.AnnData | None:
+    """The raw counts of ``adata`` (its ``obs``, the counts' genes): ``X`` when it holds counts, else
+    ``layers["counts"]``, else ``.raw``; None when none of them does. ``source`` names it in the log."""
+    problem = count_problem(adata.X)
+    if problem is None:
+        return ad.AnnData(X=adata.X, obs=adata.obs, var=adata.var)
+    if COUNTS_LAYER in adata.layers and count_problem(adata.layers[COUNTS_LAYER]) is None:
+        log.info("%s: X has %s; using layers['%s'] as raw counts", source, problem, COUNTS_LAYER)
+        return ad.AnnData(X=adata.layers[COUNTS_LAYER], obs=adata.obs, var=adata.var)
+    if adata.raw is not None and count_problem(adata.raw.X) is None:
+        log.info("%s: X has %s; using .raw as raw counts", source, problem)
+        return ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var)
+    return None
 
 
 def read_h5ad(path: str | Path, what: str = "file", backed: str | None = None) -> ad.AnnData:

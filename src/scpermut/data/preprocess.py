@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from scpermut import constants
 from scpermut._version import __version__
+from scpermut.data.align import naming_hint
 from scpermut.errors import InputError
 from scpermut.keys import Keys
 from scpermut.options import check, default
@@ -72,7 +73,7 @@ def shared_genes(samples: list[ad.AnnData], names: list[str], min_shared: int) -
         if n_present == 0:
             raise InputError(
                 f"sample '{name}' shares no gene with the reference (its genes e.g. {', '.join(adata.var_names[:3])}; "
-                f"the reference's e.g. {', '.join(shared[:3])}); gene names must use the same identifiers."
+                f"the reference's e.g. {', '.join(shared[:3])}){naming_hint(shared, adata.var_names, adata.var)}."
             )
         lost[name] = int(adata.n_vars - n_present)
         if n_present < len(shared):
@@ -135,16 +136,31 @@ def stratified_split(labels: pd.Series, eligible: np.ndarray, fraction: float, s
 
 
 def select_hvgs(adata: ad.AnnData, n_top_genes: int, batch_key: str) -> None:
-    """Flag batch-aware highly variable genes in ``var`` (all genes when there are fewer than asked)."""
+    """Flag batch-aware highly variable genes in ``var`` (all genes when there are fewer than asked).
+
+    They are ranked on the cells that passed QC and hold a count, in the batches that have such
+    cells: a cell to annotate that failed QC (an empty droplet, a dead cell) tells little of how
+    genes vary, and a batch without a count has no variance to rank (scanpy stops on it).
+    """
     import scanpy as sc
 
     if adata.n_vars <= n_top_genes:
         adata.var["highly_variable"] = True
         return
-    n_batches = adata.obs[batch_key].nunique()
+    ranked = np.asarray(adata.X.sum(axis=1)).ravel() > 0
+    if constants.QC_PASS in adata.obs:
+        ranked &= adata.obs[constants.QC_PASS].to_numpy(bool)
+    if not ranked.any():
+        raise InputError("no cell that passed QC has a count on the samples' shared genes.")
+    cells = adata
+    if not ranked.all():
+        obs = pd.DataFrame({batch_key: pd.Categorical(adata.obs[batch_key].to_numpy()[ranked])}, index=adata.obs_names[ranked])
+        cells = ad.AnnData(X=adata.X[ranked], obs=obs, var=adata.var)
+    n_batches = cells.obs[batch_key].nunique()
     sc.pp.highly_variable_genes(
-        adata, n_top_genes=n_top_genes, flavor="seurat", batch_key=batch_key if n_batches > 1 else None
+        cells, n_top_genes=n_top_genes, flavor="seurat", batch_key=batch_key if n_batches > 1 else None
     )
+    adata.var = cells.var
 
 
 def prepare(samples: list[ad.AnnData], keys: Keys = Keys(), settings: PrepareSettings = PrepareSettings()) -> tuple[ad.AnnData, dict]:
