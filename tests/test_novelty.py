@@ -154,8 +154,8 @@ def prepared_query(query, model):
     """The query's log-normalised expression over the model's genes, as annotation computes it."""
     from scpermut.annotation import align_genes, log_normalised_expression
 
-    expression = log_normalised_expression(query, model.record.preprocess)
-    return align_genes(expression, query.var_names, model.genes, max_missing_genes=0.0)[0]
+    expression, var = log_normalised_expression(query, model.record.preprocess)
+    return align_genes(expression, var.index, model.genes, max_missing_genes=0.0)[0]
 
 
 def _atlas_with_a_look_alike(seed=0, n_per_group=60):
