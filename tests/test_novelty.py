@@ -15,6 +15,7 @@ from scpermut import Model, constants, prepare_anndata
 from scpermut.data.preprocess import PrepareSettings
 from scpermut.model.minibatches import infer
 from scpermut.model.network import ScpermutNetwork
+from scpermut.model import novelty as novelty_module
 from scpermut.model.novelty import NoveltyModel, ReconstructionNovelty, neighbourhood_median, shifted_batches
 from scpermut.model.settings import NetworkConfig
 
@@ -122,6 +123,28 @@ def test_reconstruction_novelty_ranks_a_few_badly_reconstructed_genes_above_diff
     np.testing.assert_array_equal(again.score(marked, np.zeros_like(marked)), scorer.score(marked, np.zeros_like(marked)))
     # More genes asked for than the model has: all of them.
     assert ReconstructionNovelty(scale[:3], 50, np.zeros(0)).score(marked[:, :3], np.zeros((50, 3), np.float32)).shape == (50,)
+
+
+def test_a_batch_is_judged_against_itself_only_when_shifted_beyond_the_references_upper_quartile():
+    rng = np.random.default_rng(0)
+    reference = rng.gamma(20.0, 1 / 20.0, 5000)
+    scorer = ReconstructionNovelty(np.ones(3, np.float32), 3, np.zeros(0)).calibrated(reference)
+    known = rng.gamma(20.0, 1 / 20.0, 3000)
+    unseen = rng.gamma(20.0, 1 / 20.0, 1000) * 2.0
+    # Batch 0: a quarter of unseen cells lift its median above the reference's, within its spread.
+    # Batch 1: every cell twice the reference's (a technology shift), the same quarter unseen.
+    scores = np.concatenate([known, unseen, known * 2.0, unseen * 2.0])
+    codes = np.repeat([0, 1], 4000)
+    novelty, rescaled = scorer.batch_novelty(scores, codes)
+    assert rescaled.tolist() == [1]
+    for code in (0, 1):
+        members = novelty[codes == code]
+        assert (members[3000:] > 0.98).mean() > 0.8  # the unseen quarter
+        assert (members[:3000] > 0.98).mean() < 0.1  # the known cells
+    # The shifted batch, rescaled, has its median on the reference's upper quartile.
+    assert abs(float(np.median(novelty[codes == 1])) - novelty_module.BATCH_SHIFT_QUANTILE) < 0.01
+    # Without the rescaling, most known cells of the shifted batch would look novel.
+    assert (scorer.novelty(scores[codes == 1][:3000]) > 0.98).mean() > 0.8
 
 
 @pytest.mark.parametrize("conditional", [False, True])
